@@ -1,0 +1,128 @@
+"""Drift values: the stable catalogue of codes, their severity and who may fix them.
+
+Owns the `Drift` value and its identity. Must not know how drift is detected, stored or alerted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DriftCode(StrEnum):
+    ROUTE_SERVER_UNHEALTHY = "ROUTE_SERVER_UNHEALTHY"
+    BRANCH_TO_BRANCH_DISABLED = "BRANCH_TO_BRANCH_DISABLED"
+    PEER_MISSING = "PEER_MISSING"
+    PEER_MISMATCH = "PEER_MISMATCH"
+    PEER_FAILED = "PEER_FAILED"
+    PEER_UNEXPECTED = "PEER_UNEXPECTED"
+    PEER_DOWN = "PEER_DOWN"
+    ROUTE_MISSING = "ROUTE_MISSING"
+    ROUTE_NEXT_HOP_WRONG = "ROUTE_NEXT_HOP_WRONG"
+    ROUTE_REJECTED_LOOP = "ROUTE_REJECTED_LOOP"
+    ROUTE_UNEXPECTED = "ROUTE_UNEXPECTED"
+    ROUTE_LIMIT_RISK = "ROUTE_LIMIT_RISK"
+    GATEWAY_NOT_LEARNING = "GATEWAY_NOT_LEARNING"
+    GATEWAY_NOT_ADVERTISING = "GATEWAY_NOT_ADVERTISING"
+    FIREWALL_UNHEALTHY = "FIREWALL_UNHEALTHY"
+    UDR_INVARIANT_BROKEN = "UDR_INVARIANT_BROKEN"
+    OBSERVATION_FAILED = "OBSERVATION_FAILED"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Fixer(StrEnum):
+    """Who may remove a drift (DESIGN §5)."""
+
+    HUMAN = "human"
+    AZURE_WRITE = "azure_write"  # only when the target's policy opts in
+    NVA_AGENT = "nva_agent"
+    NOBODY = "nobody"  # unknown state: nothing can be fixed from it
+
+
+# Severity reflects what on-premises users feel: critical = internet traffic bypasses the
+# firewall or is black-holed now; warning = the design is degraded but still carries traffic.
+SEVERITY: dict[DriftCode, Severity] = {
+    DriftCode.ROUTE_SERVER_UNHEALTHY: Severity.CRITICAL,
+    DriftCode.BRANCH_TO_BRANCH_DISABLED: Severity.CRITICAL,
+    DriftCode.PEER_MISSING: Severity.CRITICAL,
+    DriftCode.PEER_MISMATCH: Severity.CRITICAL,
+    DriftCode.PEER_FAILED: Severity.CRITICAL,
+    DriftCode.PEER_UNEXPECTED: Severity.WARNING,
+    DriftCode.PEER_DOWN: Severity.CRITICAL,
+    DriftCode.ROUTE_MISSING: Severity.CRITICAL,
+    DriftCode.ROUTE_NEXT_HOP_WRONG: Severity.CRITICAL,
+    DriftCode.ROUTE_REJECTED_LOOP: Severity.WARNING,
+    DriftCode.ROUTE_UNEXPECTED: Severity.WARNING,
+    DriftCode.ROUTE_LIMIT_RISK: Severity.WARNING,
+    DriftCode.GATEWAY_NOT_LEARNING: Severity.CRITICAL,
+    DriftCode.GATEWAY_NOT_ADVERTISING: Severity.CRITICAL,
+    DriftCode.FIREWALL_UNHEALTHY: Severity.CRITICAL,
+    DriftCode.UDR_INVARIANT_BROKEN: Severity.CRITICAL,
+    DriftCode.OBSERVATION_FAILED: Severity.WARNING,
+}
+
+FIXER: dict[DriftCode, Fixer] = {
+    DriftCode.ROUTE_SERVER_UNHEALTHY: Fixer.HUMAN,
+    DriftCode.BRANCH_TO_BRANCH_DISABLED: Fixer.AZURE_WRITE,
+    DriftCode.PEER_MISSING: Fixer.AZURE_WRITE,
+    DriftCode.PEER_MISMATCH: Fixer.AZURE_WRITE,
+    DriftCode.PEER_FAILED: Fixer.AZURE_WRITE,
+    DriftCode.PEER_UNEXPECTED: Fixer.HUMAN,
+    DriftCode.PEER_DOWN: Fixer.NVA_AGENT,
+    DriftCode.ROUTE_MISSING: Fixer.NVA_AGENT,
+    DriftCode.ROUTE_NEXT_HOP_WRONG: Fixer.NVA_AGENT,
+    DriftCode.ROUTE_REJECTED_LOOP: Fixer.NVA_AGENT,
+    DriftCode.ROUTE_UNEXPECTED: Fixer.HUMAN,
+    DriftCode.ROUTE_LIMIT_RISK: Fixer.HUMAN,
+    DriftCode.GATEWAY_NOT_LEARNING: Fixer.HUMAN,
+    DriftCode.GATEWAY_NOT_ADVERTISING: Fixer.HUMAN,
+    DriftCode.FIREWALL_UNHEALTHY: Fixer.HUMAN,
+    DriftCode.UDR_INVARIANT_BROKEN: Fixer.HUMAN,
+    DriftCode.OBSERVATION_FAILED: Fixer.NOBODY,
+}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between desired and observed state.
+
+    `subject` names the thing inside the target, e.g. `peer=nva1/instance=RouteServiceRole_IN_0/prefix=0.0.0.0/0`.
+    Identity is (target, code, subject): the ledger and the alerts follow a drift across passes by it.
+    """
+
+    target: str
+    code: DriftCode
+    subject: str
+    message: str
+    expected: str = ""
+    observed: str = ""
+
+    @property
+    def identity(self) -> str:
+        return f"{self.target}|{self.code.value}|{self.subject}"
+
+    @property
+    def severity(self) -> Severity:
+        return SEVERITY[self.code]
+
+    @property
+    def fixer(self) -> Fixer:
+        return FIXER[self.code]
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "identity": self.identity,
+            "target": self.target,
+            "code": self.code.value,
+            "subject": self.subject,
+            "severity": self.severity.value,
+            "fixer": self.fixer.value,
+            "message": self.message,
+            "expected": self.expected,
+            "observed": self.observed,
+        }
