@@ -87,6 +87,40 @@ FIXER: dict[DriftCode, Fixer] = {
 }
 
 
+# Subject conventions, so identities stay stable and inhibition can match drifts to their cause.
+# Segments are `key=value` joined by `/`; a prefix value keeps its own `/` and always comes last.
+SUBJECTS: dict[DriftCode, str] = {
+    DriftCode.ROUTE_SERVER_UNHEALTHY: "route_server=<name>",
+    DriftCode.BRANCH_TO_BRANCH_DISABLED: "route_server=<name>",
+    DriftCode.PEER_MISSING: "peer=<name>",
+    DriftCode.PEER_MISMATCH: "peer=<name>",
+    DriftCode.PEER_FAILED: "peer=<name>",
+    DriftCode.PEER_UNEXPECTED: "peer=<connection name>",
+    DriftCode.PEER_DOWN: "peer=<name>/instance=<RouteServiceRole_IN_n | ARS IP>",
+    DriftCode.ROUTE_MISSING: "peer=<name>/instance=<instance>/prefix=<prefix>",
+    DriftCode.ROUTE_NEXT_HOP_WRONG: "peer=<name>/instance=<instance>/prefix=<prefix>",
+    DriftCode.ROUTE_REJECTED_LOOP: "peer=<name>/instance=<instance>/prefix=<prefix>",
+    DriftCode.ROUTE_UNEXPECTED: "peer=<name>/instance=<instance>/prefix=<prefix>",
+    DriftCode.ROUTE_LIMIT_RISK: "peer=<name>",
+    DriftCode.GATEWAY_NOT_LEARNING: "gateway=<name>/prefix=<prefix>",
+    DriftCode.GATEWAY_NOT_ADVERTISING: "gateway=<name>/onprem=<peer ip>/prefix=<prefix>",
+    DriftCode.FIREWALL_UNHEALTHY: "firewall=<name or ip>",
+    DriftCode.UDR_INVARIANT_BROKEN: "subnet=<vnet>:<subnet>/prefix=<prefix>",
+    DriftCode.OBSERVATION_FAILED: "read=<operation>/resource=<name>",
+}
+
+
+def subject_part(subject: str, key: str) -> str | None:
+    """Value of `key=` in a subject; `prefix=` swallows the rest because prefixes contain `/`."""
+    marker = f"{key}="
+    for i, segment in enumerate(subject.split("/")):
+        if segment.startswith(marker):
+            if key == "prefix":
+                return "/".join(subject.split("/")[i:])[len(marker):]
+            return segment[len(marker):]
+    return None
+
+
 @dataclass(frozen=True)
 class Drift:
     """One difference between desired and observed state.
@@ -113,6 +147,10 @@ class Drift:
     @property
     def fixer(self) -> Fixer:
         return FIXER[self.code]
+
+    def part(self, key: str) -> str | None:
+        """The value of `key=` inside the subject (see SUBJECTS), or None when absent."""
+        return subject_part(self.subject, key)
 
     def to_dict(self) -> dict[str, str]:
         return {
