@@ -1,0 +1,413 @@
+"""ARM adapter: reads (and the opt-in writes) through azure-mgmt-network's async client.
+
+Owns client construction, concurrency bounds, per-subscription pacing and the translation of SDK
+objects and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
+Must not judge drift. Only this module and the other adapters import azure.*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from azure.core.credentials import AccessToken
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.mgmt.network.aio import NetworkManagementClient
+
+from reconciler.desired import Target
+from reconciler.errors import PermanentError, TransientError
+from reconciler.observed import (
+    Connection,
+    Firewall,
+    Gateway,
+    Hub,
+    InstanceRoutes,
+    Observation,
+    Route,
+    RouteEntry,
+    SubnetRouting,
+    Unknown,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ArmOptions:
+    """How to reach ARM and how hard to push it."""
+
+    endpoint: str | None = None
+    """Base URL; None means public Azure (https://management.azure.com). The emulator sets its own."""
+    ca_bundle: str | None = None
+    """CA file to trust (the emulator's test CA); None uses the system store."""
+    poll_interval: float = 1.0
+    """LRO fallback poll delay in seconds when ARM sends no Retry-After (SDK default is 30 s)."""
+    concurrency: int = 32
+    """Most ARM requests in flight at once, across all subscriptions."""
+    reads_per_second: float = 20.0
+    """Client-side pacing per subscription; ARM refills its read bucket at 25/s, so stay below."""
+    read_burst: int = 200
+    """Client-side burst per subscription; ARM's read bucket holds 250."""
+    read_timeout: float = 60.0
+    """A read (including its LRO polling and SDK retries) that takes longer becomes Unknown."""
+    retry_total: int = 4
+    """SDK retries per request (429 with Retry-After, 5xx, connection errors)."""
+
+
+class StaticTokenCredential(AsyncTokenCredential):
+    """A fixed bearer token, for the local ARM emulator only (never for Azure)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+
+class TokenBucket:
+    """Client-side pacing so a big fleet waits its turn instead of collecting ARM 429s."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self._clock = clock
+        self._last = clock()
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Arm:
+    """One shared set of ARM clients (one per subscription), built once per worker."""
+
+    def __init__(self, credential: AsyncTokenCredential, options: ArmOptions) -> None:
+        self._credential = credential
+        self.options = options
+        self._clients: dict[str, NetworkManagementClient] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._sem = asyncio.Semaphore(options.concurrency)
+        self.requests = 0  # ARM operations started (a benchmark figure)
+
+    def client(self, subscription: str) -> NetworkManagementClient:
+        c = self._clients.get(subscription)
+        if c is None:
+            kwargs: dict[str, Any] = {
+                "polling_interval": self.options.poll_interval,
+                "retry_total": self.options.retry_total,
+            }
+            if self.options.endpoint:
+                kwargs["base_url"] = self.options.endpoint
+            if self.options.ca_bundle:
+                kwargs["connection_verify"] = self.options.ca_bundle
+            c = NetworkManagementClient(self._credential, subscription, **kwargs)
+            self._clients[subscription] = c
+        return c
+
+    def _bucket(self, subscription: str) -> TokenBucket:
+        b = self._buckets.get(subscription)
+        if b is None:
+            b = self._buckets[subscription] = TokenBucket(self.options.reads_per_second, self.options.read_burst)
+        return b
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.close()
+        self._clients.clear()
+        await self._credential.close()
+
+    async def _call(self, subscription: str, fn: Callable[[], Awaitable[T]], cost: int = 1) -> T:
+        for _ in range(cost):
+            await self._bucket(subscription).take()
+        async with self._sem:
+            self.requests += cost
+            return await asyncio.wait_for(fn(), timeout=self.options.read_timeout)
+
+    async def read(
+        self, subscription: str, operation: str, resource: str, fn: Callable[[], Awaitable[T]], cost: int = 1
+    ) -> T | None | Unknown:
+        """Run one read: its value, None when ARM says 404, or Unknown for any other failure."""
+        try:
+            return await self._call(subscription, fn, cost)
+        except ResourceNotFoundError:
+            return None
+        except TimeoutError:
+            return Unknown(operation, resource, f"timed out after {self.options.read_timeout:.0f} s")
+        except HttpResponseError as exc:
+            return Unknown(operation, resource, _http_reason(exc))
+        except (AzureError, OSError, ValueError, KeyError, TypeError) as exc:
+            # ValueError/KeyError/TypeError: a malformed body the SDK could not deserialize.
+            return Unknown(operation, resource, f"{type(exc).__name__}: {_first_line(exc)}")
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    async def observe(self, target: Target) -> Observation:
+        """Read everything ARM knows about one target, concurrently."""
+        sub, rg, rs = target.subscription_id, target.resource_group, target.route_server
+        c = self.client(sub)
+
+        async def hub() -> Hub:
+            h = await c.virtual_hubs.get(rg, rs)
+            return Hub(
+                provisioning_state=_s(h.provisioning_state),
+                routing_state=_s(h.routing_state),
+                asn=h.virtual_router_asn,
+                ips=tuple(h.virtual_router_ips or ()),
+                branch_to_branch=bool(h.allow_branch_to_branch_traffic),
+                routing_preference=_s(h.hub_routing_preference) or None,
+            )
+
+        async def connections() -> tuple[Connection, ...]:
+            out = []
+            async for p in c.virtual_hub_bgp_connections.list(rg, rs):
+                out.append(
+                    Connection(
+                        name=str(p.name),
+                        peer_ip=str(p.peer_ip),
+                        peer_asn=p.peer_asn,
+                        provisioning_state=_s(p.provisioning_state),
+                        connection_state=_s(p.connection_state),
+                    )
+                )
+            return tuple(out)
+
+        hub_task = self.read(sub, "hub.get", rs, hub)
+        conn_task = self.read(sub, "bgp.list", rs, connections)
+        fw_task = self._firewall(target)
+        gw_tasks = [self._gateway(target, g.name, g.resource_group or rg, [str(p) for p in g.onprem_peers])
+                    for g in target.gateways]
+        sn_tasks = [self._subnet(target, inv.resource_group or rg, inv.vnet, inv.subnet) for inv in target.subnets]
+        hub_v, conns_v, fw_v, *rest = await asyncio.gather(hub_task, conn_task, fw_task, *gw_tasks, *sn_tasks)
+        gateways = rest[: len(gw_tasks)]
+        subnets = rest[len(gw_tasks):]
+
+        learned: dict[str, InstanceRoutes | Unknown] = {}
+        if isinstance(conns_v, tuple):
+            declared = {str(p.ip) for p in target.peers} | {p.name for p in target.peers}
+            # Only declared peers' routes can change a verdict; undeclared ones are PEER_UNEXPECTED anyway.
+            wanted = [cn for cn in conns_v if cn.name in declared or cn.peer_ip in declared]
+            results = await asyncio.gather(*(self._learned(sub, rg, rs, cn.name) for cn in wanted))
+            learned = {cn.name: r for cn, r in zip(wanted, results, strict=True)}
+        elif conns_v is None:
+            conns_v = ()
+
+        fw_obj, fw_ip = fw_v
+        return Observation(
+            target=target.name,
+            hub=hub_v,
+            connections=conns_v,
+            learned=learned,
+            gateways={g.name: v for g, v in zip(target.gateways, gateways, strict=True)},  # type: ignore[misc]
+            firewall=fw_obj,
+            firewall_ip=fw_ip,
+            subnets={f"{inv.vnet}:{inv.subnet}": v for inv, v in zip(target.subnets, subnets, strict=True)},  # type: ignore[misc]
+        )
+
+    async def _learned(self, sub: str, rg: str, rs: str, conn: str) -> InstanceRoutes | Unknown:
+        c = self.client(sub)
+
+        async def learned() -> InstanceRoutes:
+            poller = await c.virtual_hub_bgp_connections.begin_list_learned_routes(rg, rs, conn)
+            raw = await poller.result()
+            return {str(inst): tuple(_route(r) for r in (routes or ())) for inst, routes in (raw or {}).items()}
+
+        value = await self.read(sub, "routes.learned", conn, learned, cost=2)
+        if value is None:
+            return Unknown("routes.learned", conn, "connection disappeared while reading")
+        if not isinstance(value, Unknown) and not value:
+            # An empty instance map is what ARS returns during maintenance: unknown, not "no routes".
+            return Unknown("routes.learned", conn, "empty per-instance map (Route Server maintenance?)")
+        return value
+
+    async def _firewall(self, target: Target) -> tuple[Firewall | None | Unknown, str | None]:
+        fixed = target.firewall.private_ip
+        if target.firewall.name is None:
+            return None, str(fixed) if fixed else None
+        name = target.firewall.name
+        rg = target.firewall.resource_group or target.resource_group
+        c = self.client(target.subscription_id)
+
+        async def get() -> Firewall:
+            fw = await c.azure_firewalls.get(rg, name)
+            ip: str | None = None
+            if fw.ip_configurations:
+                ip = fw.ip_configurations[0].private_ip_address
+            elif fw.hub_ip_addresses is not None:
+                ip = fw.hub_ip_addresses.private_ip_address  # vWAN-secured hub
+            return Firewall(name=name, provisioning_state=_s(fw.provisioning_state), private_ip=ip or None)
+
+        fw_v = await self.read(target.subscription_id, "firewall.get", name, get)
+        ip = fw_v.private_ip if isinstance(fw_v, Firewall) else None
+        return fw_v, ip
+
+    async def _gateway(self, target: Target, name: str, rg: str, onprem: list[str]) -> Gateway | None | Unknown:
+        sub = target.subscription_id
+        c = self.client(sub)
+
+        async def learned() -> tuple[Route, ...]:
+            poller = await c.virtual_network_gateways.begin_get_learned_routes(rg, name)
+            res = await poller.result()
+            return tuple(_route(r) for r in (res.value or ()))
+
+        def advertised(peer: str) -> Callable[[], Awaitable[tuple[Route, ...]]]:
+            async def run() -> tuple[Route, ...]:
+                poller = await c.virtual_network_gateways.begin_get_advertised_routes(rg, name, peer=peer)
+                res = await poller.result()
+                return tuple(_route(r) for r in (res.value or ()))
+
+            return run
+
+        learned_v, *adv = await asyncio.gather(
+            self.read(sub, "gateway.learned", name, learned, cost=2),
+            *(self.read(sub, "gateway.advertised", f"{name}:{p}", advertised(p), cost=2) for p in onprem),
+        )
+        if learned_v is None:
+            return None  # 404 on the gateway: it is gone
+        advertised_map: dict[str, tuple[Route, ...] | Unknown] = {}
+        for p, v in zip(onprem, adv, strict=True):
+            advertised_map[p] = Unknown("gateway.advertised", f"{name}:{p}", "gateway not found") if v is None else v
+        return Gateway(
+            name=name,
+            gateway_type="",
+            provisioning_state="",
+            learned=learned_v,
+            advertised=advertised_map,
+            bgp_peers=(),
+        )
+
+    async def _subnet(self, target: Target, rg: str, vnet: str, subnet: str) -> SubnetRouting | None | Unknown:
+        sub = target.subscription_id
+        c = self.client(sub)
+        key = f"{vnet}:{subnet}"
+        sn = await self.read(sub, "subnet.get", key, lambda: c.subnets.get(rg, vnet, subnet))
+        if sn is None or isinstance(sn, Unknown):
+            return sn
+        rt_id = sn.route_table.id if sn.route_table is not None else None
+        if not rt_id:
+            return SubnetRouting(vnet, subnet, None, (), None)
+        rt_rg, rt_name = _rg_and_name(rt_id)
+        rt = await self.read(sub, "routetable.get", rt_name, lambda: c.route_tables.get(rt_rg, rt_name))
+        if rt is None:
+            return SubnetRouting(vnet, subnet, None, (), None)
+        if isinstance(rt, Unknown):
+            return rt
+        routes = tuple(
+            RouteEntry(
+                name=str(r.name),
+                prefix=str(r.address_prefix),
+                next_hop_type=_s(r.next_hop_type),
+                next_hop_ip=r.next_hop_ip_address,
+            )
+            for r in (rt.routes or ())
+        )
+        return SubnetRouting(vnet, subnet, rt_name, routes, rt.disable_bgp_route_propagation)
+
+    # ---- opt-in writes (Azure-side fixes) ------------------------------------------------------
+
+    async def put_connection(self, target: Target, name: str, peer_ip: str, peer_asn: int) -> None:
+        """Create or rewrite a bgpConnection. Raises TransientError on 409 AnotherOperationInProgress."""
+        c = self.client(target.subscription_id)
+
+        async def put() -> None:
+            body = {"name": name, "properties": {"peerIp": peer_ip, "peerAsn": peer_asn}}
+            poller = await c.virtual_hub_bgp_connection.begin_create_or_update(
+                target.resource_group, target.route_server, name, body
+            )
+            await poller.result()
+
+        await self._write(target.subscription_id, f"bgp.put {name}", put)
+
+    async def enable_branch_to_branch(self, target: Target) -> None:
+        """GET the hub, set allowBranchToBranchTraffic, PUT it back (there is no PATCH for it)."""
+        c = self.client(target.subscription_id)
+
+        async def put() -> None:
+            hub = await c.virtual_hubs.get(target.resource_group, target.route_server)
+            hub.allow_branch_to_branch_traffic = True
+            poller = await c.virtual_hubs.begin_create_or_update(target.resource_group, target.route_server, hub)
+            await poller.result()
+
+        await self._write(target.subscription_id, "hub.put", put)
+
+    async def _write(self, subscription: str, what: str, fn: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self._call(subscription, fn)
+        except ClientAuthenticationError as exc:
+            raise PermanentError(f"{what}: not authorised: {_first_line(exc)}") from exc
+        except HttpResponseError as exc:
+            code = _error_code(exc)
+            # Platform rule 9: a collision is "try later", never "failed".
+            if exc.status_code == 409 or code == "AnotherOperationInProgress":
+                raise TransientError(f"{what}: another operation is in progress ({code or 409}); retry next pass") from exc
+            if exc.status_code in (429, 500, 502, 503, 504):
+                raise TransientError(f"{what}: {_http_reason(exc)}") from exc
+            raise PermanentError(f"{what}: {_http_reason(exc)}") from exc
+        except TimeoutError as exc:
+            raise TransientError(f"{what}: timed out") from exc
+        except AzureError as exc:
+            raise TransientError(f"{what}: {_first_line(exc)}") from exc
+
+
+def _route(r: Any) -> Route:
+    return Route(
+        prefix=str(r.network),
+        next_hop=r.next_hop,
+        as_path=str(r.as_path or ""),
+        origin=_s(r.origin),
+        source_peer=str(r.source_peer or ""),
+    )
+
+
+def _s(value: Any) -> str:
+    """Enum-safe string: SDK enums print as `Enum.NAME` under str(), so take .value (notes §0.4)."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def _rg_and_name(resource_id: str) -> tuple[str, str]:
+    parts = resource_id.strip("/").split("/")
+    lower = [p.lower() for p in parts]
+    rg = parts[lower.index("resourcegroups") + 1] if "resourcegroups" in lower else ""
+    return rg, parts[-1]
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    err = getattr(exc, "error", None)
+    return str(getattr(err, "code", "") or "")
+
+
+def _http_reason(exc: HttpResponseError) -> str:
+    code = _error_code(exc)
+    return (f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {_first_line(exc)}")[:300]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

@@ -1,0 +1,300 @@
+"""The desired-state document: pydantic models, loading (YAML or JSON) and validation errors.
+
+Owns what an operator may declare and how bad input is reported (file + path in the document).
+Must not know how state is observed or fixed. `schemas/desired-state.schema.json` is generated
+from `DesiredState` (`python -m reconciler schema`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from reconciler.errors import DesiredStateError
+
+ARS_ASN = 65515
+DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+VPN_HALVES = (IPv4Network("0.0.0.0/1"), IPv4Network("128.0.0.0/1"))
+
+# ASNs an NVA may not use towards Route Server, with the reason the operator will read.
+RESERVED_ASNS: dict[int, str] = {
+    0: "ASN 0 is reserved (RFC 7607)",
+    8074: "8074 is reserved by Azure (Microsoft)",
+    8075: "8075 is reserved by Azure (Microsoft)",
+    12076: "12076 is reserved by Azure (ExpressRoute MSEE)",
+    23456: "23456 is AS_TRANS (RFC 6793)",
+    65515: "65515 is Azure Route Server's own ASN; routes carrying it are dropped",
+    65517: "65517 is reserved by Azure",
+    65518: "65518 is reserved by Azure",
+    65519: "65519 is reserved by Azure",
+    65520: "65520 is reserved by Azure",
+}
+DOC_ASN_RANGE = range(64496, 64512)  # RFC 5398 documentation ASNs
+
+
+def _check_peer_asn(asn: int) -> int:
+    if asn in RESERVED_ASNS:
+        raise ValueError(f"ASN {asn} cannot be used by an NVA peer: {RESERVED_ASNS[asn]}")
+    if asn in DOC_ASN_RANGE:
+        raise ValueError(f"ASN {asn} cannot be used by an NVA peer: 64496-64511 are documentation ASNs (RFC 5398)")
+    return asn
+
+
+Asn = Annotated[int, Field(ge=1, le=4294967295)]
+PeerAsn = Annotated[Asn, AfterValidator(_check_peer_asn)]
+Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+SettingName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewayType(StrEnum):
+    EXPRESS_ROUTE = "ExpressRoute"
+    VPN = "Vpn"
+
+
+class FirewallPolicy(StrEnum):
+    ALERT = "alert"
+    WITHDRAW = "withdraw"
+
+
+class Peer(Strict):
+    """One NVA that must peer with both Route Server instances."""
+
+    name: Name = Field(description="bgpConnection name on the Route Server")
+    ip: IPv4Address = Field(description="NVA peering IP")
+    asn: PeerAsn = Field(description="NVA ASN (not 65515 or another reserved ASN)")
+    agent_url: str | None = Field(default=None, description="base URL of the NVA agent, e.g. https://10.0.1.6:8443")
+    token_setting: SettingName | None = Field(
+        default=None, description="name of the app setting that holds the agent's bearer token (never the token)"
+    )
+
+    @field_validator("agent_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("agent_url must start with https:// (or http:// in a lab)")
+        return v
+
+    @model_validator(mode="after")
+    def _token_with_url(self) -> Peer:
+        if self.agent_url and not self.token_setting:
+            raise ValueError("a peer with agent_url also needs token_setting (the app setting holding its token)")
+        return self
+
+
+class Firewall(Strict):
+    """Where the default route's next hop must point: a firewall resource (its real IP) or a fixed IP."""
+
+    name: Name | None = Field(default=None, description="Azure Firewall resource name; the next hop follows its IP")
+    resource_group: Name | None = Field(default=None, description="defaults to the target's resource group")
+    private_ip: IPv4Address | None = Field(default=None, description="fixed next hop when no resource is named")
+    unhealthy_policy: FirewallPolicy = Field(
+        default=FirewallPolicy.ALERT,
+        description="alert (default), or withdraw the default route so on-premises uses its own breakout",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Firewall:
+        if (self.name is None) == (self.private_ip is None):
+            raise ValueError("give exactly one of firewall.name (resource) or firewall.private_ip (fixed)")
+        return self
+
+
+class Gateway(Strict):
+    name: Name
+    resource_group: Name | None = None
+    type: GatewayType
+    onprem_peers: list[IPv4Address] = Field(
+        default_factory=list, description="on-premises BGP peers the gateway must advertise the prefixes to"
+    )
+
+
+class RouteRequirement(Strict):
+    prefix: IPv4Network
+    next_hop_type: Literal["Internet", "VirtualAppliance", "VirtualNetworkGateway", "VnetLocal", "None"]
+    next_hop_ip: IPv4Address | None = None
+
+    @model_validator(mode="after")
+    def _ip_for_appliance(self) -> RouteRequirement:
+        if (self.next_hop_type == "VirtualAppliance") != (self.next_hop_ip is not None):
+            raise ValueError("next_hop_ip is required for VirtualAppliance and not allowed otherwise")
+        return self
+
+
+class SubnetInvariant(Strict):
+    """A subnet whose route table must hold routes (platform rule 4: ARS pushes 0/0 into every subnet)."""
+
+    vnet: Name
+    subnet: Name
+    resource_group: Name | None = None
+    routes: list[RouteRequirement] = Field(min_length=1)
+    disable_bgp_route_propagation: bool | None = None
+
+
+class Policy(Strict):
+    """What the reconciler may change for this target."""
+
+    nva_fixes: bool = Field(default=True, description="ask the NVA agent to fix NVA-side drift")
+    azure_writes: bool = Field(default=False, description="create/repair bgpConnections, enable branch-to-branch")
+    action_budget: int = Field(default=5, ge=0, le=100, description="most fix steps in one pass for this target")
+
+
+class MaintenanceWindow(Strict):
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceWindow:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("maintenance window times need a timezone, e.g. 2026-11-25T22:00:00Z")
+        if self.end <= self.start:
+            raise ValueError("maintenance window end must be after start")
+        return self
+
+
+class Target(Strict):
+    """One Route Server and everything that must be true around it."""
+
+    name: Name
+    subscription_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-]+$")]
+    resource_group: Name
+    route_server: Name
+    branch_to_branch: bool = True
+    firewall: Firewall
+    gateways: list[Gateway] = Field(default_factory=list)
+    prefixes: list[IPv4Network] = Field(default_factory=lambda: [DEFAULT_ROUTE], min_length=1)
+    peers: list[Peer] = Field(min_length=1)
+    subnets: list[SubnetInvariant] = Field(default_factory=list)
+    policy: Policy = Field(default_factory=Policy)
+    suspend: bool = Field(default=False, description="observe and record, but change nothing")
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    route_limit_warn: int = Field(default=900, ge=1, le=1000, description="warn when a peer sends this many routes")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Target:
+        names = [p.name for p in self.peers]
+        ips = [p.ip for p in self.peers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate peer name in peers: {_dupes(names)}")
+        if len(set(ips)) != len(ips):
+            raise ValueError(f"duplicate peer ip in peers: {_dupes([str(i) for i in ips])}")
+        if len(set(self.prefixes)) != len(self.prefixes):
+            raise ValueError(f"duplicate prefix in prefixes: {_dupes([str(p) for p in self.prefixes])}")
+        gw_types = {g.type for g in self.gateways}
+        # Platform rule 5: a VPN gateway never advertises 0.0.0.0/0 to branches.
+        if gw_types == {GatewayType.VPN} and DEFAULT_ROUTE in self.prefixes:
+            raise ValueError(
+                "a VPN gateway does not advertise 0.0.0.0/0 to branches; use prefixes [0.0.0.0/1, 128.0.0.0/1]"
+            )
+        return self
+
+
+class DesiredState(Strict):
+    """The whole document: many targets (one Route Server each)."""
+
+    version: Literal[1] = 1
+    targets: list[Target] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> DesiredState:
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate target name: {_dupes(names)}")
+        return self
+
+    def target(self, name: str) -> Target:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def _dupes(items: list[str]) -> str:
+    seen: set[str] = set()
+    return ", ".join(sorted({i for i in items if i in seen or seen.add(i)}))  # type: ignore[func-returns-value]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def parse(data: Any, source: str = "<document>") -> DesiredState:
+    """Validate an already-decoded document; raises DesiredStateError naming each path."""
+    if not isinstance(data, dict):
+        raise DesiredStateError(source, [("", f"the document must be a mapping, got {type(data).__name__}")])
+    try:
+        return DesiredState.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            # Pydantic appends union/validator tags to the location; keep only document keys.
+            loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith("function-"))
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append((_loc(loc), msg))
+        raise DesiredStateError(source, problems) from None
+
+
+def load(path: str | Path) -> DesiredState:
+    """Read a YAML or JSON file and validate it; every failure is a DesiredStateError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DesiredStateError(str(p), [("", f"cannot read file: {exc}")]) from None
+    return loads(text, str(p))
+
+
+def loads(text: str, source: str = "<document>") -> DesiredState:
+    if source.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DesiredStateError(source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
+    else:
+        try:
+            # safe_load: no arbitrary Python objects from an operator's file.
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise DesiredStateError(source, [("", f"invalid YAML{where}: {problem}")]) from None
+        except RecursionError:
+            raise DesiredStateError(source, [("", "document is nested too deeply")]) from None
+    try:
+        return parse(data, source)
+    except RecursionError:
+        raise DesiredStateError(source, [("", "document is nested too deeply")]) from None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = DesiredState.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://ars-reconciler.local/schemas/desired-state.schema.json"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"

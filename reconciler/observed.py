@@ -1,0 +1,153 @@
+"""Observed state of one target, as plain frozen values translated from ARM and the NVA agents.
+
+Owns the distinction between *absent* (`None`: ARM said 404) and *unknown* (`Unknown`: the read
+failed). Must not know the SDK, HTTP or how drift is judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A read that failed: the state behind it is not known and nothing may be planned from it."""
+
+    operation: str  # e.g. "routes.learned"
+    resource: str  # e.g. "nva1"
+    reason: str  # short, safe to show (no secrets)
+
+
+@dataclass(frozen=True)
+class Hub:
+    provisioning_state: str
+    routing_state: str
+    asn: int | None
+    ips: tuple[str, ...]
+    branch_to_branch: bool
+    routing_preference: str | None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A Route Server bgpConnection."""
+
+    name: str
+    peer_ip: str
+    peer_asn: int | None
+    provisioning_state: str
+    connection_state: str
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    next_hop: str | None
+    as_path: str
+    origin: str = ""
+    source_peer: str = ""
+
+    @property
+    def asns(self) -> tuple[int, ...]:
+        """AS path as numbers; ARM separates with '-', FRR with ' '."""
+        parts = self.as_path.replace("-", " ").replace(",", " ").split()
+        return tuple(int(p) for p in parts if p.isdigit())
+
+
+# Route Server routes are keyed by instance: "RouteServiceRole_IN_0" / "RouteServiceRole_IN_1".
+InstanceRoutes = Mapping[str, tuple[Route, ...]]
+
+
+@dataclass(frozen=True)
+class GatewayPeer:
+    neighbor: str
+    asn: int | None
+    state: str
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    gateway_type: str
+    provisioning_state: str
+    learned: tuple[Route, ...] | Unknown
+    # Advertised routes per on-premises peer IP.
+    advertised: Mapping[str, tuple[Route, ...] | Unknown]
+    bgp_peers: tuple[GatewayPeer, ...] | Unknown
+
+
+@dataclass(frozen=True)
+class Firewall:
+    name: str
+    provisioning_state: str
+    private_ip: str | None  # None: deallocated
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    name: str
+    prefix: str
+    next_hop_type: str
+    next_hop_ip: str | None
+
+
+@dataclass(frozen=True)
+class SubnetRouting:
+    """A subnet and the route table attached to it (None when none is attached)."""
+
+    vnet: str
+    subnet: str
+    route_table: str | None
+    routes: tuple[RouteEntry, ...]
+    disable_bgp_route_propagation: bool | None
+
+
+@dataclass(frozen=True)
+class AgentNeighborView:
+    ip: str
+    remote_asn: int | None
+    state: str
+    advertised: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the NVA itself says it does (from its agent)."""
+
+    local_asn: int | None
+    config_hash: str
+    neighbors: tuple[AgentNeighborView, ...]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything read for one target in one pass."""
+
+    target: str
+    hub: Hub | None | Unknown
+    connections: tuple[Connection, ...] | Unknown
+    learned: Mapping[str, InstanceRoutes | Unknown] = field(default_factory=dict)  # by connection name
+    gateways: Mapping[str, Gateway | None | Unknown] = field(default_factory=dict)  # by gateway name
+    firewall: Firewall | None | Unknown = None
+    firewall_ip: str | None = None  # the next hop the routes must carry, resolved from firewall or fixed
+    subnets: Mapping[str, SubnetRouting | None | Unknown] = field(default_factory=dict)  # by "vnet:subnet"
+    agents: Mapping[str, AgentView | Unknown] = field(default_factory=dict)  # by peer name
+
+    def unknowns(self) -> list[Unknown]:
+        found: list[Unknown] = []
+        for value in (self.hub, self.connections, self.firewall):
+            if isinstance(value, Unknown):
+                found.append(value)
+        for mapping in (self.learned, self.gateways, self.subnets, self.agents):
+            found.extend(v for v in mapping.values() if isinstance(v, Unknown))
+        for gw in self.gateways.values():
+            if isinstance(gw, Gateway):
+                for part in (gw.learned, gw.bgp_peers, *gw.advertised.values()):
+                    if isinstance(part, Unknown):
+                        found.append(part)
+        return found
+
+    @property
+    def blind(self) -> bool:
+        return bool(self.unknowns())
