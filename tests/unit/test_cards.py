@@ -114,7 +114,7 @@ def test_mixed_card_is_titled_by_the_most_urgent_kind_and_counts_all() -> None:
 
 
 def test_big_pass_is_truncated_under_28_kb_with_and_n_more() -> None:
-    notes = [note(Kind.FIRING, code=DriftCode.ROUTE_MISSING, subject=f"peer=nva1/instance=0/prefix=10.{i}.0.0/16",
+    notes = [note(Kind.FIRING, code=DriftCode.ROUTE_MISSING, subject=f"peer=nva1/prefix=10.{i}.0.0/16",
                   message="route not learned " + "x" * 200) for i in range(400)]
     msg = build_message("hub-weu", notes, DRIFT_URL)
     size = len(serialize(msg))
