@@ -1,0 +1,129 @@
+"""Applying a BGP intent to FRR: read, render, validate, reload, soft-clear, verify, roll back.
+
+Owns the order of those steps, the one-writer lock and the verification deadline. It talks to
+FRR only through FrrPort and renders only through `render`; it must not know HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nva_agent import render, state
+from nva_agent.frr import ConfigRejected, FrrError, FrrPort
+from nva_agent.models import AgentState, BgpIntent, IntentResult
+
+BGP_SUMMARY = "show bgp summary json"
+
+
+class IntentConflict(Exception):
+    """The intent cannot be applied safely as asked (e.g. another local AS); answered with 409."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    verify_timeout: float = 10.0
+    """How long the read-back may take; a new neighbor needs ~1-2 s to reach Established."""
+    poll_interval: float = 0.05
+
+
+class IntentService:
+    def __init__(
+        self, frr: FrrPort, timing: Timing = Timing(), clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.frr = frr
+        self.timing = timing
+        self.clock = clock
+        self._lock = asyncio.Lock()  # concurrent intents are applied one after another
+
+    async def health(self) -> None:
+        """Raises FrrError unless bgpd answers through vtysh."""
+        summary = await self.frr.show_json(BGP_SUMMARY)
+        del summary
+
+    async def state(self, running: str | None = None) -> AgentState:
+        summary = await self.frr.show_json(BGP_SUMMARY)
+        peers = list(state.summary_peers(summary))
+        # peers come from FRR's own JSON keys; they are still only ever passed as one argv entry
+        outputs = await asyncio.gather(
+            *(
+                self.frr.show_json(f"show bgp ipv4 unicast neighbors {ip} advertised-routes json")
+                for ip in peers
+            )
+        )
+        if running is None:
+            running = await self.frr.running_config()
+        return state.build_state(summary, dict(zip(peers, outputs, strict=True)), render.config_hash(running))
+
+    async def apply(self, intent: BgpIntent) -> IntentResult:
+        async with self._lock:
+            return await self._apply(intent)
+
+    async def _apply(self, intent: BgpIntent) -> IntentResult:
+        running = await self.frr.running_config()
+        try:
+            candidate = render.render(running, intent)
+        except render.AsnMismatch as exc:
+            raise IntentConflict(str(exc)) from exc
+        changes = render.changes(render.parse(running), render.parse(candidate))
+
+        def result(applied: bool, rolled_back: bool, now: AgentState, message: str) -> IntentResult:
+            return IntentResult(
+                changed=bool(changes),
+                applied=applied,
+                rolled_back=rolled_back,
+                dry_run=intent.dry_run,
+                changes=changes,
+                state=now,
+                message=message,
+            )
+
+        if not changes:
+            now = await self.state(running)
+            issues = state.problems(now, intent)
+            msg = "config already matches the intent; nothing applied"
+            return result(False, False, now, msg + (f"; read-back: {'; '.join(issues)}" if issues else ""))
+        try:
+            await self.frr.check(candidate)
+        except ConfigRejected as exc:
+            return result(
+                False, False, await self.state(running), f"rendered config rejected, nothing applied: {exc}"
+            )
+        if intent.dry_run:
+            msg = f"dry run: {len(changes)} change(s) validated with vtysh -C; nothing applied"
+            return result(False, False, await self.state(running), msg)
+
+        previous = render.canonical(running)
+        try:
+            await self.frr.reload(candidate)
+            await self.frr.soft_out()
+        except FrrError as exc:
+            await self._restore(previous)
+            return result(False, True, await self.state(), f"apply failed ({exc}); previous config restored")
+        now, issues = await self._read_back(intent)
+        if issues:
+            await self._restore(previous)
+            msg = (
+                f"read-back did not match within {self.timing.verify_timeout:.1f} s ({'; '.join(issues)}); "
+                "previous config restored"
+            )
+            return result(False, True, await self.state(), msg)
+        return result(
+            True, False, now, f"applied {len(changes)} change(s); every neighbor advertises the intent"
+        )
+
+    async def _read_back(self, intent: BgpIntent) -> tuple[AgentState, list[str]]:
+        deadline = self.clock() + self.timing.verify_timeout
+        while True:
+            now = await self.state()
+            issues = state.problems(now, intent)
+            if not issues or self.clock() >= deadline:
+                return now, issues
+            await asyncio.sleep(self.timing.poll_interval)
+
+    async def _restore(self, previous: str) -> None:
+        # A failure here leaves FRR in an unknown state: let FrrError reach the caller (503).
+        await self.frr.reload(previous)
+        await self.frr.soft_out()

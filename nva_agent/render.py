@@ -1,0 +1,363 @@
+"""Pure config rendering: FRR running config + BGP intent -> the full config to load.
+
+Owns which config lines the agent manages and the order they are written in. It must not
+know how config reaches FRR (no subprocess, no clock, no I/O): text in, text out.
+
+Managed (everything else is the operator's and is kept verbatim):
+  * `ip prefix-list nva-agent-prefixes ...`, `bgp as-path access-list azure-asns ...` and every
+    entry of `route-map rmap-azure-asns` (deny paths with the neighbors' ASNs, set the next
+    hop for the intent's prefixes only, permit the rest);
+  * in the default-VRF `router bgp`: `neighbor X remote-as` / `ebgp-multihop` for the intent's
+    neighbors, every `network` line of `address-family ipv4 unicast` (the agent decides what
+    the NVA originates), and `neighbor X route-map ... out` for the intent's neighbors.
+Policy objects are written before `router bgp`: a route-map referenced before it exists
+filters everything until bgpd's route-map delay timer (5 s) fires (frr-lab.md pitfall 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from nva_agent.models import BgpIntent
+
+PREFIX_LIST = "nva-agent-prefixes"
+ASPATH_LIST = "azure-asns"
+ROUTE_MAP = "rmap-azure-asns"
+ARS_ASN = 65515  # DESIGN.md §11 rule 1-2: never hand Azure Route Server its own routes back
+
+_IGNORED = ("Building configuration...", "Current configuration:", "!", "end")
+_POLICY_PREFIXES = (
+    "ip prefix-list ",
+    "ipv6 prefix-list ",
+    "bgp as-path access-list ",
+    "bgp community-list ",
+    "bgp large-community-list ",
+    "bgp extcommunity-list ",
+    "access-list ",
+    "ipv6 access-list ",
+    "route-map ",
+)
+# Anything the agent writes from intent values must look like this; the models already
+# parsed them with ipaddress, this is the last line of defence before text reaches vtysh.
+_SAFE_TOKEN = re.compile(r"^[0-9./]+$")
+
+
+class AsnMismatch(ValueError):
+    """FRR runs `router bgp` with another AS; changing the AS is a rebuild the agent won't do."""
+
+    def __init__(self, running: int, wanted: int) -> None:
+        self.running, self.wanted = running, wanted
+        super().__init__(
+            f"FRR runs router bgp {running} but the intent says local_asn {wanted}; "
+            "changing the local AS tears down every session and is left to a human"
+        )
+
+
+@dataclass(frozen=True)
+class Section:
+    """A nested block inside `router bgp`, e.g. ` address-family ipv4 unicast`."""
+
+    header: str  # stripped, e.g. "address-family ipv4 unicast"
+    lines: tuple[str, ...]  # stripped
+    terminator: str  # stripped, e.g. "exit-address-family"
+
+
+@dataclass(frozen=True)
+class Stanza:
+    """One top-level item: a single line, or a block (header + body) closed by `exit`."""
+
+    header: str
+    body: tuple[str, ...] = ()  # verbatim (indented) lines, for blocks other than router bgp
+    block: bool = False
+    bgp_lines: tuple[str, ...] = ()  # stripped lines directly under `router bgp`
+    sections: tuple[Section, ...] = ()
+
+    @property
+    def is_bgp(self) -> bool:
+        return self.block and self.header.startswith("router bgp ")
+
+
+@dataclass(frozen=True)
+class Config:
+    stanzas: tuple[Stanza, ...] = field(default_factory=tuple)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _meaningful(text: str) -> list[str]:
+    return [ln.rstrip() for ln in text.splitlines() if ln.strip() and ln.strip() not in _IGNORED]
+
+
+def parse(text: str) -> Config:
+    """Parse FRR's `show running-config` (or a file we rendered) into stanzas."""
+    lines = _meaningful(text)
+    stanzas: list[Stanza] = []
+    i = 0
+    while i < len(lines):
+        header = lines[i]
+        i += 1
+        body: list[str] = []
+        is_block = False
+        while i < len(lines) and (_indent(lines[i]) > 0 or lines[i] == "exit"):
+            is_block = True
+            if lines[i] == "exit":
+                i += 1
+                break
+            body.append(lines[i])
+            i += 1
+        if not is_block:
+            stanzas.append(Stanza(header=header))
+        elif header.startswith("router bgp "):
+            stanzas.append(_parse_bgp(header, body))
+        else:
+            stanzas.append(Stanza(header=header, body=tuple(body), block=True))
+    return Config(tuple(stanzas))
+
+
+def _parse_bgp(header: str, body: list[str]) -> Stanza:
+    top: list[str] = []
+    sections: list[Section] = []
+    i = 0
+    while i < len(body):
+        line = body[i]
+        nested = i + 1 < len(body) and _indent(body[i + 1]) > _indent(line)
+        if not nested and not line.strip().startswith("address-family "):
+            top.append(line.strip())
+            i += 1
+            continue
+        depth = _indent(line)
+        sub: list[str] = []
+        i += 1
+        terminator = ""
+        while i < len(body):
+            if _indent(body[i]) == depth and body[i].strip() in ("exit-address-family", "exit"):
+                terminator = body[i].strip()
+                i += 1
+                break
+            if _indent(body[i]) <= depth:
+                break
+            sub.append(body[i].strip())
+            i += 1
+        sections.append(Section(line.strip(), tuple(sub), terminator))
+    return Stanza(header=header, block=True, bgp_lines=tuple(top), sections=tuple(sections))
+
+
+# ------------------------------------------------------------------------------- emit ----
+def emit(config: Config) -> str:
+    """Write a config the way FRR would read it back; policy objects before `router bgp`."""
+    out: list[str] = []
+    for st in sorted(config.stanzas, key=_rank):  # sorted() is stable: original order within a rank
+        if not st.block:
+            out.append(st.header)
+            continue
+        out.append(st.header)
+        if st.is_bgp:
+            out += [f" {ln}" for ln in st.bgp_lines]
+            for sec in st.sections:
+                out += [" !", f" {sec.header}", *(f"  {ln}" for ln in sec.lines)]
+                if sec.terminator:
+                    out.append(f" {sec.terminator}")
+        else:
+            out += list(st.body)
+        out += ["exit", "!"]
+    return "\n".join(out) + "\n"
+
+
+def _rank(st: Stanza) -> int:
+    if st.is_bgp:
+        return 2
+    if st.header.startswith(_POLICY_PREFIXES):
+        return 1
+    if st.block and st.header.startswith("line "):
+        return 3
+    return 0
+
+
+def items(config: Config) -> list[str]:
+    """Every config statement with its context, in emitted order: the unit of change."""
+    out: list[str] = []
+    for st in sorted(config.stanzas, key=_rank):
+        if not st.block:
+            out.append(st.header)
+        elif st.is_bgp:
+            out.append(st.header)
+            out += [f"{st.header} | {ln}" for ln in st.bgp_lines]
+            for sec in st.sections:
+                out.append(f"{st.header} | {sec.header}")
+                out += [f"{st.header} | {sec.header} | {ln}" for ln in sec.lines]
+        else:
+            out.append(st.header)
+            out += [f"{st.header} | {ln.strip()}" for ln in st.body]
+    return out
+
+
+def changes(old: Config, new: Config) -> list[str]:
+    """`- ` lines the new config drops, then `+ ` lines it adds; [] means nothing to do."""
+    before, after = items(old), items(new)
+    before_set, after_set = set(before), set(after)
+    removed = [f"- {_short(i)}" for i in before if i not in after_set]
+    added = [f"+ {_short(i)}" for i in after if i not in before_set]
+    return removed + added
+
+
+def _short(item: str) -> str:
+    # Inside router bgp the statement alone reads best ("+ network 0.0.0.0/0"); a route-map
+    # line needs its entry ("+ route-map rmap-azure-asns permit 10 | set ip next-hop ...").
+    if item.startswith("router bgp ") and " | " in item:
+        return item.rsplit(" | ", 1)[1]
+    return item
+
+
+def config_hash(text: str) -> str:
+    """A stable digest of a running config: FRR's banner lines and `!` separators excluded."""
+    return "sha256:" + hashlib.sha256("\n".join(_meaningful(text)).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ render ----
+def _safe(value: str) -> str:
+    if not _SAFE_TOKEN.match(value):
+        raise ValueError(f"refusing to render {value!r}: not a parsed IPv4 address or prefix")
+    return value
+
+
+def _prefix_key(p: str) -> tuple[int, int]:
+    n = ipaddress.IPv4Network(p)
+    return int(n.network_address), n.prefixlen
+
+
+def _ip_key(ip: str) -> int:
+    return int(ipaddress.IPv4Address(ip))
+
+
+def _managed_top(st: Stanza) -> bool:
+    h = st.header
+    return (
+        not st.block
+        and h.startswith((f"ip prefix-list {PREFIX_LIST} ", f"bgp as-path access-list {ASPATH_LIST} "))
+    ) or (st.block and h.startswith(f"route-map {ROUTE_MAP} "))
+
+
+def policy_stanzas(intent: BgpIntent) -> list[Stanza]:
+    """The prefix-list, AS-path list and outbound route-map the intent needs."""
+    prefixes = sorted(intent.prefixes, key=_prefix_key)
+    asns = sorted({ARS_ASN, *(n.asn for n in intent.neighbors)} - {intent.local_asn})
+    out = [
+        Stanza(f"ip prefix-list {PREFIX_LIST} seq {5 * (i + 1)} permit {_safe(p)}")
+        for i, p in enumerate(prefixes)
+    ]
+    out += [
+        Stanza(f"bgp as-path access-list {ASPATH_LIST} seq {5 * (i + 1)} permit _{a}_")
+        for i, a in enumerate(asns)
+    ]
+    out.append(Stanza(f"route-map {ROUTE_MAP} deny 5", body=(f" match as-path {ASPATH_LIST}",), block=True))
+    if prefixes and intent.next_hop:
+        out.append(
+            Stanza(
+                f"route-map {ROUTE_MAP} permit 10",
+                body=(
+                    f" match ip address prefix-list {PREFIX_LIST}",
+                    f" set ip next-hop {_safe(intent.next_hop)}",
+                ),
+                block=True,
+            )
+        )
+    out.append(Stanza(f"route-map {ROUTE_MAP} permit 20", block=True))
+    return out
+
+
+def _neighbor_of(line: str) -> str | None:
+    parts = line.split()
+    return parts[1] if len(parts) > 2 and parts[0] == "neighbor" else None
+
+
+def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
+    neighbors = sorted(intent.neighbors, key=lambda n: _ip_key(n.ip))
+    ips = {n.ip for n in neighbors}
+    top = list(existing.bgp_lines) if existing else []
+    sections = list(existing.sections) if existing else []
+
+    def owned_top(line: str) -> bool:
+        p = line.split()
+        return _neighbor_of(line) in ips and len(p) >= 3 and p[2] in ("remote-as", "ebgp-multihop")
+
+    kept_top = [ln for ln in top if not owned_top(ln)]
+    managed: dict[str, list[str]] = {}
+    for n in neighbors:
+        lines = [f"neighbor {_safe(n.ip)} remote-as {n.asn}"]
+        if n.asn != intent.local_asn:
+            lines.append(f"neighbor {n.ip} ebgp-multihop 255")  # ARS peers are not on the NVA's subnet
+        managed[n.ip] = lines
+    # `remote-as` must come before any other line about the neighbor, or bgpd (reading the
+    # file at boot) rejects them: insert each neighbor's managed lines before its first mention.
+    new_top: list[str] = []
+    for ln in kept_top:
+        nb = _neighbor_of(ln)
+        if nb in managed:
+            new_top += managed.pop(nb)
+        new_top.append(ln)
+    for n in neighbors:
+        new_top += managed.pop(n.ip, [])
+
+    af_header = "address-family ipv4 unicast"
+    af = next((s for s in sections if s.header == af_header), None)
+
+    def owned_af(line: str) -> bool:
+        p = line.split()
+        if p and p[0] == "network":
+            return True
+        return _neighbor_of(line) in ips and len(p) >= 5 and p[2] == "route-map" and p[4] == "out"
+
+    af_lines = [f"network {_safe(p)}" for p in sorted(intent.prefixes, key=_prefix_key)]
+    af_lines += [ln for ln in (af.lines if af else ()) if not owned_af(ln)]
+    af_lines += [f"neighbor {n.ip} route-map {ROUTE_MAP} out" for n in neighbors]
+    new_af = Section(af_header, tuple(af_lines), "exit-address-family")
+    # a new AF section goes first: FRR prints ipv4 unicast before the other families
+    new_sections = [new_af if s is af else s for s in sections] if af is not None else [new_af, *sections]
+    header = existing.header if existing else f"router bgp {intent.local_asn}"
+    return Stanza(header=header, block=True, bgp_lines=tuple(new_top), sections=tuple(new_sections))
+
+
+def _default_bgp(config: Config) -> Stanza | None:
+    return next((s for s in config.stanzas if s.is_bgp and len(s.header.split()) == 3), None)
+
+
+def render(running: str, intent: BgpIntent) -> str:
+    """The full config FRR should run: the operator's lines plus the intent's managed lines.
+
+    Deterministic: the same running config and intent always give the same text.
+    Raises AsnMismatch when FRR already runs BGP with another local AS.
+    """
+    config = parse(running)
+    existing = _default_bgp(config)
+    if existing is not None:
+        running_asn = int(existing.header.split()[2])
+        if running_asn != intent.local_asn:
+            raise AsnMismatch(running_asn, intent.local_asn)
+    kept = [st for st in config.stanzas if not _managed_top(st) and st is not existing]
+    rendered_bgp = _render_bgp(existing, intent)
+    stanzas: list[Stanza] = _insert_policy(kept, policy_stanzas(intent))
+    if existing is None:
+        stanzas.append(rendered_bgp)
+    else:  # keep the default VRF's router bgp ahead of any `router bgp N vrf X`
+        idx = next((i for i, s in enumerate(stanzas) if s.is_bgp), len(stanzas))
+        stanzas.insert(idx, rendered_bgp)
+    return emit(Config(tuple(stanzas)))
+
+
+def _insert_policy(kept: Sequence[Stanza], policy: Iterable[Stanza]) -> list[Stanza]:
+    # after the operator's own policy objects, so the rendered order is stable run after run
+    out = list(kept)
+    last = max((i for i, s in enumerate(out) if _rank(s) == 1), default=len(out) - 1)
+    out[last + 1 : last + 1] = list(policy)
+    return out
+
+
+def canonical(running: str) -> str:
+    """The running config re-emitted with the agent's ordering, unchanged in content (rollback)."""
+    return emit(parse(running))
