@@ -1,0 +1,240 @@
+"""The reconciler's client for the NVA agent's HTTP contract (schemas/agent.openapi.json).
+
+Owns HTTP to one agent: bearer auth, timeouts, bounded retries of the idempotent calls, and
+the translation of responses into frozen values and of failures into reconciler.errors:
+
+    connect error, timeout, 5xx (incl. 503 "FRR unavailable")  -> TransientError
+    401, 403, 409, 413, 422, other 4xx, a body that breaks the contract -> PermanentError
+
+It must not know FRR, the drift model or what the reconciler does with the answers. The token
+is never logged and never part of an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from reconciler.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AdvertisedRoute:
+    prefix: str
+    next_hop: str
+    as_path: str
+
+
+@dataclass(frozen=True)
+class AgentNeighbor:
+    ip: str
+    remote_asn: int
+    state: str
+    uptime_ms: int
+    advertised: tuple[AdvertisedRoute, ...]
+
+
+@dataclass(frozen=True)
+class AgentState:
+    local_asn: int | None
+    router_id: str | None
+    config_hash: str
+    neighbors: tuple[AgentNeighbor, ...]
+
+    def neighbor(self, ip: str) -> AgentNeighbor | None:
+        return next((n for n in self.neighbors if n.ip == ip), None)
+
+
+@dataclass(frozen=True)
+class IntentResult:
+    changed: bool
+    applied: bool
+    rolled_back: bool
+    dry_run: bool
+    changes: tuple[str, ...]
+    state: AgentState
+    message: str
+
+
+@dataclass(frozen=True)
+class BgpIntent:
+    """What the NVA must advertise: `prefixes=()` withdraws; `neighbors` are (ip, asn) pairs."""
+
+    local_asn: int
+    neighbors: tuple[tuple[str, int], ...]
+    prefixes: tuple[str, ...]
+    next_hop: str | None
+
+    def body(self, dry_run: bool) -> dict[str, Any]:
+        return {
+            "local_asn": self.local_asn,
+            "neighbors": [{"ip": ip, "asn": asn} for ip, asn in self.neighbors],
+            "prefixes": list(self.prefixes),
+            "next_hop": self.next_hop,
+            "dry_run": dry_run,
+        }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    """Tries per call, first included; the reconciler's next pass is the real retry."""
+    backoff: float = 0.2
+    """Seconds before the second try, doubled each time (0.2, 0.4): small, the pass has a budget."""
+
+
+class AgentClient:
+    """Async client for one agent. Build once per worker; `aclose()` (or `async with`) at the end."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        verify: str | bool = True,
+        timeout: float = 15.0,
+        retry: RetryPolicy = RetryPolicy(),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._retry = retry
+        # a CA path (the lab's or the NVA's own CA) or True/False; never disable silently
+        verify_arg: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify_arg,
+            # an intent waits for FRR's read-back (up to ~10 s on the agent): keep read generous
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:  # keeps the token (in the client's headers) out of any repr
+        return f"AgentClient({self.base_url!r})"
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- calls ----------------------------------------------------------------------------
+    async def health(self) -> bool:
+        """True when the agent says FRR answers; False on 503; TransientError if unreachable."""
+        resp = await self._request("GET", "/v1/health", retry=False, ok=(200, 503))
+        return resp.status_code == 200
+
+    async def state(self) -> AgentState:
+        resp = await self._request("GET", "/v1/state")
+        return _parse(resp, _state)
+
+    async def apply_intent(self, intent: BgpIntent, *, dry_run: bool = False) -> IntentResult:
+        # PUT of a whole intent is idempotent by the contract: retrying it is safe
+        resp = await self._request("PUT", "/v1/bgp/intent", json=intent.body(dry_run))
+        return _parse(resp, _intent_result)
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, retry: bool = True, ok: tuple[int, ...] = (200,)
+    ) -> httpx.Response:
+        attempts = self._retry.attempts if retry else 1
+        delay = self._retry.backoff
+        last: TransientError | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = await self._http.request(method, path, json=json)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last = TransientError(f"agent {self.base_url}: {method} {path}: {type(exc).__name__}: {exc}")
+                last.__cause__ = exc
+            else:
+                if resp.status_code in ok:
+                    return resp
+                if resp.status_code < 500:
+                    raise PermanentError(
+                        f"agent {self.base_url}: {method} {path}: HTTP {resp.status_code}: {_detail(resp)}"
+                    )
+                last = TransientError(
+                    f"agent {self.base_url}: {method} {path}: HTTP {resp.status_code}: {_detail(resp)}"
+                )
+            if attempt < attempts:
+                log.info(
+                    "agent %s: %s %s failed (%s); retry %d in %.1f s",
+                    self.base_url,
+                    method,
+                    path,
+                    last,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+        assert last is not None
+        raise last
+
+
+# -- parsing ---------------------------------------------------------------------------------
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("reason") or body)[:300]
+    return str(body)[:300]
+
+
+def _parse(resp: httpx.Response, fn: Callable[[dict[str, Any]], T]) -> T:
+    try:
+        return fn(resp.json())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PermanentError(
+            f"agent answered {resp.request.url.path} with a body that breaks the contract: {exc}"
+        ) from exc
+
+
+def _route(d: dict[str, Any]) -> AdvertisedRoute:
+    return AdvertisedRoute(prefix=str(d["prefix"]), next_hop=str(d["next_hop"]), as_path=str(d["as_path"]))
+
+
+def _neighbor(d: dict[str, Any]) -> AgentNeighbor:
+    return AgentNeighbor(
+        ip=str(d["ip"]),
+        remote_asn=int(d["remote_asn"]),
+        state=str(d["state"]),
+        uptime_ms=int(d["uptime_ms"]),
+        advertised=tuple(_route(r) for r in d["advertised"]),
+    )
+
+
+def _state(d: dict[str, Any]) -> AgentState:
+    return AgentState(
+        local_asn=None if d["local_asn"] is None else int(d["local_asn"]),
+        router_id=None if d.get("router_id") is None else str(d["router_id"]),
+        config_hash=str(d["config_hash"]),
+        neighbors=tuple(_neighbor(n) for n in d["neighbors"]),
+    )
+
+
+def _intent_result(d: dict[str, Any]) -> IntentResult:
+    return IntentResult(
+        changed=bool(d["changed"]),
+        applied=bool(d["applied"]),
+        rolled_back=bool(d["rolled_back"]),
+        dry_run=bool(d["dry_run"]),
+        changes=tuple(str(c) for c in d["changes"]),
+        state=_state(d["state"]),
+        message=str(d["message"]),
+    )
