@@ -11,20 +11,40 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
-import json
 from typing import Any
 
 from .derive import nva_sends
-from .world import Announcement, Nva, NvaNeighbor, World
+from .world import Announcement, BgpConnection, Nva, NvaNeighbor, World
 
 INTENT_FIELDS = {"local_asn", "neighbors", "prefixes", "next_hop", "dry_run"}
-REQUIRED_INTENT_FIELDS = INTENT_FIELDS - {"dry_run"}
+REQUIRED_INTENT_FIELDS = {"local_asn", "neighbors", "prefixes"}
 NEIGHBOR_FIELDS = {"ip", "asn"}
 MAX_ASN = 4_294_967_295
+MAX_NEIGHBORS, MAX_PREFIXES = 16, 256
+# ASNs an NVA must not use as its own (same list as nva_agent.models): AS_TRANS, documentation
+# ranges, the last ASN of each space, and the ASNs Azure reserves (65515 is ARS).
+RESERVED_LOCAL_ASNS = (
+    (23456, 23456),
+    (64496, 64511),
+    (65515, 65515),
+    (65517, 65520),
+    (65535, 65535),
+    (65536, 65551),
+    (MAX_ASN, MAX_ASN),
+)
+OUT_FILTER = "route-map rmap-azure-asns deny 5 | match as-path 65515"
 
 
 class IntentError(ValueError):
-    """The intent body is invalid; the message names the field (answered with 422)."""
+    """The intent body is invalid (answered with 422). `loc` is the FastAPI-style location."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = ("body", *loc)
+
+
+class IntentConflict(Exception):
+    """The intent cannot be applied as asked, e.g. another local AS (answered with 409)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +52,7 @@ class Intent:
     local_asn: int
     neighbors: tuple[NvaNeighbor, ...]
     prefixes: tuple[str, ...]
-    next_hop: str
+    next_hop: str | None
     dry_run: bool
 
 
@@ -41,13 +61,19 @@ def health() -> dict[str, Any]:
 
 
 def configured_neighbors(world: World, nva: Nva) -> list[NvaNeighbor]:
-    """The NVA's neighbor config; by default one per instance of every ARS that has a connection to it."""
+    """The NVA's neighbor config. By default: the ARS instances whose session with it is up.
+
+    (So a world that drops an instance from `connected_instances` models the usual cause, a neighbor
+    missing from the NVA's config, which an intent then adds back.)
+    """
     if nva.neighbors is not None:
-        return list(nva.neighbors)
+        return sorted(nva.neighbors, key=lambda n: _ip_key(n.ip))
     out: list[NvaNeighbor] = []
-    for rs, _conn in world.connections_to(nva.ip):
-        out += [NvaNeighbor(ip, rs.asn) for ip in rs.ips if all(n.ip != ip for n in out)]
-    return out
+    for rs, conn in world.connections_to(nva.ip):
+        for i in conn.connected_instances:
+            if 0 <= i < len(rs.ips) and all(n.ip != rs.ips[i] for n in out):
+                out.append(NvaNeighbor(rs.ips[i], rs.asn))
+    return sorted(out, key=lambda n: _ip_key(n.ip))
 
 
 def established(world: World, nva: Nva, neighbor_ip: str) -> bool:
@@ -59,7 +85,10 @@ def established(world: World, nva: Nva, neighbor_ip: str) -> bool:
 
 
 def state(world: World, nva: Nva, uptime_ms: int) -> dict[str, Any]:
-    sends = [{"prefix": p, "next_hop": nh, "as_path": path} for p, nh, path in nva_sends(nva)]
+    sends = sorted(
+        ({"prefix": p, "next_hop": nh, "as_path": path} for p, nh, path in nva_sends(nva)),
+        key=lambda r: _prefix_key(r["prefix"]),
+    )
     neighbors = []
     for n in configured_neighbors(world, nva):
         up = established(world, nva, n.ip)
@@ -82,83 +111,91 @@ def state(world: World, nva: Nva, uptime_ms: int) -> dict[str, Any]:
 
 
 def config_hash(world: World, nva: Nva) -> str:
-    config = {
-        "asn": nva.asn,
-        "neighbors": [[n.ip, n.asn] for n in configured_neighbors(world, nva)],
-        "networks": [[a.prefix, a.next_hop, a.as_path] for a in nva.announcements],
-        "out_filter": nva.out_filter,
-    }
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return f"sha256:{digest}"
+    return "sha256:" + hashlib.sha256("\n".join(_config_lines(world, nva)).encode()).hexdigest()
 
 
 def parse_intent(body: Any) -> Intent:
+    """Validate like the real agent (nva_agent.models.BgpIntent): strict types, IPv4 only, no extras."""
     if not isinstance(body, dict):
-        raise IntentError("$: expected a JSON object")
-    unknown = set(body) - INTENT_FIELDS
+        raise IntentError((), "expected a JSON object")
+    unknown = sorted(set(body) - INTENT_FIELDS)
     if unknown:
-        raise IntentError(f"$: unknown field(s) {sorted(unknown)}")
-    missing = REQUIRED_INTENT_FIELDS - set(body)
-    if missing:
-        raise IntentError(f"$: missing field(s) {sorted(missing)}")
-    local_asn = _asn(body["local_asn"], "$.local_asn")
-    if not isinstance(body["neighbors"], list):
-        raise IntentError("$.neighbors: expected a list")
+        raise IntentError((unknown[0],), "extra inputs are not permitted")
+    for name in sorted(REQUIRED_INTENT_FIELDS - set(body)):
+        raise IntentError((name,), "field required")
+    local_asn = _asn(body["local_asn"], ("local_asn",))
+    for low, high in RESERVED_LOCAL_ASNS:
+        if low <= local_asn <= high:
+            raise IntentError(("local_asn",), f"AS {local_asn} is reserved and cannot be the NVA's own AS")
+    raw_neighbors = body["neighbors"]
+    if not isinstance(raw_neighbors, list) or not 1 <= len(raw_neighbors) <= MAX_NEIGHBORS:
+        raise IntentError(("neighbors",), f"expected a list of 1 to {MAX_NEIGHBORS} neighbors")
     neighbors: list[NvaNeighbor] = []
-    for i, n in enumerate(body["neighbors"]):
-        where = f"$.neighbors[{i}]"
+    for i, n in enumerate(raw_neighbors):
         if not isinstance(n, dict):
-            raise IntentError(f"{where}: expected an object")
-        if set(n) != NEIGHBOR_FIELDS:
-            raise IntentError(f"{where}: expected exactly the fields {sorted(NEIGHBOR_FIELDS)}")
-        ip = _ip(n["ip"], f"{where}.ip")
-        if any(x.ip == ip for x in neighbors):
-            raise IntentError(f"{where}.ip: duplicate neighbor {ip}")
-        neighbors.append(NvaNeighbor(ip, _asn(n["asn"], f"{where}.asn")))
-    if not isinstance(body["prefixes"], list):
-        raise IntentError("$.prefixes: expected a list")
-    prefixes: list[str] = []
-    for i, p in enumerate(body["prefixes"]):
-        if not isinstance(p, str):
-            raise IntentError(f"$.prefixes[{i}]: expected a string")
-        try:
-            net = str(ipaddress.ip_network(p, strict=True))
-        except ValueError as exc:
-            raise IntentError(f"$.prefixes[{i}]: {p!r} is not a CIDR prefix") from exc
-        if net not in prefixes:
-            prefixes.append(net)
+            raise IntentError(("neighbors", i), "expected an object")
+        extra = sorted(set(n) - NEIGHBOR_FIELDS)
+        if extra:
+            raise IntentError(("neighbors", i, extra[0]), "extra inputs are not permitted")
+        for name in sorted(NEIGHBOR_FIELDS - set(n)):
+            raise IntentError(("neighbors", i, name), "field required")
+        neighbors.append(NvaNeighbor(_ipv4(n["ip"], ("neighbors", i, "ip")), _asn(n["asn"], ("neighbors", i, "asn"))))
+    if len({n.ip for n in neighbors}) != len(neighbors):
+        raise IntentError(("neighbors",), "neighbor IPs must be unique")
+    raw_prefixes = body["prefixes"]
+    if not isinstance(raw_prefixes, list) or len(raw_prefixes) > MAX_PREFIXES:
+        raise IntentError(("prefixes",), f"expected a list of at most {MAX_PREFIXES} prefixes")
+    prefixes = [_prefix(p, ("prefixes", i)) for i, p in enumerate(raw_prefixes)]
+    if len(set(prefixes)) != len(prefixes):
+        raise IntentError(("prefixes",), "prefixes must be unique")
+    raw_next_hop = body.get("next_hop")
+    next_hop = None if raw_next_hop is None else _ipv4(raw_next_hop, ("next_hop",))
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
-        raise IntentError("$.dry_run: expected true or false")
-    return Intent(local_asn, tuple(neighbors), tuple(prefixes), _ip(body["next_hop"], "$.next_hop"), dry_run)
+        raise IntentError(("dry_run",), "expected true or false")
+    return Intent(local_asn, tuple(neighbors), tuple(prefixes), next_hop, dry_run)
 
 
 def apply_intent(world: World, nva: Nva, intent: Intent, uptime_ms: int) -> dict[str, Any]:
-    """Compute the FRR-ish change list, apply it unless dry-run, and answer with the new state."""
-    changes = _changes(world, nva, intent)
-    apply = bool(changes) and not intent.dry_run
-    if apply:
-        nva.asn = intent.local_asn
-        nva.neighbors = list(intent.neighbors)
-        nva.announcements = [Announcement(p, intent.next_hop, str(intent.local_asn)) for p in intent.prefixes]
-        nva.out_filter = True
-        for rs, conn in world.connections_to(nva.ip):
-            # Instance index = position of the neighbor IP among the route server's IPs.
-            conn.connected_instances = sorted(
-                i
-                for i, ip in enumerate(rs.ips)
-                if any(n.ip == ip and n.asn == rs.asn for n in intent.neighbors)
-            )
-    if not changes:
-        message = "already in the desired state"
-    elif intent.dry_run:
-        message = f"dry run: {len(changes)} change(s) would be applied"
+    """Apply like the real agent: diff the config, apply unless dry-run, read back, roll back on mismatch.
+
+    Raises IntentConflict when the NVA runs another local AS (the real agent answers 409).
+    """
+    if intent.local_asn != nva.asn:
+        raise IntentConflict(
+            f"FRR runs router bgp {nva.asn} but the intent says local_asn {intent.local_asn}; "
+            "changing the local AS tears down every session and is left to a human"
+        )
+    before = _config_lines(world, nva)
+    saved = _snapshot(world, nva)
+    _write(world, nva, intent)
+    after = _config_lines(world, nva)
+    changes = [f"- {line}" for line in before if line not in after] + [
+        f"+ {line}" for line in after if line not in before
+    ]
+    applied = rolled_back = False
+    if not changes or intent.dry_run:
+        _restore(world, nva, saved)
+        issues = _problems(world, nva, intent) if not changes else []
+        if not changes:
+            message = "config already matches the intent; nothing applied"
+            message += f"; read-back: {'; '.join(issues)}" if issues else ""
+        else:
+            message = f"dry run: {len(changes)} change(s) validated; nothing applied"
     else:
-        message = f"applied {len(changes)} change(s); read-back matches"
+        issues = _problems(world, nva, intent)
+        if issues:
+            # A neighbor ARS has no connection for never comes up: the real agent gives up and restores.
+            _restore(world, nva, saved)
+            rolled_back = True
+            message = f"read-back did not match ({'; '.join(issues)}); previous config restored"
+        else:
+            applied = True
+            message = f"applied {len(changes)} change(s); every neighbor advertises the intent"
     return {
         "changed": bool(changes),
-        "applied": apply,
-        "rolled_back": False,
+        "applied": applied,
+        "rolled_back": rolled_back,
         "dry_run": intent.dry_run,
         "changes": changes,
         "state": state(world, nva, uptime_ms),
@@ -166,49 +203,90 @@ def apply_intent(world: World, nva: Nva, intent: Intent, uptime_ms: int) -> dict
     }
 
 
-def _changes(world: World, nva: Nva, intent: Intent) -> list[str]:
-    changes: list[str] = []
-    if intent.local_asn != nva.asn:
-        changes.append(f"~ router bgp {nva.asn} -> {intent.local_asn}")
-    current = {n.ip: n.asn for n in configured_neighbors(world, nva)}
+# ---- the emulated NVA's "config" -----------------------------------------------------------------
+
+
+def _config_lines(world: World, nva: Nva) -> list[str]:
+    """FRR-like config statements, so changes read like the real agent's `+ `/`- ` lines."""
+    lines = [f"router bgp {nva.asn}"]
+    lines += [f"neighbor {n.ip} remote-as {n.asn}" for n in configured_neighbors(world, nva)]
+    for a in sorted(nva.announcements, key=lambda a: _prefix_key(a.prefix)):
+        lines.append(f"network {a.prefix}")
+        if a.next_hop != nva.ip:
+            lines.append(f"route-map rmap-azure-asns permit 10 | match {a.prefix} | set ip next-hop {a.next_hop}")
+        if a.as_path != str(nva.asn):
+            lines.append(f"route-map rmap-azure-asns permit 10 | match {a.prefix} | as-path {a.as_path!r}")
+    if nva.out_filter:
+        lines.append(OUT_FILTER)
+    return lines
+
+
+_Snapshot = tuple[list[Announcement], list[NvaNeighbor] | None, bool, list[tuple[BgpConnection, list[int]]]]
+
+
+def _snapshot(world: World, nva: Nva) -> _Snapshot:
+    conns = [(c, list(c.connected_instances)) for _rs, c in world.connections_to(nva.ip)]
+    return list(nva.announcements), None if nva.neighbors is None else list(nva.neighbors), nva.out_filter, conns
+
+
+def _restore(world: World, nva: Nva, saved: _Snapshot) -> None:
+    nva.announcements, nva.neighbors, nva.out_filter, conns = saved
+    for conn, instances in conns:
+        conn.connected_instances = instances
+
+
+def _write(world: World, nva: Nva, intent: Intent) -> None:
+    next_hop = intent.next_hop or nva.ip  # no next-hop rule: FRR sends its own address
+    nva.neighbors = list(intent.neighbors)
+    nva.announcements = [Announcement(p, next_hop, str(intent.local_asn)) for p in intent.prefixes]
+    nva.out_filter = True
+    for rs, conn in world.connections_to(nva.ip):
+        # Instance index = position of the neighbor IP among the route server's IPs.
+        conn.connected_instances = sorted(
+            i for i, ip in enumerate(rs.ips) if any(n.ip == ip and n.asn == rs.asn for n in intent.neighbors)
+        )
+
+
+def _problems(world: World, nva: Nva, intent: Intent) -> list[str]:
+    """Why the NVA does not (yet) carry the intent, as the real agent's read-back words it."""
+    out = []
+    configured = {n.ip for n in configured_neighbors(world, nva)}
     for n in intent.neighbors:
-        if current.get(n.ip) != n.asn:
-            changes.append(f"+ neighbor {n.ip} remote-as {n.asn}")
-        elif _reachable(world, nva, n.ip) and not established(world, nva, n.ip):
-            # Configured but down while ARS has a connection for it: the agent resets the session.
-            changes.append(f"~ clear bgp {n.ip}")
-    wanted = {n.ip for n in intent.neighbors}
-    changes += [f"- neighbor {ip}" for ip in current if ip not in wanted]
-    have = {a.prefix: a for a in nva.announcements}
-    path = str(intent.local_asn)
-    for p in intent.prefixes:
-        a = have.get(p)
-        if a is None:
-            changes.append(f"+ network {p}")
-        elif a.next_hop != intent.next_hop:
-            changes.append(f"~ route-map next-hop {p} {a.next_hop} -> {intent.next_hop}")
-        elif a.as_path != path:
-            changes.append(f"~ as-path {p} {a.as_path!r} -> {path!r}")
-    changes += [f"- network {p}" for p in have if p not in intent.prefixes]
-    if not nva.out_filter:
-        changes.append("+ route-map rmap-azure-asns out (deny as-path 65515)")
-    return changes
+        if n.ip not in configured:
+            out.append(f"neighbor {n.ip} is not configured")
+        elif not established(world, nva, n.ip):
+            out.append(f"neighbor {n.ip} is Active, not Established")
+    return out
 
 
-def _reachable(world: World, nva: Nva, neighbor_ip: str) -> bool:
-    return any(neighbor_ip in rs.ips for rs, _conn in world.connections_to(nva.ip))
+def _ip_key(ip: str) -> int:
+    return int(ipaddress.ip_address(ip))
 
 
-def _asn(value: Any, where: str) -> int:
+def _prefix_key(p: str) -> tuple[int, int]:
+    n = ipaddress.ip_network(p)
+    return int(n.network_address), n.prefixlen
+
+
+def _asn(value: Any, loc: tuple[str | int, ...]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ASN:
-        raise IntentError(f"{where}: expected an ASN between 1 and {MAX_ASN}")
+        raise IntentError(loc, f"expected an integer ASN between 1 and {MAX_ASN}")
     return value
 
 
-def _ip(value: Any, where: str) -> str:
+def _ipv4(value: Any, loc: tuple[str | int, ...]) -> str:
     if not isinstance(value, str):
-        raise IntentError(f"{where}: expected an IP address string")
+        raise IntentError(loc, "expected an IPv4 address string")
     try:
-        return str(ipaddress.ip_address(value))
+        return str(ipaddress.IPv4Address(value))
     except ValueError as exc:
-        raise IntentError(f"{where}: {value!r} is not an IP address") from exc
+        raise IntentError(loc, f"{value!r} is not an IPv4 address") from exc
+
+
+def _prefix(value: Any, loc: tuple[str | int, ...]) -> str:
+    if not isinstance(value, str) or "/" not in value:
+        raise IntentError(loc, "expected an IPv4 prefix with a length, e.g. 0.0.0.0/0")
+    try:
+        return str(ipaddress.IPv4Network(value, strict=True))
+    except ValueError as exc:
+        raise IntentError(loc, f"{value!r} is not an IPv4 prefix") from exc

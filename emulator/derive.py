@@ -44,9 +44,7 @@ def session_matches(conn: BgpConnection, nva: Nva) -> bool:
 def nva_sends(nva: Nva) -> list[tuple[str, str, str]]:
     """(prefix, next hop, AS path) the NVA puts on the wire: an intact out-filter drops 65515 paths."""
     return [
-        (a.prefix, a.next_hop, a.as_path)
-        for a in nva.announcements
-        if not (nva.out_filter and has_ars_asn(a.as_path))
+        (a.prefix, a.next_hop, a.as_path) for a in nva.announcements if not (nva.out_filter and has_ars_asn(a.as_path))
     ]
 
 
@@ -83,10 +81,7 @@ def advertised_routes(world: World, rs: RouteServer, conn: BgpConnection) -> dic
             result[instance_key(i)] = []
             continue
         routes = [_route(local, rs.hub_prefix, local, local, "Igp", str(rs.asn), 0)]
-        routes += [
-            _route(local, prefix, local, local, "EBgp", f"{rs.asn}-{as_path}", 0)
-            for prefix, as_path in onprem
-        ]
+        routes += [_route(local, prefix, local, local, "EBgp", f"{rs.asn}-{as_path}", 0) for prefix, as_path in onprem]
         result[instance_key(i)] = routes
     return result
 
@@ -114,9 +109,7 @@ def gateway_learned(world: World, gw: Gateway, sources: LearnedSources | None = 
     for peer in gw.onprem_peers:
         for prefix in peer.prefixes:
             routes.append(
-                _route(
-                    local, prefix, peer.ip, peer.ip, "EBgp", _onprem_path(gw, peer.asn, peer.as_path), 32769
-                )
+                _route(local, prefix, peer.ip, peer.ip, "EBgp", _onprem_path(gw, peer.asn, peer.as_path), 32769)
             )
     return routes
 
@@ -228,11 +221,7 @@ def _opt(value: object) -> str | None:
 def _normalise(r: Mapping[str, object], local: str, peer_ip: str) -> RouteDict:
     """Accept lab-mode routes ARM-shaped (network/nextHop/asPath) or agent-shaped (prefix/next_hop)."""
     if "network" in r:
-        out = _route(
-            local, str(r["network"]), _opt(r.get("nextHop")), peer_ip, "EBgp", str(r.get("asPath", "")), 32768
-        )
+        out = _route(local, str(r["network"]), _opt(r.get("nextHop")), peer_ip, "EBgp", str(r.get("asPath", "")), 32768)
         out.update(r)
         return out
-    return _route(
-        local, str(r["prefix"]), _opt(r.get("next_hop")), peer_ip, "EBgp", str(r.get("as_path", "")), 32768
-    )
+    return _route(local, str(r["prefix"]), _opt(r.get("next_hop")), peer_ip, "EBgp", str(r.get("as_path", "")), 32768)

@@ -43,9 +43,7 @@ class Fault:
     @classmethod
     def throttle(cls, count: int | None = 1, retry_after: float = 0) -> Fault:
         """429 TooManyRequests; a fractional retry_after also goes out as `retry-after-ms`."""
-        return cls(
-            FaultKind.THROTTLE, count, 429, "TooManyRequests", "injected throttling", retry_after=retry_after
-        )
+        return cls(FaultKind.THROTTLE, count, 429, "TooManyRequests", "injected throttling", retry_after=retry_after)
 
     @classmethod
     def error(
@@ -119,9 +117,7 @@ class FaultBook:
         self._lock = threading.Lock()
         self._armed: list[_Armed] = []
 
-    def inject(
-        self, op: str, fault: Fault, subscription: str | None = None, resource: str | None = None
-    ) -> None:
+    def inject(self, op: str, fault: Fault, subscription: str | None = None, resource: str | None = None) -> None:
         if fault.count is not None and fault.count < 1:
             raise ValueError("count must be >= 1 or None")
         with self._lock:

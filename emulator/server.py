@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -185,9 +186,7 @@ class ArmEmulator:
         self._agent_lock = threading.Lock()  # serialises intents, like the real agent's apply lock
         self._started = time.monotonic()
         self._own_certs_dir = certs_dir is None
-        self._certs_dir = (
-            Path(certs_dir) if certs_dir is not None else Path(tempfile.mkdtemp(prefix="arm-emu-"))
-        )
+        self._certs_dir = Path(certs_dir) if certs_dir is not None else Path(tempfile.mkdtemp(prefix="arm-emu-"))
         self._certs = ensure_certs(self._certs_dir)
         self._server: _TlsServer | None = None
         self._thread: threading.Thread | None = None
@@ -201,7 +200,9 @@ class ArmEmulator:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self._certs.cert_file, self._certs.key_file)
         self._server = _TlsServer((self._host, self._port), _Handler_, ctx, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="arm-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="arm-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -245,9 +246,7 @@ class ArmEmulator:
         """Base URL of the emulated agent for one NVA (the contract's paths go below it)."""
         return f"{self.base_url}/agents/{nva_ip}"
 
-    def inject(
-        self, op: str, fault: Fault, *, subscription: str | None = None, resource: str | None = None
-    ) -> None:
+    def inject(self, op: str, fault: Fault, *, subscription: str | None = None, resource: str | None = None) -> None:
         """Arm a fault for an operation, optionally only for one subscription or resource name."""
         if op not in KNOWN_OPS:
             raise ValueError(f"unknown operation {op!r}; known: {sorted(KNOWN_OPS)}")
@@ -362,16 +361,16 @@ class ArmEmulator:
                 )
         if fault is None:
             return None
-        if fault.kind in (FaultKind.THROTTLE, FaultKind.ERROR):
-            headers: dict[str, str] = {}
-            if fault.retry_after is not None and fault.status in RETRY_AFTER_STATUSES:
-                headers["Retry-After"] = str(math.ceil(fault.retry_after))
-                if fault.retry_after != int(fault.retry_after):
-                    headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
-            return _arm_error(fault.status, fault.code, fault.message, headers)
-        if fault.kind is FaultKind.BUSY:
-            return _arm_error(fault.status, fault.code, fault.message)
-        return fault
+        if fault.kind not in (FaultKind.THROTTLE, FaultKind.ERROR, FaultKind.BUSY):
+            return fault  # shapes the answer (LRO failure, empty map, bad JSON): the handler applies it
+        headers: dict[str, str] = {}
+        if fault.retry_after is not None and fault.status in RETRY_AFTER_STATUSES:
+            headers["Retry-After"] = str(math.ceil(fault.retry_after))
+            if fault.retry_after != int(fault.retry_after):
+                headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
+        if not arm:  # the agent answers errors the FastAPI way
+            return _json(fault.status, {"detail": f"{fault.code}: {fault.message}"}, headers)
+        return _arm_error(fault.status, fault.code, fault.message, headers)
 
     # ---- ARM handlers ------------------------------------------------------------------------------
 
@@ -387,14 +386,10 @@ class ArmEmulator:
             _Route("PUT", conn, "bgp.put", self._bgp_put),
             _Route("DELETE", conn, "bgp.delete", self._bgp_delete),
             _Route("POST", (*conn, "learnedroutes"), "routes.learned", self._routes_learned, lro=True),
-            _Route(
-                "POST", (*conn, "advertisedroutes"), "routes.advertised", self._routes_advertised, lro=True
-            ),
+            _Route("POST", (*conn, "advertisedroutes"), "routes.advertised", self._routes_advertised, lro=True),
             _Route("GET", gw, "gateway.get", self._gateway_get),
             _Route("POST", (*gw, "getlearnedroutes"), "gateway.learned", self._gateway_learned, lro=True),
-            _Route(
-                "POST", (*gw, "getadvertisedroutes"), "gateway.advertised", self._gateway_advertised, lro=True
-            ),
+            _Route("POST", (*gw, "getadvertisedroutes"), "gateway.advertised", self._gateway_advertised, lro=True),
             _Route("POST", (*gw, "getbgppeerstatus"), "gateway.peers", self._gateway_peers, lro=True),
             _Route("GET", ("azurefirewalls", "*"), "firewall.get", self._firewall_get),
             _Route("GET", ("routetables", "*"), "routetable.get", self._route_table_get),
@@ -416,9 +411,7 @@ class ArmEmulator:
             return _arm_error(400, "InvalidRequestFormat", "Expected a virtualHub with 'properties'.")
         b2b = props.get("allowBranchToBranchTraffic")
         pref = props.get("hubRoutingPreference")
-        if (b2b is not None and not isinstance(b2b, bool)) or (
-            pref is not None and not isinstance(pref, str)
-        ):
+        if (b2b is not None and not isinstance(b2b, bool)) or (pref is not None and not isinstance(pref, str)):
             return _arm_error(400, "InvalidRequestFormat", "allowBranchToBranchTraffic/hubRoutingPreference")
         with self.world.lock:
             rs = self.world.find_route_server(c.subscription, c.resource_group, c.args[0])
@@ -452,9 +445,7 @@ class ArmEmulator:
             if start + self.page_size < len(rs.connections):
                 version = c.req.query.get("api-version", "2026-03-01")
                 next_start = start + self.page_size
-                payload["nextLink"] = (
-                    f"{self.base_url}{c.req.raw_path}?api-version={version}&$skiptoken={next_start}"
-                )
+                payload["nextLink"] = f"{self.base_url}{c.req.raw_path}?api-version={version}&$skiptoken={next_start}"
             return _json(200, payload)
 
     def _bgp_get(self, c: _Call) -> _Response:
@@ -546,9 +537,7 @@ class ArmEmulator:
                 return _not_found("virtualNetworkGateways", c.args[0])
             routes = derive.gateway_advertised(self.world, gw, peer, self._sources)
         if routes is None:
-            return _arm_error(
-                400, "InvalidBgpPeerIp", f"'{peer}' is not a BGP peer of gateway '{c.args[0]}'."
-            )
+            return _arm_error(400, "InvalidBgpPeerIp", f"'{peer}' is not a BGP peer of gateway '{c.args[0]}'.")
         return self._start_lro(c, {"value": routes}, {"value": []})
 
     def _gateway_peers(self, c: _Call) -> _Response:
@@ -565,11 +554,7 @@ class ArmEmulator:
     def _firewall_get(self, c: _Call) -> _Response:
         with self.world.lock:
             fw = self.world.find_firewall(c.subscription, c.resource_group, c.args[0])
-            return (
-                _not_found("azureFirewalls", c.args[0])
-                if fw is None
-                else _json(200, resources.firewall_json(fw))
-            )
+            return _not_found("azureFirewalls", c.args[0]) if fw is None else _json(200, resources.firewall_json(fw))
 
     def _route_table_get(self, c: _Call) -> _Response:
         with self.world.lock:
@@ -654,22 +639,21 @@ class ArmEmulator:
     # ---- emulated NVA agents -----------------------------------------------------------------------
 
     def _dispatch_agent(self, req: _Request, low: tuple[str, ...]) -> tuple[str, str | None, _Response]:
-        if len(low) < 4 or low[2] != "v1":
-            return "unknown", None, _agent_error(404, "NotFound", f"No route for {req.path}")
-        ip, rest = req.segments[1], low[3:]
-        op = _AGENT_ROUTES.get(rest)
-        if op is None:
-            return "unknown", None, _agent_error(404, "NotFound", f"No route for {req.path}")
-        wanted = "PUT" if op == "agent.intent" else "GET"
+        # Error bodies follow the real agent (FastAPI): {"detail": ...}.
+        if len(low) < 4 or low[2] != "v1" or (op := _AGENT_ROUTES.get(low[3:])) is None:
+            return "unknown", None, _json(404, {"detail": "Not Found"})
+        ip = req.segments[1]
         with self.world.lock:
             nva = self.world.find_nva(ip)
             token = nva.agent_token if nva is not None else None
         if nva is None:
-            return op, None, _agent_error(404, "NotFound", f"No emulated NVA at {ip}")
-        if op != "agent.health" and (not token or _bearer(req.headers) != token):
-            return op, None, _agent_error(401, "Unauthorized", "Missing or wrong bearer token.")
+            return op, None, _json(404, {"detail": f"no emulated NVA at {ip}"})
+        wanted = "PUT" if op == "agent.intent" else "GET"
         if req.method != wanted:
-            return op, None, _agent_error(405, "MethodNotAllowed", f"Use {wanted}.")
+            return op, None, _json(405, {"detail": "Method Not Allowed"})
+        if op != "agent.health" and (not token or _bearer(req.headers) != token):
+            detail = {"detail": "missing or wrong bearer token"}
+            return op, None, _json(401, detail, {"WWW-Authenticate": "Bearer"})
         early = self._pre(op, req.method, None, (ip,), arm=False)
         if isinstance(early, _Response):
             return op, None, early
@@ -687,14 +671,22 @@ class ArmEmulator:
                 return _json(200, agent.state(self.world, self.world.nva(ip), uptime))
         try:
             intent = agent.parse_intent(req.json_body())
-        except ValueError as exc:  # IntentError, and JSONDecodeError for a body that is not JSON
-            return _agent_error(422, "InvalidIntent", str(exc))
+        except agent.IntentError as exc:
+            return _json(422, {"detail": [{"loc": list(exc.loc), "msg": str(exc), "type": "value_error"}]})
+        except ValueError as exc:  # not JSON at all
+            return _json(422, {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]})
         with self._agent_lock, self.world.lock:
-            return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
+            try:
+                return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
+            except agent.IntentConflict as exc:
+                return _json(409, {"detail": str(exc)})
 
 
-def _agent_error(status: int, code: str, message: str) -> _Response:
-    return _json(status, {"error": {"code": code, "message": message}})
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _bearer(headers: Mapping[str, str]) -> str | None:
@@ -749,6 +741,8 @@ class _TlsServer(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(_Handler_.timeout)
+        # Headers and body are small separate TLS records; Nagle + delayed ACK would add ~40 ms to each.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._conns_lock:
             self._workers.add(threading.current_thread())
         try:
@@ -801,16 +795,21 @@ class _Handler_(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         req = _Request(self.command, split.path, segments, query, headers, body)
         resp = self.server.emulator.handle(req)
-        self.send_response(resp.status)
+        headers = {
+            "Date": self.date_time_string(),
+            "Server": self.server_version,
+            "Content-Length": str(len(resp.body)),
+            "x-ms-request-id": str(uuid.uuid4()),
+        }
         if resp.body:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        for k, v in resp.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if resp.body and self.command != "HEAD":
-            self.wfile.write(resp.body)
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        headers.update(resp.headers)
+        head = f"{self.protocol_version} {resp.status} {_reason(resp.status)}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
+        # One write for status, headers and body: separate small TLS records would meet Nagle.
+        payload = head.encode("latin-1") + b"\r\n" + (resp.body if self.command != "HEAD" else b"")
+        self.wfile.write(payload)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _serve
 

@@ -236,25 +236,15 @@ class World:
                 _check_prefix(a.prefix, f"$.nvas[{i}].announcements[{j}].prefix")
                 _check_ip(a.next_hop, f"$.nvas[{i}].announcements[{j}].next_hop")
         for i, gw in enumerate(self.gateways):
-            if (
-                gw.route_server
-                and self.find_route_server(gw.subscription, gw.resource_group, gw.route_server) is None
-            ):
-                raise WorldError(
-                    f"$.gateways[{i}].route_server: no route server {gw.route_server!r} in the same group"
-                )
+            if gw.route_server and self.find_route_server(gw.subscription, gw.resource_group, gw.route_server) is None:
+                raise WorldError(f"$.gateways[{i}].route_server: no route server {gw.route_server!r} in the same group")
             for j, peer in enumerate(gw.onprem_peers):
                 _check_ip(peer.ip, f"$.gateways[{i}].onprem_peers[{j}].ip")
                 for p in peer.prefixes:
                     _check_prefix(p, f"$.gateways[{i}].onprem_peers[{j}].prefixes")
         for i, sn in enumerate(self.subnets):
-            if (
-                sn.route_table
-                and self.find_route_table(sn.subscription, sn.resource_group, sn.route_table) is None
-            ):
-                raise WorldError(
-                    f"$.subnets[{i}].route_table: no route table {sn.route_table!r} in the same group"
-                )
+            if sn.route_table and self.find_route_table(sn.subscription, sn.resource_group, sn.route_table) is None:
+                raise WorldError(f"$.subnets[{i}].route_table: no route table {sn.route_table!r} in the same group")
 
     # ---- lookups (find_* → None when absent; the plain names raise KeyError, handy in tests) ----------
 
@@ -341,11 +331,7 @@ class _Identified:
 def _find(items: list[T], subscription: str, resource_group: str, name: str) -> T | None:
     for item in items:
         it = cast(_Identified, item)
-        if (
-            _same(it.subscription, subscription)
-            and _same(it.resource_group, resource_group)
-            and _same(it.name, name)
-        ):
+        if _same(it.subscription, subscription) and _same(it.resource_group, resource_group) and _same(it.name, name):
             return item
     return None
 
