@@ -1,0 +1,193 @@
+"""A local stand-in for a Teams Workflows webhook: a real HTTP server on 127.0.0.1 in a thread.
+
+Owns recording requests and answering them as scripted (202, 429 + Retry-After, 500, or hang).
+Must not know what a card means; tests and the demo read the recorded bodies themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+# Shaped like a real Workflows trigger URL, so redaction is tested against the real shape.
+DEFAULT_PATH = (
+    "/workflows/0c3a5d0e7f1b4a6c9d2e8f7a6b5c4d3e/triggers/manual/paths/invoke"
+    "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=SECRETlocalwebhooksig0123456789"
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How to answer one request. `hang` > 0: say nothing for that long (or until the receiver
+    stops), then drop the connection, so the client sees a timeout."""
+
+    status: int = 202
+    retry_after: str | None = None
+    body: bytes = b""
+    hang: float = 0.0
+
+
+ACCEPT = Reply(202)
+
+
+def throttle(retry_after: str = "1") -> Reply:
+    return Reply(429, retry_after=retry_after, body=b'{"error":{"code":"TooManyRequests"}}')
+
+
+def fail(status: int = 500) -> Reply:
+    return Reply(status, body=b'{"error":{"code":"InternalServerError"}}')
+
+
+def hang(seconds: float = 30.0) -> Reply:
+    return Reply(0, hang=seconds)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as it arrived, and what it got (`status` None = no answer: hung)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int | None
+    at: float  # time.monotonic() on arrival
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass
+class WebhookReceiver:
+    """Start with `with WebhookReceiver() as hook:`; POST to `hook.url`. `script(...)` queues
+    replies consumed one per request in arrival order; after that, `default` answers."""
+
+    default: Reply = ACCEPT
+    path: str = DEFAULT_PATH
+    received: list[Received] = field(default_factory=list)
+    _script: deque[Reply] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _release: threading.Event = field(default_factory=threading.Event)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("receiver not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}{self.path}"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def accepted(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.accepted]
+
+    def requests(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
+        """Poll until `count` requests arrived (any answer); raise after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.requests()
+            if len(got) >= count:
+                return got
+            time.sleep(0.01)
+        raise TimeoutError(f"{len(self.requests())} requests after {timeout} s, wanted {count}")
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver._handle(self)
+
+            do_GET = do_PUT = do_POST  # heartbeat pings may use GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # the request line carries the secret URL; stay silent like the real thing
+
+        self._release.clear()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()  # wake hanging handlers so shutdown does not wait for them
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        wrong_path = urlsplit(handler.path).path != urlsplit(self.path).path
+        with self._lock:
+            scripted = self._script.popleft() if self._script and not wrong_path else self.default
+            reply = Reply(404) if wrong_path else scripted
+            headers = {k.lower(): v for k, v in handler.headers.items()}
+            status = None if reply.hang else reply.status
+            arrival = time.monotonic()
+            self.received.append(Received(handler.command, handler.path, headers, body, status, arrival))
+        if reply.hang:
+            self._release.wait(reply.hang)
+            handler.close_connection = True
+            return
+        handler.send_response(reply.status)
+        if reply.retry_after is not None:
+            handler.send_header("Retry-After", reply.retry_after)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(reply.body)))
+        handler.end_headers()
+        handler.wfile.write(reply.body)
+
+
+def main() -> None:
+    """`python -m localenv.webhook`: print the URL, then each card title as it arrives."""
+    with WebhookReceiver() as hook:
+        print(hook.url, flush=True)
+        seen = 0
+        try:
+            while True:
+                got = hook.requests()
+                for r in got[seen:]:
+                    try:
+                        title = r.json()["attachments"][0]["content"]["body"][0]["items"][0]["text"]
+                    except (ValueError, KeyError, IndexError, TypeError):
+                        title = f"{len(r.body)} bytes"
+                    print(f"{r.method} → {r.status}: {title}", flush=True)
+                seen = len(got)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

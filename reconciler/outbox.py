@@ -1,0 +1,314 @@
+"""Alert persistence in Table Storage: alert states, and the outbox of Teams messages.
+
+Owns two tables (`<prefix>alertstate`, `<prefix>alertoutbox`), their keys, and the delivery order
+and exactly-once bookkeeping of queued messages. Must not know HTTP or what a card says: it hands
+opaque payload bytes to a `Sender`.
+
+Outbox partition (PartitionKey = target), by RowKey:
+    counter            next sequence number (updated with its ETag, so concurrent enqueues serialize)
+    key-<sha256>       idempotency index: "this key is already queued" (created in the same transaction)
+    msg-<seq:016d>     one message: payload bytes, idempotency key, sent / dead flags, attempts, last error
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from reconciler.alerts import AlertState
+from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError
+
+log = logging.getLogger(__name__)
+
+_MSG_LOW, _MSG_HIGH = "msg-", "msg."  # '.' sorts right after '-': a RowKey range scan of messages
+_COUNTER = "counter"
+_TXN_OPS = 100  # Table Storage's transaction limit
+_FIELD_CHARS = 4_000  # keeps one state well under the 64 KiB property limit
+_ENQUEUE_RETRIES = 10
+
+
+class MessageRejected(PermanentError):
+    """Raised by a Sender: this message can never be delivered (e.g. the receiver rejects its
+    content). The outbox dead-letters it and moves on, instead of blocking the target forever."""
+
+
+class Sender(Protocol):
+    """Delivers one payload. Raise TransientError to retry on a later flush, PermanentError when
+    the endpoint refuses everything (nothing is dropped), MessageRejected for a poisoned message."""
+
+    async def send(self, payload: bytes, idempotency_key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    target: str
+    seq: int
+    idempotency_key: str
+    payload: bytes
+    sent: bool
+    dead: bool
+    attempts: int
+    last_error: str
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    """`failed`: targets whose delivery stopped at a failure (their messages stay queued, in order);
+    `pending`: messages still queued for the flushed targets; `rejected`: dead-lettered messages."""
+
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+    rejected: int = 0
+    errors: tuple[str, ...] = ()
+
+
+def idempotency_key(pass_id: str, target: str) -> str:
+    """The key of a pass's message for one target: a retried pass (same id) enqueues nothing new."""
+    return hashlib.sha256(f"{pass_id}\n{target}".encode()).hexdigest()
+
+
+def _key(value: str) -> str:
+    """A Table key for any string: '/', '\\', '#', '?' and control characters are not allowed in
+    PartitionKey/RowKey (and Azurite answers 500 to '/'), so escape them, and '~' itself, as ~XX."""
+    return re.sub(r"[/\\#?~\x00-\x1f\x7f-\x9f]", lambda m: f"~{ord(m.group()):02X}", value)
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
+def _storage_error(exc: AzureError, what: str) -> ReconcilerError:
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    message = f"{what}: {type(exc).__name__}: {first_line}"
+    if isinstance(exc, ClientAuthenticationError):
+        return PermanentError(message)
+    if isinstance(exc, HttpResponseError) and exc.status_code in (400, 401, 403):
+        return PermanentError(message)
+    return TransientError(message)
+
+
+class AlertStore:
+    """Alert states and outbox over one storage account. Use `async with AlertStore(...) as store`."""
+
+    def __init__(self, connection_string: str, table_prefix: str) -> None:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,40}", table_prefix):
+            raise ConfigurationError(f"table prefix {table_prefix!r}: letters and digits, starting with a letter")
+        self._service = TableServiceClient.from_connection_string(connection_string)
+        self._states: TableClient = self._service.get_table_client(f"{table_prefix}alertstate")
+        self._outbox: TableClient = self._service.get_table_client(f"{table_prefix}alertoutbox")
+        self._ready = False
+
+    async def __aenter__(self) -> AlertStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._states.close()
+        await self._outbox.close()
+        await self._service.close()
+
+    async def _ensure_tables(self) -> None:
+        if self._ready:
+            return
+        try:
+            await self._service.create_table_if_not_exists(self._states.table_name)
+            await self._service.create_table_if_not_exists(self._outbox.table_name)
+        except AzureError as exc:
+            raise _storage_error(exc, "creating alert tables") from exc
+        self._ready = True
+
+    # --- alert states -------------------------------------------------------------------------
+
+    async def load_states(self, targets: Collection[str]) -> dict[str, AlertState]:
+        await self._ensure_tables()
+        states: dict[str, AlertState] = {}
+        try:
+            for target in targets:
+                async for entity in self._states.query_entities("PartitionKey eq @pk", parameters={"pk": _key(target)}):
+                    try:
+                        state = AlertState.from_dict(json.loads(entity["state"]))
+                    except (KeyError, ValueError, TypeError) as exc:
+                        # One unreadable row must not silence every alert of the target.
+                        log.warning("skipping unreadable alert state %s/%s: %s", target, entity.get("RowKey"), exc)
+                        continue
+                    states[state.identity] = state
+        except AzureError as exc:
+            raise _storage_error(exc, "loading alert states") from exc
+        return states
+
+    async def save_states(self, states: Mapping[str, AlertState], targets: Collection[str]) -> None:
+        """Make the stored states of `targets` exactly those in `states` (others are deleted)."""
+        await self._ensure_tables()
+        try:
+            for target in targets:
+                pk = _key(target)
+                mine = {_hash(s.identity): s for s in states.values() if s.target == target}
+                stored = {
+                    e["RowKey"]
+                    async for e in self._states.query_entities(
+                        "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"]
+                    )
+                }
+                ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+                    ("upsert", self._state_entity(pk, rk, s), {"mode": UpdateMode.REPLACE}) for rk, s in mine.items()
+                ]
+                ops += [("delete", {"PartitionKey": pk, "RowKey": rk}, {}) for rk in stored - mine.keys()]
+                for i in range(0, len(ops), _TXN_OPS):
+                    await self._states.submit_transaction(ops[i : i + _TXN_OPS])
+        except (AzureError, TableTransactionError) as exc:
+            raise _storage_error(exc, "saving alert states") from exc
+
+    @staticmethod
+    def _state_entity(pk: str, rk: str, state: AlertState) -> dict[str, Any]:
+        data = state.to_dict()
+        for name in ("message", "expected", "observed"):
+            data[name] = data[name][:_FIELD_CHARS]
+        return {
+            "PartitionKey": pk, "RowKey": rk, "identity": state.identity[:_FIELD_CHARS],
+            "status": state.status.value, "state": json.dumps(data),
+        }
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    async def enqueue(self, target: str, payload: bytes, key: str) -> bool:
+        """Queue `payload` after every earlier message of `target`. False if `key` was already queued."""
+        await self._ensure_tables()
+        pk = _key(target)
+        index = {"PartitionKey": pk, "RowKey": f"key-{_hash(key)}"}
+        try:
+            for _ in range(_ENQUEUE_RETRIES):
+                if await self._exists(pk, index["RowKey"]):
+                    return False
+                counter = await self._get(pk, _COUNTER)
+                seq = int(counter["next"]) if counter else 1
+                bump: tuple[str, dict[str, Any], dict[str, Any]]
+                if counter is None:
+                    bump = ("create", {"PartitionKey": pk, "RowKey": _COUNTER, "next": seq + 1}, {})
+                else:
+                    bump = ("update", {"PartitionKey": pk, "RowKey": _COUNTER, "next": seq + 1}, {
+                        "mode": UpdateMode.REPLACE, "etag": counter.metadata["etag"],
+                        "match_condition": MatchConditions.IfNotModified,
+                    })
+                entry = {
+                    "PartitionKey": pk, "RowKey": f"{_MSG_LOW}{seq:016d}", "target": target,
+                    "key": key, "payload": payload, "sent": False, "dead": False, "attempts": 0,
+                    "last_error": "", "created": datetime.now(UTC),
+                }
+                try:
+                    # One transaction: sequence, index and message appear together or not at all.
+                    await self._outbox.submit_transaction(
+                        [bump, ("create", {**index, "seq": seq}, {}), ("create", entry, {})]
+                    )
+                    return True
+                except TableTransactionError as exc:
+                    if exc.status_code in (409, 412):
+                        continue  # lost a race for the counter (412) or the key (409): look again
+                    raise
+        except AzureError as exc:
+            raise _storage_error(exc, f"enqueueing a message for {target}") from exc
+        raise TransientError(f"enqueueing a message for {target}: counter contended {_ENQUEUE_RETRIES} times")
+
+    async def _get(self, pk: str, rk: str) -> Any:
+        try:
+            return await self._outbox.get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+
+    async def _exists(self, pk: str, rk: str) -> bool:
+        return await self._get(pk, rk) is not None
+
+    async def pending(self, targets: Collection[str] | None = None) -> list[OutboxEntry]:
+        """Queued (unsent, not dead-lettered) messages in delivery order, per target."""
+        await self._ensure_tables()
+        query = "RowKey ge @low and RowKey lt @high and sent eq false and dead eq false"
+        params: dict[str, Any] = {"low": _MSG_LOW, "high": _MSG_HIGH}
+        try:
+            if targets is None:
+                entities = [e async for e in self._outbox.query_entities(query, parameters=params)]
+            else:
+                entities = []
+                for target in targets:
+                    entities += [
+                        e async for e in self._outbox.query_entities(
+                            "PartitionKey eq @pk and " + query, parameters={**params, "pk": _key(target)}
+                        )
+                    ]
+        except AzureError as exc:
+            raise _storage_error(exc, "reading the outbox") from exc
+        entries = [self._entry(e) for e in entities]
+        return sorted(entries, key=lambda e: (_key(e.target), e.seq))
+
+    async def entries(self, target: str) -> list[OutboxEntry]:
+        """Every message ever queued for `target` (sent or not), in order; for inspection and tests."""
+        await self._ensure_tables()
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+        params = {"pk": _key(target), "low": _MSG_LOW, "high": _MSG_HIGH}
+        try:
+            return [self._entry(e) async for e in self._outbox.query_entities(query, parameters=params)]
+        except AzureError as exc:
+            raise _storage_error(exc, "reading the outbox") from exc
+
+    @staticmethod
+    def _entry(entity: Mapping[str, Any]) -> OutboxEntry:
+        return OutboxEntry(
+            target=str(entity["target"]), seq=int(str(entity["RowKey"])[len(_MSG_LOW):]),
+            idempotency_key=str(entity["key"]), payload=bytes(entity["payload"]), sent=bool(entity["sent"]),
+            dead=bool(entity["dead"]), attempts=int(entity["attempts"]), last_error=str(entity["last_error"]),
+        )
+
+    async def flush(self, sender: Sender, targets: Collection[str] | None = None) -> FlushReport:
+        """Deliver queued messages in order per target; a target stops at its first failure so its
+        order holds. Call it under the target's lease: two concurrent flushes could both send."""
+        queued = await self.pending(targets)
+        sent = failed = rejected = 0
+        errors: list[str] = []
+        stopped: set[str] = set()
+        for entry in queued:
+            if entry.target in stopped:
+                continue
+            try:
+                await sender.send(entry.payload, entry.idempotency_key)
+            except MessageRejected as exc:
+                rejected += 1
+                errors.append(f"{entry.target} #{entry.seq}: dead-lettered: {exc}")
+                await self._mark(entry, dead=True, attempts=entry.attempts + 1, last_error=str(exc)[:1000])
+                continue
+            except ReconcilerError as exc:
+                failed += 1
+                stopped.add(entry.target)
+                errors.append(f"{entry.target} #{entry.seq}: {exc}")
+                await self._mark(entry, attempts=entry.attempts + 1, last_error=str(exc)[:1000])
+                continue
+            # A crash between send and this mark resends on the next flush: at-least-once on the
+            # wire, which is why the idempotency key travels as a header.
+            await self._mark(entry, sent=True, attempts=entry.attempts + 1, last_error="",
+                             sent_at=datetime.now(UTC))
+            sent += 1
+        remaining = len(await self.pending(targets))
+        return FlushReport(sent=sent, failed=failed, pending=remaining, rejected=rejected, errors=tuple(errors))
+
+    async def _mark(self, entry: OutboxEntry, **changes: Any) -> None:
+        entity = {"PartitionKey": _key(entry.target), "RowKey": f"{_MSG_LOW}{entry.seq:016d}", **changes}
+        try:
+            await self._outbox.update_entity(entity, mode=UpdateMode.MERGE)
+        except AzureError as exc:
+            raise _storage_error(exc, f"recording delivery of {entry.target} #{entry.seq}") from exc
