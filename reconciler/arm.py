@@ -23,6 +23,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.mgmt.network.aio import NetworkManagementClient
+from azure.mgmt.network.models import BgpConnection
 
 from reconciler.desired import Target
 from reconciler.errors import PermanentError, TransientError
@@ -63,6 +64,8 @@ class ArmOptions:
     """A read (including its LRO polling and SDK retries) that takes longer becomes Unknown."""
     retry_total: int = 4
     """SDK retries per request (429 with Retry-After, 5xx, connection errors)."""
+    retry_backoff: float = 0.8
+    """SDK exponential backoff factor when ARM sends no Retry-After (0, 1.6 s, 3.2 s, ... by default)."""
 
 
 class StaticTokenCredential(AsyncTokenCredential):
@@ -121,6 +124,7 @@ class Arm:
             kwargs: dict[str, Any] = {
                 "polling_interval": self.options.poll_interval,
                 "retry_total": self.options.retry_total,
+                "retry_backoff_factor": self.options.retry_backoff,
             }
             if self.options.endpoint:
                 kwargs["base_url"] = self.options.endpoint
@@ -151,7 +155,7 @@ class Arm:
 
     async def read(
         self, subscription: str, operation: str, resource: str, fn: Callable[[], Awaitable[T]], cost: int = 1
-    ) -> T | None | Unknown:
+    ) -> T | Unknown | None:
         """Run one read: its value, None when ARM says 404, or Unknown for any other failure."""
         try:
             return await self._call(subscription, fn, cost)
@@ -197,15 +201,18 @@ class Arm:
                 )
             return tuple(out)
 
-        hub_task = self.read(sub, "hub.get", rs, hub)
-        conn_task = self.read(sub, "bgp.list", rs, connections)
-        fw_task = self._firewall(target)
-        gw_tasks = [self._gateway(target, g.name, g.resource_group or rg, [str(p) for p in g.onprem_peers])
-                    for g in target.gateways]
-        sn_tasks = [self._subnet(target, inv.resource_group or rg, inv.vnet, inv.subnet) for inv in target.subnets]
-        hub_v, conns_v, fw_v, *rest = await asyncio.gather(hub_task, conn_task, fw_task, *gw_tasks, *sn_tasks)
-        gateways = rest[: len(gw_tasks)]
-        subnets = rest[len(gw_tasks):]
+        # Everything independent starts at once; learned routes follow once the peer list is known.
+        hub_t = asyncio.create_task(self.read(sub, "hub.get", rs, hub))
+        fw_t = asyncio.create_task(self._firewall(target))
+        gw_ts = [
+            asyncio.create_task(self._gateway(target, g.name, g.resource_group or rg, [str(p) for p in g.onprem_peers]))
+            for g in target.gateways
+        ]
+        sn_ts = [
+            asyncio.create_task(self._subnet(target, inv.resource_group or rg, inv.vnet, inv.subnet))
+            for inv in target.subnets
+        ]
+        conns_v = await self.read(sub, "bgp.list", rs, connections)
 
         learned: dict[str, InstanceRoutes | Unknown] = {}
         if isinstance(conns_v, tuple):
@@ -217,16 +224,18 @@ class Arm:
         elif conns_v is None:
             conns_v = ()
 
-        fw_obj, fw_ip = fw_v
+        fw_obj, fw_ip = await fw_t
+        gateways = [await t for t in gw_ts]
+        subnets = [await t for t in sn_ts]
         return Observation(
             target=target.name,
-            hub=hub_v,
+            hub=await hub_t,
             connections=conns_v,
             learned=learned,
-            gateways={g.name: v for g, v in zip(target.gateways, gateways, strict=True)},  # type: ignore[misc]
+            gateways={g.name: v for g, v in zip(target.gateways, gateways, strict=True)},
             firewall=fw_obj,
             firewall_ip=fw_ip,
-            subnets={f"{inv.vnet}:{inv.subnet}": v for inv, v in zip(target.subnets, subnets, strict=True)},  # type: ignore[misc]
+            subnets={f"{inv.vnet}:{inv.subnet}": v for inv, v in zip(target.subnets, subnets, strict=True)},
         )
 
     async def _learned(self, sub: str, rg: str, rs: str, conn: str) -> InstanceRoutes | Unknown:
@@ -245,7 +254,7 @@ class Arm:
             return Unknown("routes.learned", conn, "empty per-instance map (Route Server maintenance?)")
         return value
 
-    async def _firewall(self, target: Target) -> tuple[Firewall | None | Unknown, str | None]:
+    async def _firewall(self, target: Target) -> tuple[Firewall | Unknown | None, str | None]:
         fixed = target.firewall.private_ip
         if target.firewall.name is None:
             return None, str(fixed) if fixed else None
@@ -266,7 +275,7 @@ class Arm:
         ip = fw_v.private_ip if isinstance(fw_v, Firewall) else None
         return fw_v, ip
 
-    async def _gateway(self, target: Target, name: str, rg: str, onprem: list[str]) -> Gateway | None | Unknown:
+    async def _gateway(self, target: Target, name: str, rg: str, onprem: list[str]) -> Gateway | Unknown | None:
         sub = target.subscription_id
         c = self.client(sub)
 
@@ -301,7 +310,7 @@ class Arm:
             bgp_peers=(),
         )
 
-    async def _subnet(self, target: Target, rg: str, vnet: str, subnet: str) -> SubnetRouting | None | Unknown:
+    async def _subnet(self, target: Target, rg: str, vnet: str, subnet: str) -> SubnetRouting | Unknown | None:
         sub = target.subscription_id
         c = self.client(sub)
         key = f"{vnet}:{subnet}"
@@ -335,7 +344,7 @@ class Arm:
         c = self.client(target.subscription_id)
 
         async def put() -> None:
-            body = {"name": name, "properties": {"peerIp": peer_ip, "peerAsn": peer_asn}}
+            body = BgpConnection({"name": name, "properties": {"peerIp": peer_ip, "peerAsn": peer_asn}})
             poller = await c.virtual_hub_bgp_connection.begin_create_or_update(
                 target.resource_group, target.route_server, name, body
             )
@@ -364,7 +373,9 @@ class Arm:
             code = _error_code(exc)
             # Platform rule 9: a collision is "try later", never "failed".
             if exc.status_code == 409 or code == "AnotherOperationInProgress":
-                raise TransientError(f"{what}: another operation is in progress ({code or 409}); retry next pass") from exc
+                raise TransientError(
+                    f"{what}: another operation is in progress ({code or 409}); retry next pass"
+                ) from exc
             if exc.status_code in (429, 500, 502, 503, 504):
                 raise TransientError(f"{what}: {_http_reason(exc)}") from exc
             raise PermanentError(f"{what}: {_http_reason(exc)}") from exc

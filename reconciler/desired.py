@@ -271,7 +271,9 @@ def loads(text: str, source: str = "<document>") -> DesiredState:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DesiredStateError(source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
+            raise DesiredStateError(
+                source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+            ) from None
     else:
         try:
             # safe_load: no arbitrary Python objects from an operator's file.

@@ -28,7 +28,7 @@ INSTANCES = ("RouteServiceRole_IN_0", "RouteServiceRole_IN_1")  # platform rule 
 ESTABLISHED = "Established"
 
 
-def instance_name(hub: Hub | None | Unknown, ars_ip: str) -> str:
+def instance_name(hub: Hub | Unknown | None, ars_ip: str) -> str:
     """ARS instance name for a Route Server IP: instance i answers on virtualRouterIps[i]."""
     if isinstance(hub, Hub) and ars_ip in hub.ips:
         return f"RouteServiceRole_IN_{hub.ips.index(ars_ip)}"
@@ -154,9 +154,7 @@ def _peers(target: Target, obs: Observation, found: _Collector) -> dict[str, Con
     return matched
 
 
-def _learned_routes(
-    target: Target, obs: Observation, connections: dict[str, Connection], found: _Collector
-) -> None:
+def _learned_routes(target: Target, obs: Observation, connections: dict[str, Connection], found: _Collector) -> None:
     wanted = [str(p) for p in target.prefixes]
     firewall_ip = obs.firewall_ip
     for peer in target.peers:
@@ -285,7 +283,13 @@ def _firewall(target: Target, obs: Observation, found: _Collector) -> None:
     if isinstance(fw, Unknown):
         found.unknown(fw)
     elif fw is None:
-        found.add(DriftCode.FIREWALL_UNHEALTHY, subject, "Azure Firewall not found", "Succeeded with a private IP", "not found")
+        found.add(
+            DriftCode.FIREWALL_UNHEALTHY,
+            subject,
+            "Azure Firewall not found",
+            "Succeeded with a private IP",
+            "not found",
+        )
     elif not _firewall_ok(fw):
         found.add(
             DriftCode.FIREWALL_UNHEALTHY,

@@ -116,8 +116,8 @@ def subject_part(subject: str, key: str) -> str | None:
     for i, segment in enumerate(subject.split("/")):
         if segment.startswith(marker):
             if key == "prefix":
-                return "/".join(subject.split("/")[i:])[len(marker):]
-            return segment[len(marker):]
+                return "/".join(subject.split("/")[i:])[len(marker) :]
+            return segment[len(marker) :]
     return None
 
 

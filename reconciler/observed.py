@@ -125,13 +125,13 @@ class Observation:
     """Everything read for one target in one pass."""
 
     target: str
-    hub: Hub | None | Unknown
+    hub: Hub | Unknown | None
     connections: tuple[Connection, ...] | Unknown
     learned: Mapping[str, InstanceRoutes | Unknown] = field(default_factory=dict)  # by connection name
-    gateways: Mapping[str, Gateway | None | Unknown] = field(default_factory=dict)  # by gateway name
-    firewall: Firewall | None | Unknown = None
+    gateways: Mapping[str, Gateway | Unknown | None] = field(default_factory=dict)  # by gateway name
+    firewall: Firewall | Unknown | None = None
     firewall_ip: str | None = None  # the next hop the routes must carry, resolved from firewall or fixed
-    subnets: Mapping[str, SubnetRouting | None | Unknown] = field(default_factory=dict)  # by "vnet:subnet"
+    subnets: Mapping[str, SubnetRouting | Unknown | None] = field(default_factory=dict)  # by "vnet:subnet"
     agents: Mapping[str, AgentView | Unknown] = field(default_factory=dict)  # by peer name
 
     def unknowns(self) -> list[Unknown]:

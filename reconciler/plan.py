@@ -102,9 +102,7 @@ def plan(target: Target, drifts: Sequence[Drift], known: Known, now: datetime) -
     def skip(d: Drift, reason: str) -> None:
         skipped.append(Skip(d.identity, reason))
 
-    withdraw = (
-        known.firewall_healthy is False and target.firewall.unhealthy_policy == FirewallPolicy.WITHDRAW
-    )
+    withdraw = known.firewall_healthy is False and target.firewall.unhealthy_policy == FirewallPolicy.WITHDRAW
 
     # Azure-side writes first: an NVA fix cannot land on a connection that does not exist.
     for d in mine:
@@ -117,16 +115,30 @@ def plan(target: Target, drifts: Sequence[Drift], known: Known, now: datetime) -
             skip(d, "state unknown: Route Server or its connections could not be read")
             continue
         if d.code == DriftCode.BRANCH_TO_BRANCH_DISABLED:
-            steps.append(Step(target.name, StepKind.ENABLE_BRANCH_TO_BRANCH, target.route_server, (d.identity,),
-                              "branch-to-branch must be on for the gateway to learn the route"))
+            steps.append(
+                Step(
+                    target.name,
+                    StepKind.ENABLE_BRANCH_TO_BRANCH,
+                    target.route_server,
+                    (d.identity,),
+                    "branch-to-branch must be on for the gateway to learn the route",
+                )
+            )
         else:
             peer = _peer(target, d.part("peer"))
             if peer is None:
                 skip(d, "peer not declared")
                 continue
-            steps.append(Step(target.name, StepKind.PUT_CONNECTION, peer.name, (d.identity,),
-                              f"{d.code.value}: write the declared bgpConnection",
-                              connection=(peer.name, str(peer.ip), peer.asn)))
+            steps.append(
+                Step(
+                    target.name,
+                    StepKind.PUT_CONNECTION,
+                    peer.name,
+                    (d.identity,),
+                    f"{d.code.value}: write the declared bgpConnection",
+                    connection=(peer.name, str(peer.ip), peer.asn),
+                )
+            )
         claimed.add(d.identity)
 
     # NVA-side: one idempotent intent per peer covers every NVA drift of that peer.
@@ -144,12 +156,16 @@ def plan(target: Target, drifts: Sequence[Drift], known: Known, now: datetime) -
                     skip(d, "firewall unhealthy; withdraw needs an agent and policy.nva_fixes")
                 continue
             assert known.ars_ips is not None
-            steps.append(Step(
-                target.name, StepKind.AGENT_WITHDRAW, peer.name,
-                tuple(d.identity for d in fw_drifts),
-                "firewall unhealthy and policy is withdraw: on-premises falls back to its own breakout",
-                intent=Intent(peer.asn, tuple((ip, ARS_ASN) for ip in known.ars_ips), (), None),
-            ))
+            steps.append(
+                Step(
+                    target.name,
+                    StepKind.AGENT_WITHDRAW,
+                    peer.name,
+                    tuple(d.identity for d in fw_drifts),
+                    "firewall unhealthy and policy is withdraw: on-premises falls back to its own breakout",
+                    intent=Intent(peer.asn, tuple((ip, ARS_ASN) for ip in known.ars_ips), (), None),
+                )
+            )
             for d in peer_drifts:
                 skip(d, "firewall unhealthy: the default route is withdrawn on purpose (policy withdraw)")
             continue
@@ -169,16 +185,21 @@ def plan(target: Target, drifts: Sequence[Drift], known: Known, now: datetime) -
                 skip(d, reason)
             continue
         assert known.ars_ips is not None
-        steps.append(Step(
-            target.name, StepKind.AGENT_INTENT, peer.name, tuple(d.identity for d in peer_drifts),
-            ", ".join(sorted({d.code.value for d in peer_drifts})),
-            intent=Intent(
-                peer.asn,
-                tuple((ip, ARS_ASN) for ip in known.ars_ips),
-                tuple(str(p) for p in target.prefixes),
-                known.firewall_ip,
-            ),
-        ))
+        steps.append(
+            Step(
+                target.name,
+                StepKind.AGENT_INTENT,
+                peer.name,
+                tuple(d.identity for d in peer_drifts),
+                ", ".join(sorted({d.code.value for d in peer_drifts})),
+                intent=Intent(
+                    peer.asn,
+                    tuple((ip, ARS_ASN) for ip in known.ars_ips),
+                    tuple(str(p) for p in target.prefixes),
+                    known.firewall_ip,
+                ),
+            )
+        )
         claimed.update(d.identity for d in peer_drifts)
 
     for d in mine:

@@ -32,10 +32,22 @@ def target(**overrides: Any) -> desired.Target:
         "route_server": "ars-hub",
         "firewall": {"name": "fw-hub"},
         "gateways": [{"name": "ergw", "type": "ExpressRoute", "onprem_peers": ["10.0.0.12"]}],
-        "peers": [{"name": "nva1", "ip": "10.0.1.6", "asn": 65001,
-                   "agent_url": "https://10.0.1.6:8443", "token_setting": "NVA1_TOKEN"}],
-        "subnets": [{"vnet": "hub-vnet", "subnet": "AzureFirewallSubnet",
-                     "routes": [{"prefix": "0.0.0.0/0", "next_hop_type": "Internet"}]}],
+        "peers": [
+            {
+                "name": "nva1",
+                "ip": "10.0.1.6",
+                "asn": 65001,
+                "agent_url": "https://10.0.1.6:8443",
+                "token_setting": "NVA1_TOKEN",
+            }
+        ],
+        "subnets": [
+            {
+                "vnet": "hub-vnet",
+                "subnet": "AzureFirewallSubnet",
+                "routes": [{"prefix": "0.0.0.0/0", "next_hop_type": "Internet"}],
+            }
+        ],
     }
     doc.update(overrides)
     return desired.Target.model_validate(doc)
@@ -51,18 +63,33 @@ def observation(**overrides: Any) -> Observation:
         hub=Hub("Succeeded", "Provisioned", 65515, ARS, True, "ExpressRoute"),
         connections=(Connection("nva1", "10.0.1.6", 65001, "Succeeded", "Connected"),),
         learned={"nva1": {INST[0]: (default_route(),), INST[1]: (default_route(),)}},
-        gateways={"ergw": Gateway(
-            "ergw", "ExpressRoute", "Succeeded",
-            learned=(Route("0.0.0.0/0", FW, "65001", "IBgp", ARS[0]),),
-            advertised={"10.0.0.12": (Route("0.0.0.0/0", FW, "65515-65001"),)},
-            bgp_peers=(),
-        )},
+        gateways={
+            "ergw": Gateway(
+                "ergw",
+                "ExpressRoute",
+                "Succeeded",
+                learned=(Route("0.0.0.0/0", FW, "65001", "IBgp", ARS[0]),),
+                advertised={"10.0.0.12": (Route("0.0.0.0/0", FW, "65515-65001"),)},
+                bgp_peers=(),
+            )
+        },
         firewall=Firewall("fw-hub", "Succeeded", FW),
         firewall_ip=FW,
-        subnets={"hub-vnet:AzureFirewallSubnet": SubnetRouting(
-            "hub-vnet", "AzureFirewallSubnet", "fw-rt",
-            (RouteEntry("default-internet", "0.0.0.0/0", "Internet", None),), False)},
-        agents={"nva1": AgentView(65001, "sha256:x", tuple(
-            AgentNeighborView(ip, 65515, "Established", (Route("0.0.0.0/0", FW, "65001"),)) for ip in ARS))},
+        subnets={
+            "hub-vnet:AzureFirewallSubnet": SubnetRouting(
+                "hub-vnet",
+                "AzureFirewallSubnet",
+                "fw-rt",
+                (RouteEntry("default-internet", "0.0.0.0/0", "Internet", None),),
+                False,
+            )
+        },
+        agents={
+            "nva1": AgentView(
+                65001,
+                "sha256:x",
+                tuple(AgentNeighborView(ip, 65515, "Established", (Route("0.0.0.0/0", FW, "65001"),)) for ip in ARS),
+            )
+        },
     )
     return replace(obs, **overrides)

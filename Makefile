@@ -1,0 +1,43 @@
+# The few verbs people type. `.ci/run` calls the same ones.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: deps demo test check bench bench-smoke schema clean
+
+deps: $(VENV)/.installed tools/node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## demo: emulated Azure + Azurite + emulated NVA agent; break the design, watch it being fixed
+demo: deps
+	$(BIN)/python -m reconciler demo
+
+## test: the whole suite (unit, integration, e2e; real FRR tests run where namespaces can be made)
+test: deps
+	$(BIN)/python -m pytest -q
+
+## check: lint and types
+check: deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python bench/fleet.py
+
+bench-smoke: deps
+	$(BIN)/python bench/fleet.py --smoke
+
+schema: deps
+	$(BIN)/python -m reconciler schema --write
+
+clean:
+	rm -rf $(VENV) tools/node_modules out .pytest_cache .mypy_cache .ruff_cache

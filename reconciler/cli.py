@@ -1,0 +1,248 @@
+"""Operator CLI: `python -m reconciler validate|plan|apply|status|schema|demo`.
+
+Owns argument parsing and human/JSON rendering. Calls the same service function as the
+Functions triggers. Exit codes: 0 no drift, 2 drift, 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from reconciler import desired
+from reconciler.errors import ConfigurationError, ReconcilerError
+from reconciler.settings import Settings, load_settings
+
+EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "desired-state.schema.json"
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args, out)
+        return code
+    except ReconcilerError as exc:
+        # One clear message, no traceback: the operator needs what and where, not our stack.
+        print(f"error: {exc}", file=err)
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m reconciler", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(required=True, metavar="command")
+
+    v = sub.add_parser("validate", help="check a desired-state file; nothing else runs")
+    v.add_argument("file")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_validate)
+
+    pl = sub.add_parser("plan", help="observe ARM and the agents, show drift and the steps apply would run")
+    pl.add_argument("file")
+    pl.add_argument("--target")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_plan)
+
+    ap = sub.add_parser("apply", help="run one reconcile pass: fix what policy allows, record it in the ledger")
+    ap.add_argument("file")
+    ap.add_argument("--target")
+    ap.add_argument("--dry-run", action="store_true", help="plan and show, change nothing, write nothing")
+    ap.add_argument("--json", action="store_true")
+    ap.set_defaults(func=_apply)
+
+    st = sub.add_parser("status", help="open drift and the last passes, from the ledger")
+    st.add_argument("--target")
+    st.add_argument("--limit", type=int, default=10)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_status)
+
+    sc = sub.add_parser("schema", help="print (or --write) the desired-state JSON Schema")
+    sc.add_argument("--write", action="store_true")
+    sc.set_defaults(func=_schema)
+
+    d = sub.add_parser("demo", help="the whole story on emulated Azure + Azurite + emulated agents")
+    d.add_argument("--out", default="out/demo", help="where cards and reports are saved")
+    d.add_argument("--lab", action="store_true", help="use real FRR in network namespaces (root, Debian frr)")
+    d.set_defaults(func=_demo)
+    return p
+
+
+def _validate(args: argparse.Namespace, out: TextIO) -> int:
+    state = desired.load(args.file)
+    if args.json:
+        json.dump({"file": args.file, "valid": True, "targets": [t.name for t in state.targets]}, out)
+        out.write("\n")
+    else:
+        print(
+            f"{args.file}: valid, {len(state.targets)} target(s): {', '.join(t.name for t in state.targets)}", file=out
+        )
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace, out: TextIO) -> int:
+    state = desired.load(args.file)
+    settings = load_settings()
+    report = asyncio.run(_pass(settings, state, trigger="cli-plan", dry_run=True, only=args.target, storage=False))
+    _render(report.to_dict(), args.json, out)
+    return int(report.exit_code)
+
+
+def _apply(args: argparse.Namespace, out: TextIO) -> int:
+    state = desired.load(args.file)
+    settings = load_settings()
+    report = asyncio.run(
+        _pass(settings, state, trigger="cli", dry_run=args.dry_run, only=args.target, storage=not args.dry_run)
+    )
+    _render(report.to_dict(), args.json, out)
+    return int(report.exit_code)
+
+
+async def _pass(settings: Settings, state: desired.DesiredState, **kw: Any) -> Any:
+    from reconciler.composition import Runtime
+    from reconciler.service import reconcile
+
+    storage = kw.pop("storage")
+    async with Runtime(settings, storage=storage) as rt:
+        assert rt.services is not None
+        return await reconcile(rt.services, state, **kw)
+
+
+def _status(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings()
+
+    async def read() -> dict[str, Any]:
+        from reconciler.ledger import Ledger
+
+        async with Ledger(settings.storage_connection.get_secret_value(), table_prefix=settings.table_prefix) as led:
+            await led.ensure_tables()
+            drifts = await led.open_drifts(target=args.target)
+            passes = await led.passes(limit=args.limit, target=args.target)
+        return {"open_drift": [_record(d) for d in drifts], "passes": [_record(p) for p in passes]}
+
+    data = asyncio.run(read())
+    if args.json:
+        json.dump(data, out, indent=2, default=str)
+        out.write("\n")
+    else:
+        _table(
+            out,
+            "Open drift",
+            data["open_drift"],
+            ["target", "code", "subject", "occurrences", "first_seen", "last_outcome"],
+        )
+        _table(out, "Last passes", data["passes"], ["started_at", "trigger", "duration_s", "counts", "errors"])
+    return EXIT_DRIFT if data["open_drift"] else EXIT_OK
+
+
+def _schema(args: argparse.Namespace, out: TextIO) -> int:
+    text = desired.json_schema_text()
+    if args.write:
+        SCHEMA_PATH.write_text(text)
+        print(f"wrote {SCHEMA_PATH.name}", file=out)
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    from reconciler.demo import run_demo
+
+    code: int = run_demo(Path(args.out), out, lab=args.lab)
+    return code
+
+
+def _record(value: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: v for k, v in asdict(value).items()}
+    return dict(value)
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+
+def _render(report: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        json.dump(report, out, indent=2, default=str)
+        out.write("\n")
+        return
+    render_report(report, out)
+
+
+def render_report(report: dict[str, Any], out: TextIO) -> None:
+    c = report["counts"]
+    mode = "dry run" if report["dry_run"] else "apply"
+    print(
+        f"pass {report['pass_id']} ({report['trigger']}, {mode}) in {report['duration_s']:.2f} s: "
+        f"{c['targets']} target(s), {c['drifts']} drift(s), {c['steps']} step(s), {c['fixed']} fixed",
+        file=out,
+    )
+    for t in report["targets"]:
+        print(f"\n[{t['target']}] {t['status'].upper()}", file=out)
+        rows = [
+            {
+                "code": d["code"],
+                "severity": d["severity"],
+                "subject": d["subject"],
+                "expected": d["expected"],
+                "observed": d["observed"],
+            }
+            for d in t["drifts"]
+        ]
+        if rows:
+            _table(out, "drift", rows, ["code", "severity", "subject", "expected", "observed"])
+        else:
+            print("  no drift", file=out)
+        for s in t["plan"]["steps"]:
+            print(f"  plan: {s}", file=out)
+        for n in t["plan"]["notes"]:
+            print(f"  note: {n}", file=out)
+        skipped: dict[str, list[str]] = {}
+        for s in t["plan"]["skipped"]:
+            skipped.setdefault(s["reason"], []).append(s["identity"].split("|", 2)[1])
+        for reason, codes in skipped.items():
+            print(f"  left alone ({reason}): {', '.join(sorted(set(codes)))}", file=out)
+        for o in t["outcomes"]:
+            print(f"  {o['outcome']}: {o['step']} — {o['detail']}", file=out)
+        if not report["dry_run"] and t["outcomes"]:
+            print(f"  still drifting after apply: {len(t['remaining'])}", file=out)
+        for e in t["errors"]:
+            print(f"  ERROR [{e['stage']}]: {e['message']}", file=out)
+    for e in report["errors"]:
+        print(f"ERROR [{e['stage']}]: {e['message']}", file=out)
+
+
+def _table(out: TextIO, title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
+    print(f"  {title}:", file=out)
+    if not rows:
+        print("    (none)", file=out)
+        return
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [min(48, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(cols)]
+    print("    " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)), file=out)
+    for row in cells:
+        print("    " + "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)), file=out)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, dict):
+        return ",".join(f"{k}={x}" for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return "; ".join(str(x) for x in v) or "-"
+    return str(v)
+
+
+def run() -> None:
+    try:
+        code = main()
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_ERROR
+    sys.exit(code)

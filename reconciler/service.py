@@ -1,0 +1,405 @@
+"""One reconcile pass, shared by the timer, HTTP and queue triggers and the CLI.
+
+Owns the order of a pass (DESIGN §2): lease -> observe -> diff -> plan -> apply -> verify ->
+ledger -> alerts -> report. Decisions live in the pure modules; this module only sequences the
+adapters it is handed (`Services`) and turns their failures into recorded outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from reconciler.desired import DesiredState, Peer, Target
+from reconciler.diff import diff
+from reconciler.drift import Drift, DriftCode
+from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
+from reconciler.observed import AgentNeighborView, AgentView, Firewall, Hub, Observation, Route, Unknown
+from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
+
+log = logging.getLogger(__name__)
+
+
+# ---- ports: what the service needs from its adapters ------------------------------------------
+
+
+class ArmPort(Protocol):
+    async def observe(self, target: Target) -> Observation: ...
+    async def put_connection(self, target: Target, name: str, peer_ip: str, peer_asn: int) -> None: ...
+    async def enable_branch_to_branch(self, target: Target) -> None: ...
+
+
+class AgentPort(Protocol):
+    async def view(self) -> AgentView: ...
+    async def apply(self, intent: Intent) -> str: ...  # a one-line summary of what changed
+
+
+class AgentsPort(Protocol):
+    def for_peer(self, target: Target, peer: Peer) -> AgentPort | str: ...  # str: why there is none
+
+
+class LedgerPort(Protocol):
+    async def record_target(
+        self, target: str, drifts: Sequence[Drift], actions: Sequence[Any], now: datetime, *, blind: bool
+    ) -> Any: ...
+    async def record_pass(self, record: Any) -> None: ...
+
+
+class LeasesPort(Protocol):
+    def hold(self, target: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+class AlertsPort(Protocol):
+    async def after_pass(self, report: PassReport, now: datetime) -> dict[str, Any]: ...
+
+
+@dataclass
+class Services:
+    """The adapters one pass uses; built once per worker by `composition`."""
+
+    arm: ArmPort
+    agents: AgentsPort
+    ledger: LedgerPort | None = None
+    leases: LeasesPort | None = None
+    alerts: AlertsPort | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    verify_timeout: float = 90.0
+    verify_interval: float = 5.0
+    target_concurrency: int = 16
+
+
+# ---- report values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: Step
+    outcome: str  # fixed | not_confirmed | failed | deferred | planned
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step.describe(),
+            "kind": self.step.kind.value,
+            "fixes": list(self.step.fixes),
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class TargetReport:
+    target: str
+    status: str = "ok"  # ok | drift | locked | error
+    drifts: list[Drift] = field(default_factory=list)
+    plan: Plan | None = None
+    outcomes: list[StepOutcome] = field(default_factory=list)
+    remaining: list[Drift] = field(default_factory=list)  # drift still present after apply/verify
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, message)
+    ledger: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def blind(self) -> bool:
+        return any(d.code == DriftCode.OBSERVATION_FAILED for d in self.remaining)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "status": self.status,
+            "drifts": [d.to_dict() for d in self.drifts],
+            "plan": {
+                "steps": [s.describe() for s in self.plan.steps] if self.plan else [],
+                "skipped": [{"identity": s.identity, "reason": s.reason} for s in self.plan.skipped]
+                if self.plan
+                else [],
+                "notes": list(self.plan.notes) if self.plan else [],
+            },
+            "outcomes": [o.to_dict() for o in self.outcomes],
+            "remaining": [d.to_dict() for d in self.remaining],
+            "errors": [{"stage": s, "message": m} for s, m in self.errors],
+            "ledger": self.ledger,
+        }
+
+
+@dataclass
+class PassReport:
+    pass_id: str
+    trigger: str
+    started_at: datetime
+    dry_run: bool
+    duration_s: float = 0.0
+    targets: list[TargetReport] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    alerts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """CLI convention: 0 no drift, 2 drift, 1 error (a failed pass or a locked target)."""
+        if self.errors or any(t.status in ("error", "locked") for t in self.targets):
+            return 1
+        return 2 if any(t.remaining or t.drifts for t in self.targets) else 0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "targets": len(self.targets),
+            "drifts": sum(len(t.drifts) for t in self.targets),
+            "remaining": sum(len(t.remaining) for t in self.targets),
+            "steps": sum(len(t.outcomes) for t in self.targets),
+            "fixed": sum(1 for t in self.targets for o in t.outcomes if o.outcome == "fixed"),
+            "failed": sum(1 for t in self.targets for o in t.outcomes if o.outcome == "failed"),
+            "locked": sum(1 for t in self.targets if t.status == "locked"),
+            "errors": len(self.errors) + sum(len(t.errors) for t in self.targets),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pass_id": self.pass_id,
+            "trigger": self.trigger,
+            "started_at": self.started_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "dry_run": self.dry_run,
+            "counts": self.counts(),
+            "targets": [t.to_dict() for t in self.targets],
+            "errors": [{"stage": s, "message": m} for s, m in self.errors],
+            "alerts": self.alerts,
+        }
+
+
+# ---- the pass ---------------------------------------------------------------------------------
+
+
+async def reconcile(
+    svc: Services,
+    state: DesiredState,
+    *,
+    trigger: str,
+    dry_run: bool = False,
+    only: str | None = None,
+) -> PassReport:
+    """Run one pass over all targets (or `only`). Never raises for a target's failure: it is reported."""
+    if only is not None and only not in {t.name for t in state.targets}:
+        raise ConfigurationError(f"unknown target {only!r}; known: {', '.join(t.name for t in state.targets)}")
+    targets = [t for t in state.targets if only is None or t.name == only]
+    report = PassReport(uuid.uuid4().hex[:12], trigger, svc.clock(), dry_run)
+    t0 = time.monotonic()
+    sem = asyncio.Semaphore(svc.target_concurrency)
+
+    async def one(t: Target) -> TargetReport:
+        async with sem:
+            return await reconcile_target(svc, t, dry_run=dry_run, pass_id=report.pass_id)
+
+    report.targets = list(await asyncio.gather(*(one(t) for t in targets)))
+    report.duration_s = time.monotonic() - t0
+    if not dry_run:
+        await _record_pass(svc, report)
+        if svc.alerts is not None:
+            try:
+                report.alerts = await svc.alerts.after_pass(report, svc.clock())
+            except ReconcilerError as exc:
+                report.errors.append(("alerts", str(exc)))
+    return report
+
+
+async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass_id: str = "") -> TargetReport:
+    rep = TargetReport(target.name)
+    try:
+        async with _lease(svc, target.name, dry_run):
+            await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
+    except LockedError as exc:
+        rep.status = "locked"
+        rep.errors.append(("lease", str(exc)))
+    except TransientError as exc:
+        # The lease could not be taken or kept (storage down): nothing may act without it.
+        rep.status = "error"
+        rep.errors.append(("lease", str(exc)))
+    return rep
+
+
+@contextlib.asynccontextmanager
+async def _lease(svc: Services, target: str, dry_run: bool) -> AsyncIterator[None]:
+    if dry_run or svc.leases is None:
+        yield
+        return
+    async with svc.leases.hold(target):
+        yield
+
+
+async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: bool, pass_id: str) -> None:
+    obs = await observe(svc, target)
+    rep.drifts = diff(target, obs)
+    now = svc.clock()
+    rep.plan = plan(target, rep.drifts, known_from(obs), now)
+    rep.remaining = rep.drifts
+    if dry_run:
+        rep.outcomes = [StepOutcome(s, "planned", "dry run") for s in rep.plan.steps]
+    elif rep.plan.steps:
+        rep.outcomes = await execute(svc, target, rep.plan)
+        rep.remaining, rep.outcomes = await verify(svc, target, rep.outcomes, obs)
+    rep.status = "drift" if rep.remaining else "ok"
+    if not dry_run and svc.ledger is not None:
+        actions = _actions(rep)
+        try:
+            change = await svc.ledger.record_target(target.name, rep.remaining, actions, svc.clock(), blind=rep.blind)
+            rep.ledger = {k: len(getattr(change, k, ())) for k in ("opened", "persisting", "resolved")}
+        except TransientError as exc:
+            rep.errors.append(("ledger", str(exc)))
+            rep.status = "error"
+
+
+async def observe(svc: Services, target: Target) -> Observation:
+    """ARM and the NVA agents, concurrently; every failure is Unknown, never absent."""
+    agent_names = [p for p in target.peers if p.agent_url]
+    view_tasks = [asyncio.create_task(_agent_view(svc, target, p)) for p in agent_names]
+    arm_obs = await svc.arm.observe(target)
+    views = [await t for t in view_tasks]
+    return replace(arm_obs, agents={p.name: v for p, v in zip(agent_names, views, strict=True)})
+
+
+async def _agent_view(svc: Services, target: Target, peer: Peer) -> AgentView | Unknown:
+    agent = svc.agents.for_peer(target, peer)
+    if isinstance(agent, str):
+        return Unknown("agent.state", peer.name, agent)
+    try:
+        return await agent.view()
+    except ReconcilerError as exc:
+        return Unknown("agent.state", peer.name, str(exc)[:200])
+
+
+def known_from(obs: Observation) -> Known:
+    ips = obs.hub.ips if isinstance(obs.hub, Hub) and obs.hub.ips else None
+    fw = obs.firewall
+    healthy: bool | None
+    if isinstance(fw, Firewall):
+        healthy = fw.provisioning_state == "Succeeded" and fw.private_ip is not None
+    elif isinstance(fw, Unknown):
+        healthy = None
+    else:
+        # None: either no firewall resource is declared (fixed IP) or it is gone.
+        healthy = obs.firewall_ip is not None
+    return Known(ars_ips=ips, firewall_ip=obs.firewall_ip, firewall_healthy=healthy)
+
+
+async def execute(svc: Services, target: Target, p: Plan) -> list[StepOutcome]:
+    """Run exactly the plan's steps, in order. A failed step is an outcome, not an exception."""
+    outcomes: list[StepOutcome] = []
+    for step in p.steps:
+        try:
+            detail = await _run_step(svc, target, step)
+            outcomes.append(StepOutcome(step, "applied", detail))
+        except TransientError as exc:
+            # e.g. 409 AnotherOperationInProgress or an agent 503: try again next pass, not "failed".
+            outcomes.append(StepOutcome(step, "deferred", str(exc)[:300]))
+        except (PermanentError, ConfigurationError) as exc:
+            outcomes.append(StepOutcome(step, "failed", str(exc)[:300]))
+    return outcomes
+
+
+async def _run_step(svc: Services, target: Target, step: Step) -> str:
+    if step.kind in (StepKind.AGENT_INTENT, StepKind.AGENT_WITHDRAW):
+        peer = next(p for p in target.peers if p.name == step.subject)
+        agent = svc.agents.for_peer(target, peer)
+        if isinstance(agent, str):
+            raise PermanentError(agent)
+        assert step.intent is not None
+        return await agent.apply(step.intent)
+    if step.kind == StepKind.PUT_CONNECTION:
+        assert step.connection is not None
+        name, ip, asn = step.connection
+        await svc.arm.put_connection(target, name, ip, asn)
+        return f"bgpConnection {name} written"
+    if step.kind == StepKind.ENABLE_BRANCH_TO_BRANCH:
+        await svc.arm.enable_branch_to_branch(target)
+        return "branch-to-branch enabled"
+    raise PermanentError(f"unknown step kind {step.kind}")
+
+
+async def verify(
+    svc: Services, target: Target, outcomes: list[StepOutcome], before: Observation
+) -> tuple[list[Drift], list[StepOutcome]]:
+    """Re-observe (bounded wait) until the applied steps' drifts are gone; mark each step fixed or not."""
+    applied = [o for o in outcomes if o.outcome == "applied"]
+    drifts = diff(target, before)
+    if not applied:
+        return drifts, outcomes
+    deadline = time.monotonic() + svc.verify_timeout
+    while True:
+        drifts = diff(target, await observe(svc, target))
+        present = {d.identity for d in drifts}
+        blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in drifts)
+        done = not blind and all(not (set(o.step.fixes) & present) for o in applied)
+        if done or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(svc.verify_interval)
+    final: list[StepOutcome] = []
+    for o in outcomes:
+        if o.outcome != "applied":
+            final.append(o)
+        elif blind:
+            final.append(StepOutcome(o.step, "not_confirmed", f"{o.detail}; re-observation failed"))
+        elif set(o.step.fixes) & present:
+            left = sorted(set(o.step.fixes) & present)
+            final.append(StepOutcome(o.step, "not_confirmed", f"{o.detail}; still present: {', '.join(left)}"))
+        else:
+            final.append(StepOutcome(o.step, "fixed", o.detail))
+    return drifts, final
+
+
+def _actions(rep: TargetReport) -> list[Any]:
+    from reconciler.ledger import ActionRecord  # the ledger owns the record shape
+
+    out = []
+    for o in rep.outcomes:
+        for identity in o.step.fixes:
+            out.append(ActionRecord(identity, o.step.describe(), o.outcome, o.detail))
+    if rep.plan is not None:
+        out.extend(ActionRecord(s.identity, "none", "skipped", s.reason) for s in rep.plan.skipped)
+    return out
+
+
+async def _record_pass(svc: Services, report: PassReport) -> None:
+    if svc.ledger is None:
+        return
+    from reconciler.ledger import PassRecord
+
+    errors = tuple(f"{s}: {m}" for s, m in report.errors) + tuple(
+        f"{t.target}/{s}: {m}" for t in report.targets for s, m in t.errors
+    )
+    try:
+        await svc.ledger.record_pass(
+            PassRecord(
+                pass_id=report.pass_id,
+                trigger=report.trigger,
+                started_at=report.started_at,
+                duration_s=report.duration_s,
+                targets=tuple(t.target for t in report.targets),
+                counts=report.counts(),
+                errors=errors,
+                dry_run=report.dry_run,
+            )
+        )
+    except TransientError as exc:
+        report.errors.append(("ledger", f"pass record not written: {exc}"))
+
+
+def agent_view_from_state(state: Any) -> AgentView:
+    """Translate the agent client's state value into the observation's AgentView."""
+    return AgentView(
+        local_asn=state.local_asn,
+        config_hash=state.config_hash,
+        neighbors=tuple(
+            AgentNeighborView(
+                ip=n.ip,
+                remote_asn=n.remote_asn,
+                state=n.state,
+                advertised=tuple(Route(a.prefix, a.next_hop, a.as_path) for a in n.advertised),
+            )
+            for n in state.neighbors
+        ),
+    )

@@ -1,0 +1,114 @@
+"""App settings: one typed value read from the environment (Function App settings, local.settings.json).
+
+Owns the names, defaults and meaning of every setting, and the one-line error for a bad one.
+Must not build clients. Secrets are `SecretStr` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reconciler.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. Field aliases are the app-setting names."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=True)
+
+    desired_state: Path = Field(
+        default=Path("schemas/examples/reference-lab.yaml"),
+        validation_alias="ARS_DESIRED_STATE",
+        description="path of the desired-state document (YAML or JSON), relative to the app root",
+    )
+    arm_endpoint: str | None = Field(
+        default=None,
+        validation_alias="ARS_ARM_ENDPOINT",
+        description="ARM base URL; unset for public Azure. The local emulator sets https://127.0.0.1:<port>",
+    )
+    arm_ca_bundle: str | None = Field(
+        default=None, validation_alias="ARS_ARM_CA_BUNDLE", description="CA file to trust for ARM (emulator only)"
+    )
+    arm_static_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="ARS_ARM_STATIC_TOKEN",
+        description="fixed bearer token for the local emulator; unset in Azure (managed identity is used)",
+    )
+    managed_identity_client_id: str | None = Field(
+        default=None,
+        validation_alias="AZURE_CLIENT_ID",
+        description="client ID of the user-assigned managed identity (DefaultAzureCredential reads it)",
+    )
+    arm_poll_interval: float = Field(default=1.0, ge=0, le=60, validation_alias="ARS_ARM_POLL_INTERVAL")
+    arm_concurrency: int = Field(default=32, ge=1, le=512, validation_alias="ARS_ARM_CONCURRENCY")
+    arm_reads_per_second: float = Field(default=20.0, gt=0, le=1000, validation_alias="ARS_ARM_READS_PER_SECOND")
+    arm_read_burst: int = Field(default=200, ge=1, le=10000, validation_alias="ARS_ARM_READ_BURST")
+    arm_read_timeout: float = Field(default=60.0, gt=0, le=600, validation_alias="ARS_ARM_READ_TIMEOUT")
+    storage_connection: SecretStr = Field(
+        default=SecretStr("UseDevelopmentStorage=true"),
+        validation_alias=AliasChoices("ARS_STORAGE_CONNECTION", "AzureWebJobsStorage"),
+        description="Table/Blob/Queue storage for the ledger, leases, outbox and fan-out queue",
+    )
+    table_prefix: str = Field(
+        default="ars", pattern=r"^[A-Za-z][A-Za-z0-9]{0,20}$", validation_alias="ARS_TABLE_PREFIX"
+    )
+    teams_webhook_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="ARS_TEAMS_WEBHOOK_URL",
+        description="Teams Workflows webhook (a secret; may be a Key Vault reference); unset = no alerts",
+    )
+    heartbeat_url: SecretStr | None = Field(
+        default=None, validation_alias="ARS_HEARTBEAT_URL", description="pinged after each completed pass"
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:7071",
+        validation_alias="ARS_PUBLIC_BASE_URL",
+        description="base URL of this app, for links in Teams cards",
+    )
+    agent_ca_bundle: str | None = Field(
+        default=None, validation_alias="ARS_AGENT_CA_BUNDLE", description="CA file to trust for NVA agents"
+    )
+    agent_timeout: float = Field(default=20.0, gt=0, le=120, validation_alias="ARS_AGENT_TIMEOUT")
+    verify_timeout: float = Field(
+        default=90.0,
+        ge=0,
+        le=600,
+        validation_alias="ARS_VERIFY_TIMEOUT",
+        description="after a fix, how long to re-observe ARM for confirmation",
+    )
+    verify_interval: float = Field(default=5.0, ge=0, le=60, validation_alias="ARS_VERIFY_INTERVAL")
+    target_concurrency: int = Field(default=16, ge=1, le=1000, validation_alias="ARS_TARGET_CONCURRENCY")
+    timer_schedule: str = Field(default="0 */5 * * * *", validation_alias="ARS_TIMER_SCHEDULE")
+    fanout: bool = Field(default=False, validation_alias="ARS_FANOUT")
+    fanout_queue: str = Field(
+        default="ars-reconcile", pattern=r"^[a-z0-9][a-z0-9-]{2,62}$", validation_alias="ARS_FANOUT_QUEUE"
+    )
+    lease_seconds: int = Field(default=30, ge=15, le=60, validation_alias="ARS_LEASE_SECONDS")
+
+    @field_validator("arm_endpoint", "public_base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+    def secret(self, name: str) -> str | None:
+        """An app setting named by the desired state (agent tokens). Key Vault references arrive resolved."""
+        value = os.environ.get(name)
+        return value or None
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings; a missing or malformed one raises ConfigurationError naming it, in one line."""
+    try:
+        if env is None:
+            return Settings()
+        return Settings.model_validate(env)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigurationError(f"setting {name}: {first['msg']}") from None
