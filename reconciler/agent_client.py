@@ -192,6 +192,9 @@ def _detail(resp: httpx.Response) -> str:
     except ValueError:
         return resp.text[:200]
     if isinstance(body, dict):
+        err = body.get("error")  # the ARM-style {"error": {"code", "message"}} some implementations use
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
         return str(body.get("detail") or body.get("reason") or body)[:300]
     return str(body)[:300]
 
