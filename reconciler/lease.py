@@ -21,7 +21,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
 )
-from azure.storage.blob.aio import BlobClient, BlobLeaseClient, BlobServiceClient
+from azure.storage.blob.aio import BlobClient, BlobLeaseClient, BlobServiceClient, LinearRetry
 
 from reconciler.errors import LockedError, PermanentError, TransientError
 from reconciler.ledger import encode_key
@@ -66,8 +66,9 @@ class TargetLeases:
         self.container = container
         self._service = BlobServiceClient.from_connection_string(
             connection_string,
-            retry_total=retries,
-            retry_backoff_factor=0.4,
+            # The blob SDK's default retry waits 15 s before the first retry; a pass would rather
+            # hear "unavailable" quickly and try again next time.
+            retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=retries),
             connection_timeout=10,
             read_timeout=30,
         )
