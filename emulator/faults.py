@@ -42,7 +42,8 @@ class Fault:
 
     @classmethod
     def throttle(cls, count: int | None = 1, retry_after: float = 0) -> Fault:
-        """429 TooManyRequests; a fractional retry_after also goes out as `retry-after-ms`."""
+        """429 TooManyRequests. A fractional retry_after is sent as-is (plus `retry-after-ms`); ARM itself
+        only sends whole seconds, so code that parses Retry-After with int() should use whole values."""
         return cls(FaultKind.THROTTLE, count, 429, "TooManyRequests", "injected throttling", retry_after=retry_after)
 
     @classmethod

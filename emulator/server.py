@@ -365,9 +365,12 @@ class ArmEmulator:
             return fault  # shapes the answer (LRO failure, empty map, bad JSON): the handler applies it
         headers: dict[str, str] = {}
         if fault.retry_after is not None and fault.status in RETRY_AFTER_STATUSES:
-            headers["Retry-After"] = str(math.ceil(fault.retry_after))
-            if fault.retry_after != int(fault.retry_after):
-                headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
+            # azure-core's retry parses Retry-After as a float (only the LRO poller insists on int),
+            # so a fractional value lets tests wait 50 ms instead of a whole second.
+            ra = fault.retry_after
+            headers["Retry-After"] = str(int(ra)) if ra == int(ra) else f"{ra:g}"
+            if ra != int(ra):
+                headers["retry-after-ms"] = str(round(ra * 1000))
         if not arm:  # the agent answers errors the FastAPI way
             return _json(fault.status, {"detail": f"{fault.code}: {fault.message}"}, headers)
         return _arm_error(fault.status, fault.code, fault.message, headers)
