@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
 from reconciler.drift import Drift
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import ConfigurationError, PermanentError, TransientError
 from reconciler.ledger_state import (
     ActionOutcome,
     ActionRecord,
@@ -174,6 +175,11 @@ class Ledger:
     """
 
     def __init__(self, connection_string: str, table_prefix: str = "ars", *, retries: int = 3) -> None:
+        # Table names: letters and digits, a letter first, 3..63 characters.
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,50}", table_prefix):
+            raise ConfigurationError(
+                f"table prefix {table_prefix!r}: use 1-51 letters and digits, starting with a letter"
+            )
         self._service = TableServiceClient.from_connection_string(
             connection_string,
             retry_total=retries,

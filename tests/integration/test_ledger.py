@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from localenv.azurite import Azurite
 from reconciler.drift import Drift, DriftCode
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import ConfigurationError, PermanentError, TransientError
 from reconciler.ledger import (
     ActionRecord,
     Ledger,
@@ -271,6 +271,12 @@ async def test_missing_tables_are_a_permanent_error(azurite: Azurite) -> None:
     async with Ledger(azurite.connection_string, table_prefix="t" + uuid.uuid4().hex[:10]) as led:
         with pytest.raises(PermanentError, match="ensure_tables"):
             await led.record_target(T, [ROUTE], [], T0, blind=False)
+
+
+@pytest.mark.parametrize("prefix", ["", "ars-prod", "1ars", "a" * 52])
+def test_table_prefix_that_cannot_name_a_table_is_refused(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="table prefix"):
+        Ledger("UseDevelopmentStorage=true", table_prefix=prefix)
 
 
 async def test_development_storage_shortcut_points_at_local_emulator() -> None:
