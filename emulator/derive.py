@@ -140,14 +140,18 @@ def gateway_advertised(
     return routes
 
 
-def gateway_peers(world: World, gw: Gateway) -> list[RouteDict]:
-    """getBgpPeerStatus: both ARS instances (iBGP, AS 65515) and the on-prem peers."""
+def gateway_peers(world: World, gw: Gateway, sources: LearnedSources | None = None) -> list[RouteDict]:
+    """getBgpPeerStatus: both ARS instances (iBGP, AS 65515) and the on-prem peers.
+
+    The iBGP sessions with ARS stay up with branch-to-branch off; only the route exchange stops.
+    """
     local = gw.ips[0] if gw.ips else "0.0.0.0"
     rs = _route_server_of(world, gw)
     peers: list[RouteDict] = []
     if rs is not None:
+        received = [inst for inst, _r in _ars_routes(world, rs, sources)] if rs.branch_to_branch else []
         for ip in rs.ips:
-            peers.append(_peer(local, ip, rs.asn, 0))
+            peers.append(_peer(local, ip, rs.asn, received.count(ip)))
     for p in gw.onprem_peers:
         peers.append(_peer(local, p.ip, p.asn, len(p.prefixes)))
     return peers

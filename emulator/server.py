@@ -548,7 +548,7 @@ class ArmEmulator:
             gw = self.world.find_gateway(c.subscription, c.resource_group, c.args[0])
             if gw is None:
                 return _not_found("virtualNetworkGateways", c.args[0])
-            peers = derive.gateway_peers(self.world, gw)
+            peers = derive.gateway_peers(self.world, gw, self._sources)
         peer = c.req.query.get("peer")
         if peer:
             peers = [p for p in peers if p["neighbor"] == peer]
