@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from emulator import Announcement, ArmEmulator
+from emulator import Announcement, ArmEmulator, NvaNeighbor
 
 SUB, RG, RS, FW, NVA_IP = "sub-1", "rg-hub", "ars-hub", "fw-hub", "10.0.1.6"
 
@@ -29,7 +29,8 @@ def instance_lost_peering(emu: ArmEmulator) -> str:
         conn = emu.world.route_server(SUB, RG, RS).connection("nva1")
         assert conn is not None
         conn.connected_instances = [0]
-    return "ARS instance 1 lost its BGP session with the NVA"
+        emu.world.nva(NVA_IP).neighbors = [NvaNeighbor("10.0.2.4")]
+    return "a config edit removed the NVA's neighbor 10.0.2.5: ARS instance 1 lost its BGP session"
 
 
 def next_hop_not_set(emu: ArmEmulator) -> str:

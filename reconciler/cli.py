@@ -149,7 +149,7 @@ def _schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    from reconciler.demo import run_demo
+    from localenv.demo import run_demo
 
     code: int = run_demo(Path(args.out), out, lab=args.lab)
     return code
@@ -195,7 +195,7 @@ def render_report(report: dict[str, Any], out: TextIO) -> None:
             for d in t["drifts"]
         ]
         if rows:
-            _table(out, "drift", rows, ["code", "severity", "subject", "expected", "observed"])
+            _table(out, "drift found", rows, ["code", "severity", "subject", "expected", "observed"])
         else:
             print("  no drift", file=out)
         for s in t["plan"]["steps"]:
@@ -223,7 +223,7 @@ def _table(out: TextIO, title: str, rows: list[dict[str, Any]], cols: list[str])
         print("    (none)", file=out)
         return
     cells = [[_cell(r.get(c)) for c in cols] for r in rows]
-    widths = [min(48, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(cols)]
+    widths = [min(72, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(cols)]
     print("    " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)), file=out)
     for row in cells:
         print("    " + "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)), file=out)

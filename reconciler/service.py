@@ -246,8 +246,18 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     if not dry_run and svc.ledger is not None:
         actions = _actions(rep)
         try:
+            counts = {"opened": 0, "persisting": 0, "resolved": 0}
+            if rep.outcomes:
+                # Record what was found before the fix too, so a drift fixed within one pass still
+                # appears in the ledger as opened and then resolved (with the action that fixed it).
+                before_blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in rep.drifts)
+                first = await svc.ledger.record_target(target.name, rep.drifts, [], now, blind=before_blind)
+                counts["opened"] += len(getattr(first, "opened", ()))
             change = await svc.ledger.record_target(target.name, rep.remaining, actions, svc.clock(), blind=rep.blind)
-            rep.ledger = {k: len(getattr(change, k, ())) for k in ("opened", "persisting", "resolved")}
+            counts["opened"] += len(getattr(change, "opened", ()))
+            counts["persisting"] = len(getattr(change, "persisting", ()))
+            counts["resolved"] = len(getattr(change, "resolved", ()))
+            rep.ledger = counts
         except TransientError as exc:
             rep.errors.append(("ledger", str(exc)))
             rep.status = "error"

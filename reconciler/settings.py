@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     heartbeat_url: SecretStr | None = Field(
         default=None, validation_alias="ARS_HEARTBEAT_URL", description="pinged after each completed pass"
     )
+    alert_hold_down: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        validation_alias="ARS_ALERT_HOLD_DOWN",
+        description="seconds a drift must persist before it pages, for every code; unset = per-code defaults "
+        "(180 s, the BGP hold time, for PEER_DOWN and ROUTE_*)",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:7071",
         validation_alias="ARS_PUBLIC_BASE_URL",

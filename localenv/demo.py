@@ -1,0 +1,139 @@
+"""The demo: emulated Azure + Azurite + an emulated NVA agent + a local Teams receiver, one story.
+
+Owns the script of the story (healthy → broken in named ways → fixed → resolved in the ledger,
+cards sent). Everything it shows goes through the same service function as the Functions triggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from emulator import ArmEmulator, World
+from localenv import scenarios
+from localenv.azurite import Azurite
+from localenv.webhook import WebhookReceiver
+from reconciler import desired
+from reconciler.cli import render_report
+from reconciler.composition import Runtime
+from reconciler.service import reconcile
+from reconciler.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+WORLD = ROOT / "emulator" / "worlds" / "reference-lab.yaml"
+EXAMPLE = ROOT / "schemas" / "examples" / "reference-lab.yaml"
+TOKEN_SETTING = "NVA1_AGENT_TOKEN"
+
+
+def demo_desired(emu: ArmEmulator) -> desired.DesiredState:
+    """The reference-lab document, with the NVA agent served by the emulator instead of 10.0.1.6."""
+    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    for target in doc["targets"]:
+        for peer in target["peers"]:
+            peer["agent_url"] = emu.agent_url(peer["ip"])
+            peer["token_setting"] = TOKEN_SETTING
+    return desired.parse(doc, str(EXAMPLE))
+
+
+def demo_env(emu: ArmEmulator, az: Azurite, hook: WebhookReceiver) -> dict[str, str]:
+    return {
+        "ARS_ARM_ENDPOINT": emu.base_url,
+        "ARS_ARM_CA_BUNDLE": emu.ca_file,
+        "ARS_ARM_STATIC_TOKEN": "emulator-token",
+        "ARS_ARM_POLL_INTERVAL": "0",
+        "ARS_AGENT_CA_BUNDLE": emu.ca_file,
+        "ARS_STORAGE_CONNECTION": az.connection_string,
+        "ARS_TEAMS_WEBHOOK_URL": hook.url,
+        # The demo pages at once; production keeps the 180 s BGP hold-time default.
+        "ARS_ALERT_HOLD_DOWN": "0",
+        "ARS_VERIFY_INTERVAL": "0.2",
+        "ARS_VERIFY_TIMEOUT": "10",
+    }
+
+
+def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
+    if lab:
+        print("The FRR lab demo needs root and Debian frr: run `make demo-lab` (see README).", file=out)
+        return 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = World.load(WORLD)
+    nva_token = world.nva(scenarios.NVA_IP).agent_token
+    with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:
+        os.environ[TOKEN_SETTING] = nva_token
+        settings = load_settings(demo_env(emu, az, hook))
+        state = demo_desired(emu)
+        code = asyncio.run(_story(emu, hook, settings, state, out_dir, out))
+    return code
+
+
+def _say(out: TextIO, text: str) -> None:
+    print(f"\n=== {text}", file=out, flush=True)
+
+
+async def _story(
+    emu: ArmEmulator, hook: WebhookReceiver, settings: Any, state: desired.DesiredState, out_dir: Path, out: TextIO
+) -> int:
+    async with Runtime(settings) as rt:
+        assert rt.services is not None
+        svc = rt.services
+
+        async def show(trigger: str, dry_run: bool = False) -> dict[str, Any]:
+            report = await reconcile(svc, state, trigger=trigger, dry_run=dry_run)
+            data = report.to_dict()
+            render_report(data, out)
+            return data
+
+        _say(out, "1. The reference lab is healthy: NVA → both ARS instances → ER gateway, next hop 10.0.3.4")
+        first = await show("demo")
+        problems = 0 if first["counts"]["drifts"] == 0 else 1
+
+        for name in ("firewall-redeployed", "instance-lost-peering", "next-hop-not-set"):
+            _say(out, f"Break: {scenarios.BREAKS[name](emu)}")
+            print("--- plan (dry run: what apply would do)", file=out)
+            await show("demo-plan", dry_run=True)
+            print("--- apply", file=out)
+            fixed = await show("demo")
+            if fixed["counts"]["remaining"]:
+                problems += 1
+
+        _say(out, f"Break: {scenarios.branch_to_branch_off(emu)} (Azure-side writes are off by policy)")
+        left = await show("demo")
+        if not left["counts"]["remaining"]:
+            problems += 1
+        _say(out, "An operator turns branch-to-branch back on by hand")
+        with emu.world.lock:
+            emu.world.route_server(scenarios.SUB, scenarios.RG, scenarios.RS).branch_to_branch = True
+        await show("demo")
+
+        _say(out, "The ledger (Azure Table Storage on Azurite): open drift and the last passes")
+        assert rt.ledger is not None
+        opened = await rt.ledger.open_drifts()
+        print(f"  open drift: {len(opened)}", file=out)
+        resolved = [h for h in await rt.ledger.history(limit=200) if h.get("kind") == "resolved"]
+        print(f"  resolved drift records: {len(resolved)}", file=out)
+        for h in resolved[:12]:
+            print(f"    {h.get('code')} {h.get('subject')} lasted {h.get('duration_s', '?')} s", file=out)
+        passes = await rt.ledger.passes(limit=20)
+        print(f"  passes recorded: {len(passes)}", file=out)
+        for p in passes[:5]:
+            print(f"    {p.started_at:%H:%M:%S} {p.trigger:<10} {p.duration_s:.2f} s {dict(p.counts)}", file=out)
+
+    _say(out, "Teams cards the local receiver got (Adaptive Card 1.4 in the Workflows envelope)")
+    cards_dir = out_dir / "cards"
+    cards_dir.mkdir(parents=True, exist_ok=True)
+    for i, req in enumerate(hook.accepted()):
+        body = req.json()
+        (cards_dir / f"card-{i:02d}.json").write_text(json.dumps(body, indent=2))
+        content = body["attachments"][0]["content"]
+        title = next((b.get("text") for b in content.get("body", []) if b.get("type") == "TextBlock"), "")
+        print(f"  card {i:02d}: {title}", file=out)
+    print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}", file=out)
+    if not hook.accepted():
+        problems += 1
+    _say(out, "Done." if problems == 0 else f"Done, with {problems} unexpected result(s).")
+    return 0 if problems == 0 else 1
