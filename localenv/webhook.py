@@ -125,7 +125,10 @@ class WebhookReceiver:
         self._release.clear()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, and tests stop a receiver each.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="webhook", daemon=True
+        )
         self._thread.start()
         return self
 
