@@ -62,6 +62,9 @@ class IntentService:
             return await self._apply(intent)
 
     async def _apply(self, intent: BgpIntent) -> IntentResult:
+        # bgpd first: with bgpd down, vtysh still prints a running config, just without
+        # `router bgp`; rendering from that would rebuild BGP from nothing.
+        await self.frr.show_json(BGP_SUMMARY)
         running = await self.frr.running_config()
         try:
             candidate = render.render(running, intent)
