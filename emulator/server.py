@@ -46,6 +46,7 @@ ARM_OPS = frozenset(
         "gateway.peers", "firewall.get", "routetable.get", "subnet.get", "lro.poll",
     }
 )  # fmt: skip
+MAX_OPERATIONS = 20_000  # LRO records kept for polling; the oldest half goes when full
 AGENT_OPS = frozenset({"agent.health", "agent.state", "agent.intent"})
 KNOWN_OPS = ARM_OPS | AGENT_OPS
 _AGENT_ROUTES = {("health",): "agent.health", ("state",): "agent.state", ("bgp", "intent"): "agent.intent"}
@@ -595,6 +596,10 @@ class ArmEmulator:
         )
         op_id = uuid.uuid4().hex
         with self._ops_lock:
+            if len(self._ops) >= MAX_OPERATIONS:
+                # A long-running demo must not grow without bound; clients finish polling in seconds.
+                for stale in list(self._ops)[: MAX_OPERATIONS // 2]:
+                    del self._ops[stale]
             self._ops[op_id] = op
         status_url, result_url = self._op_urls(c.subscription, op_id)
         # Always send Location: Azure-AsyncOperation alone makes the SDK return the status body (notes §5).

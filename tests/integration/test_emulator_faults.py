@@ -188,3 +188,16 @@ async def test_writes_use_their_own_bucket() -> None:
                 await client.virtual_hub_bgp_connection.begin_create_or_update("rg-hub", "ars-hub", "nva1", body)
             await client.virtual_hubs.get("rg-hub", "ars-hub")
         assert err.value.status_code == 429
+
+
+def test_token_bucket_refills_over_time_and_says_when_to_come_back() -> None:
+    from emulator.throttle import Throttler
+
+    now = [0.0]
+    bucket = Throttler(Throttle(bucket=2, refill_per_s=0.5), clock=lambda: now[0])
+    assert bucket.spend("sub-1", write=False) == (None, 1)
+    assert bucket.spend("SUB-1", write=False) == (None, 0)  # subscriptions are case-insensitive
+    assert bucket.spend("sub-1", write=False) == (2, 0)  # one token needs 2 s at 0.5/s
+    assert bucket.spend("sub-1", write=True)[0] is None  # writes have their own bucket
+    now[0] = 2.0
+    assert bucket.spend("sub-1", write=False)[0] is None
