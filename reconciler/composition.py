@@ -27,6 +27,7 @@ def arm_options(settings: Settings) -> ArmOptions:
         reads_per_second=settings.arm_reads_per_second,
         read_burst=settings.arm_read_burst,
         read_timeout=settings.arm_read_timeout,
+        retry_backoff=settings.arm_retry_backoff,
     )
 
 

@@ -144,7 +144,10 @@ class PassReport:
         """CLI convention: 0 no drift, 2 drift, 1 error (a failed pass or a locked target)."""
         if self.errors or any(t.status in ("error", "locked") for t in self.targets):
             return 1
-        return 2 if any(t.remaining or t.drifts for t in self.targets) else 0
+        # A dry run reports what it found; an apply reports what is still wrong after fixing.
+        if self.dry_run:
+            return 2 if any(t.drifts for t in self.targets) else 0
+        return 2 if any(t.remaining for t in self.targets) else 0
 
     def counts(self) -> dict[str, int]:
         return {

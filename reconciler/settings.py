@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     arm_concurrency: int = Field(default=32, ge=1, le=512, validation_alias="ARS_ARM_CONCURRENCY")
     arm_reads_per_second: float = Field(default=20.0, gt=0, le=1000, validation_alias="ARS_ARM_READS_PER_SECOND")
     arm_read_burst: int = Field(default=200, ge=1, le=10000, validation_alias="ARS_ARM_READ_BURST")
+    arm_retry_backoff: float = Field(default=0.8, ge=0, le=10, validation_alias="ARS_ARM_RETRY_BACKOFF")
     arm_read_timeout: float = Field(default=60.0, gt=0, le=600, validation_alias="ARS_ARM_READ_TIMEOUT")
     storage_connection: SecretStr = Field(
         default=SecretStr("UseDevelopmentStorage=true"),

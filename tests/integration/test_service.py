@@ -1,0 +1,195 @@
+"""Whole passes through the service on the ARM emulator (with its emulated agent) and Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from emulator import ArmEmulator, Fault
+from localenv import scenarios
+from localenv.azurite import Azurite
+from localenv.demo import TOKEN_SETTING, demo_desired
+from reconciler import desired
+from reconciler.composition import Runtime
+from reconciler.drift import DriftCode
+from reconciler.ledger import Ledger
+from reconciler.service import PassReport, reconcile
+from reconciler.settings import load_settings
+
+pytestmark = pytest.mark.azurite
+
+
+def env(emu: ArmEmulator, conn: str, prefix: str) -> dict[str, str]:
+    return {
+        "ARS_ARM_ENDPOINT": emu.base_url,
+        "ARS_ARM_CA_BUNDLE": emu.ca_file,
+        "ARS_ARM_STATIC_TOKEN": "t",
+        "ARS_ARM_POLL_INTERVAL": "0",
+        "ARS_AGENT_CA_BUNDLE": emu.ca_file,
+        "ARS_STORAGE_CONNECTION": conn,
+        "ARS_TABLE_PREFIX": prefix,
+        "ARS_VERIFY_INTERVAL": "0.05",
+        "ARS_VERIFY_TIMEOUT": "3",
+        "ARS_LEASE_SECONDS": "15",
+        "ARS_ARM_RETRY_BACKOFF": "0.01",
+    }
+
+
+@pytest.fixture(autouse=True)
+def agent_token(emulator: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv(TOKEN_SETTING, emulator.world.nva(scenarios.NVA_IP).agent_token)
+    yield
+
+
+@pytest.fixture
+def state(emulator: ArmEmulator) -> desired.DesiredState:
+    return demo_desired(emulator)
+
+
+@pytest.fixture
+async def runtime(emulator: ArmEmulator, azurite: Azurite, storage_prefix: str) -> AsyncIterator[Runtime]:
+    async with Runtime(load_settings(env(emulator, azurite.connection_string, storage_prefix))) as rt:
+        yield rt
+
+
+def intents(emu: ArmEmulator) -> int:
+    return sum(1 for r in emu.requests if r.op == "agent.intent")
+
+
+async def run(rt: Runtime, state: desired.DesiredState, **kw: Any) -> PassReport:
+    assert rt.services is not None
+    return await reconcile(rt.services, state, trigger=kw.pop("trigger", "test"), **kw)
+
+
+async def test_drift_is_fixed_verified_and_resolved_in_the_ledger(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator
+) -> None:
+    scenarios.next_hop_not_set(emulator)
+    report = await run(runtime, state)
+    t = report.targets[0]
+    assert {d.code for d in t.drifts} >= {DriftCode.ROUTE_NEXT_HOP_WRONG}
+    assert [o.outcome for o in t.outcomes] == ["fixed"]
+    assert t.remaining == [] and report.exit_code == 0
+    assert intents(emulator) == 1
+    again = await run(runtime, state)
+    assert again.targets[0].drifts == [] and again.targets[0].outcomes == []
+    assert intents(emulator) == 1  # the second pass changes nothing
+    assert runtime.ledger is not None
+    assert await runtime.ledger.open_drifts() == []
+    history = await runtime.ledger.history(limit=50)
+    assert {h["kind"] for h in history} >= {"opened", "resolved", "action"}
+
+
+async def test_twenty_concurrent_passes_cause_exactly_one_fix(
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, state: desired.DesiredState
+) -> None:
+    scenarios.next_hop_not_set(emulator)
+    settings = load_settings(env(emulator, azurite.connection_string, storage_prefix))
+    runtimes = [Runtime(settings) for _ in range(20)]  # 20 independent workers
+    for rt in runtimes:
+        await rt.__aenter__()
+    try:
+        reports = await asyncio.gather(*(run(rt, state, trigger=f"w{i}") for i, rt in enumerate(runtimes)))
+    finally:
+        for rt in runtimes:
+            await rt.__aexit__(None, None, None)
+    statuses = sorted(r.targets[0].status for r in reports)
+    assert intents(emulator) == 1
+    assert len(reports) == 20
+    fixers = [r for r in reports if r.targets[0].outcomes]
+    assert len(fixers) == 1 and fixers[0].targets[0].outcomes[0].outcome == "fixed"
+    # The rest either saw the lease taken or ran after the fix and found nothing to do.
+    assert set(statuses) <= {"ok", "locked"}
+    assert all(r.targets[0].errors for r in reports if r.targets[0].status == "locked")
+
+
+async def test_drift_fixed_by_hand_is_resolved_with_duration(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator
+) -> None:
+    scenarios.branch_to_branch_off(emulator)  # Azure writes are off: it stays open
+    await run(runtime, state)
+    await run(runtime, state)
+    assert runtime.ledger is not None
+    open_ = {d.code: d for d in await runtime.ledger.open_drifts()}
+    assert open_["BRANCH_TO_BRANCH_DISABLED"].occurrences == 2
+    assert len([d for d in await runtime.ledger.open_drifts() if d.code == "BRANCH_TO_BRANCH_DISABLED"]) == 1
+    with emulator.world.lock:
+        emulator.world.route_server("sub-1", "rg-hub", "ars-hub").branch_to_branch = True
+    report = await run(runtime, state)
+    assert report.targets[0].ledger["resolved"] == 3
+    assert await runtime.ledger.open_drifts() == []
+    resolved = [h for h in await runtime.ledger.history(limit=50) if h["kind"] == "resolved"]
+    assert any(h["code"] == "BRANCH_TO_BRANCH_DISABLED" and float(h["duration_s"]) > 0 for h in resolved)  # type: ignore[arg-type]
+
+
+COLLECTOR_CALLS = ["hub.get", "bgp.list", "routes.learned", "firewall.get", "agent.state"]
+
+
+@pytest.mark.parametrize("op", COLLECTOR_CALLS)
+async def test_failed_read_never_produces_an_action(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator, op: str
+) -> None:
+    scenarios.next_hop_not_set(emulator)
+    emulator.inject(op, Fault.error(status=500, count=None))
+    report = await run(runtime, state)
+    t = report.targets[0]
+    assert intents(emulator) == 0
+    assert t.outcomes == []
+    assert any(d.code == DriftCode.OBSERVATION_FAILED for d in t.drifts)
+
+
+async def test_dry_run_shows_exactly_the_steps_apply_runs(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator
+) -> None:
+    scenarios.firewall_redeployed(emulator)
+    dry = await run(runtime, state, dry_run=True)
+    assert intents(emulator) == 0
+    real = await run(runtime, state)
+    assert [s.describe() for s in dry.targets[0].plan.steps] == [o.step.describe() for o in real.targets[0].outcomes]  # type: ignore[union-attr]
+
+
+async def test_suspended_target_is_observed_and_recorded_but_not_changed(
+    runtime: Runtime, emulator: ArmEmulator, state: desired.DesiredState
+) -> None:
+    doc = state.model_dump(mode="json")
+    doc["targets"][0]["suspend"] = True
+    suspended = desired.parse(doc)
+    scenarios.next_hop_not_set(emulator)
+    report = await run(runtime, suspended)
+    assert intents(emulator) == 0
+    assert report.targets[0].drifts and report.exit_code == 2
+    assert runtime.ledger is not None and await runtime.ledger.open_drifts()
+
+
+async def test_storage_outage_mid_pass_is_reported_and_the_next_pass_restores_the_truth(
+    emulator: ArmEmulator, private_azurite: Azurite, storage_prefix: str, state: desired.DesiredState
+) -> None:
+    settings = load_settings(env(emulator, private_azurite.connection_string, storage_prefix))
+    async with Runtime(settings) as rt:
+        scenarios.branch_to_branch_off(emulator)
+        await run(rt, state)  # opens the drift
+        # Storage goes away after the lease is taken: the ARM read is slowed so the stop lands mid-pass.
+        emulator.inject("hub.get", Fault.latency(seconds=1.0, count=1))
+        seen = len([r for r in emulator.requests if r.op == "hub.get"])
+        task = asyncio.create_task(run(rt, state))
+        deadline = asyncio.get_running_loop().time() + 10
+        while len([r for r in emulator.requests if r.op == "hub.get"]) == seen:  # the pass is now reading ARM
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        private_azurite.stop()
+        report = await task
+        stages = {s for s, _ in report.targets[0].errors} | {s for s, _ in report.errors}
+        assert "ledger" in stages or "lease" in stages
+        assert report.exit_code == 1
+        private_azurite.start()
+        with emulator.world.lock:
+            emulator.world.route_server("sub-1", "rg-hub", "ars-hub").branch_to_branch = True
+        healed = await run(rt, state)
+        assert healed.exit_code == 0, healed.to_dict()
+    async with Ledger(private_azurite.connection_string, table_prefix=storage_prefix) as led:
+        assert await led.open_drifts() == []
+        resolved = {h["code"] for h in await led.history(limit=50) if h["kind"] == "resolved"}
+        assert "BRANCH_TO_BRANCH_DISABLED" in resolved
