@@ -43,7 +43,7 @@ ARM_OPS = frozenset(
     {
         "hub.get", "hub.put", "hub.ipconfigs", "bgp.list", "bgp.get", "bgp.put", "bgp.delete",
         "routes.learned", "routes.advertised", "gateway.get", "gateway.learned", "gateway.advertised",
-        "gateway.peers", "firewall.get", "routetable.get", "subnet.get", "lro.poll",
+        "gateway.peers", "firewall.get", "routetable.get", "subnet.get", "vnet.get", "lro.poll",
     }
 )  # fmt: skip
 MAX_OPERATIONS = 20_000  # LRO records kept for polling; the oldest half goes when full
@@ -398,6 +398,7 @@ class ArmEmulator:
             _Route("GET", ("azurefirewalls", "*"), "firewall.get", self._firewall_get),
             _Route("GET", ("routetables", "*"), "routetable.get", self._route_table_get),
             _Route("GET", ("virtualnetworks", "*", "subnets", "*"), "subnet.get", self._subnet_get),
+            _Route("GET", ("virtualnetworks", "*"), "vnet.get", self._vnet_get),
         ]
 
     def _hub_get(self, c: _Call) -> _Response:
@@ -573,6 +574,37 @@ class ArmEmulator:
             if sn is None:
                 return _not_found("virtualNetworks/subnets", f"{c.args[0]}/{c.args[1]}")
             return _json(200, resources.subnet_json(sn))
+
+    def _vnet_get(self, c: _Call) -> _Response:
+        # The world has no VNet object: a VNet exists while one of its subnets does. ARM returns the
+        # subnets inline (routeTable ids included), which is why one GET can replace a subnet.get each.
+        with self.world.lock:
+            subnets = [
+                sn
+                for sn in self.world.subnets
+                if sn.subscription.lower() == c.subscription.lower()
+                and sn.resource_group.lower() == c.resource_group.lower()
+                and sn.vnet.lower() == c.args[0].lower()
+            ]
+            if not subnets:
+                return _not_found("virtualNetworks", c.args[0])
+            vnet = subnets[0].vnet
+            prefixes = [ipaddress.IPv4Network(sn.address_prefix, strict=False) for sn in subnets]
+            space = ipaddress.collapse_addresses(prefixes)
+            return _json(
+                200,
+                {
+                    "id": f"{resources.group_id(c.subscription, c.resource_group)}/virtualNetworks/{vnet}",
+                    "name": vnet,
+                    "type": "Microsoft.Network/virtualNetworks",
+                    "location": self.location,
+                    "properties": {
+                        "provisioningState": "Succeeded",
+                        "addressSpace": {"addressPrefixes": [str(n) for n in space]},
+                        "subnets": [resources.subnet_json(sn) for sn in subnets],
+                    },
+                },
+            )
 
     # ---- long-running operations -------------------------------------------------------------------
 
