@@ -120,9 +120,7 @@ def create_app(settings: AgentSettings, frr: FrrPort | None = None) -> FastAPI:
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, __: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "missing or wrong bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"}
-        )
+        return JSONResponse({"detail": "missing or wrong bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(FrrError)
     async def _frr_down(_: Request, exc: Exception) -> JSONResponse:

@@ -7,6 +7,7 @@ FRR only through FrrPort and renders only through `render`; it must not know HTT
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from nva_agent.frr import ConfigRejected, FrrError, FrrPort
 from nva_agent.models import AgentState, BgpIntent, IntentResult
 
 BGP_SUMMARY = "show bgp summary json"
+log = logging.getLogger(__name__)
 
 
 class IntentConflict(Exception):
@@ -26,13 +28,11 @@ class IntentConflict(Exception):
 class Timing:
     verify_timeout: float = 10.0
     """How long the read-back may take; a new neighbor needs ~1-2 s to reach Established."""
-    poll_interval: float = 0.05
+    poll_interval: float = 0.02
 
 
 class IntentService:
-    def __init__(
-        self, frr: FrrPort, timing: Timing = Timing(), clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, frr: FrrPort, timing: Timing = Timing(), clock: Callable[[], float] = time.monotonic) -> None:
         self.frr = frr
         self.timing = timing
         self.clock = clock
@@ -43,19 +43,18 @@ class IntentService:
         summary = await self.frr.show_json(BGP_SUMMARY)
         del summary
 
-    async def state(self, running: str | None = None) -> AgentState:
+    async def state(self, running: str | None = None, config_hash: str | None = None) -> AgentState:
         summary = await self.frr.show_json(BGP_SUMMARY)
         peers = list(state.summary_peers(summary))
         # peers come from FRR's own JSON keys; they are still only ever passed as one argv entry
         outputs = await asyncio.gather(
-            *(
-                self.frr.show_json(f"show bgp ipv4 unicast neighbors {ip} advertised-routes json")
-                for ip in peers
-            )
+            *(self.frr.show_json(f"show bgp ipv4 unicast neighbors {ip} advertised-routes json") for ip in peers)
         )
-        if running is None:
-            running = await self.frr.running_config()
-        return state.build_state(summary, dict(zip(peers, outputs, strict=True)), render.config_hash(running))
+        if config_hash is None:
+            if running is None:
+                running = await self.frr.running_config()
+            config_hash = render.config_hash(running)
+        return state.build_state(summary, dict(zip(peers, outputs, strict=True)), config_hash)
 
     async def apply(self, intent: BgpIntent) -> IntentResult:
         async with self._lock:
@@ -91,21 +90,27 @@ class IntentService:
         try:
             await self.frr.check(candidate)
         except ConfigRejected as exc:
-            return result(
-                False, False, await self.state(running), f"rendered config rejected, nothing applied: {exc}"
-            )
+            return result(False, False, await self.state(running), f"rendered config rejected, nothing applied: {exc}")
         if intent.dry_run:
             msg = f"dry run: {len(changes)} change(s) validated with vtysh -C; nothing applied"
             return result(False, False, await self.state(running), msg)
 
         previous = render.canonical(running)
+        t0 = self.clock()
         try:
             await self.frr.reload(candidate)
+            t1 = self.clock()
             await self.frr.soft_out()
         except FrrError as exc:
             await self._restore(previous)
             return result(False, True, await self.state(), f"apply failed ({exc}); previous config restored")
+        t2 = self.clock()
         now, issues = await self._read_back(intent)
+        log.info(
+            "intent: %d change(s); reload %.0f ms, soft clear %.0f ms, read-back %.0f ms%s",
+            len(changes), (t1 - t0) * 1000, (t2 - t1) * 1000, (self.clock() - t2) * 1000,
+            f"; not verified: {'; '.join(issues)}" if issues else "",
+        )  # fmt: skip
         if issues:
             await self._restore(previous)
             msg = (
@@ -113,17 +118,17 @@ class IntentService:
                 "previous config restored"
             )
             return result(False, True, await self.state(), msg)
-        return result(
-            True, False, now, f"applied {len(changes)} change(s); every neighbor advertises the intent"
-        )
+        return result(True, False, now, f"applied {len(changes)} change(s); every neighbor advertises the intent")
 
     async def _read_back(self, intent: BgpIntent) -> tuple[AgentState, list[str]]:
         deadline = self.clock() + self.timing.verify_timeout
+        placeholder = "sha256:" + "0" * 64  # the config is read once, after the routes match
         while True:
-            now = await self.state()
+            now = await self.state(config_hash=placeholder)
             issues = state.problems(now, intent)
             if not issues or self.clock() >= deadline:
-                return now, issues
+                final = render.config_hash(await self.frr.running_config())
+                return now.model_copy(update={"config_hash": final}), issues
             await asyncio.sleep(self.timing.poll_interval)
 
     async def _restore(self, previous: str) -> None:

@@ -120,13 +120,9 @@ class AgentState(_Strict):
 
 
 class IntentResult(_Strict):
-    changed: bool = Field(
-        description="the running config differed from the intent (a change was, or would be, made)"
-    )
+    changed: bool = Field(description="the running config differed from the intent (a change was, or would be, made)")
     applied: bool = Field(description="a change was applied and the read-back matched")
-    rolled_back: bool = Field(
-        description="a change was applied, did not verify, and the previous config was restored"
-    )
+    rolled_back: bool = Field(description="a change was applied, did not verify, and the previous config was restored")
     dry_run: bool
     changes: list[str] = Field(description="config lines added (`+ `) and removed (`- `)")
     state: AgentState

@@ -7,7 +7,7 @@ Managed (everything else is the operator's and is kept verbatim):
   * `ip prefix-list nva-agent-prefixes ...`, `bgp as-path access-list azure-asns ...` and every
     entry of `route-map rmap-azure-asns` (deny paths with the neighbors' ASNs, set the next
     hop for the intent's prefixes only, permit the rest);
-  * in the default-VRF `router bgp`: `neighbor X remote-as` / `ebgp-multihop` for the intent's
+  * in the default-VRF `router bgp`: `neighbor X remote-as` / `ebgp-multihop` / `solo` for the intent's
     neighbors, every `network` line of `address-family ipv4 unicast` (the agent decides what
     the NVA originates), and `neighbor X route-map ... out` for the intent's neighbors.
 Policy objects are written before `router bgp`: a route-map referenced before it exists
@@ -238,8 +238,7 @@ def _ip_key(ip: str) -> int:
 def _managed_top(st: Stanza) -> bool:
     h = st.header
     return (
-        not st.block
-        and h.startswith((f"ip prefix-list {PREFIX_LIST} ", f"bgp as-path access-list {ASPATH_LIST} "))
+        not st.block and h.startswith((f"ip prefix-list {PREFIX_LIST} ", f"bgp as-path access-list {ASPATH_LIST} "))
     ) or (st.block and h.startswith(f"route-map {ROUTE_MAP} "))
 
 
@@ -247,14 +246,8 @@ def policy_stanzas(intent: BgpIntent) -> list[Stanza]:
     """The prefix-list, AS-path list and outbound route-map the intent needs."""
     prefixes = sorted(intent.prefixes, key=_prefix_key)
     asns = sorted({ARS_ASN, *(n.asn for n in intent.neighbors)} - {intent.local_asn})
-    out = [
-        Stanza(f"ip prefix-list {PREFIX_LIST} seq {5 * (i + 1)} permit {_safe(p)}")
-        for i, p in enumerate(prefixes)
-    ]
-    out += [
-        Stanza(f"bgp as-path access-list {ASPATH_LIST} seq {5 * (i + 1)} permit _{a}_")
-        for i, a in enumerate(asns)
-    ]
+    out = [Stanza(f"ip prefix-list {PREFIX_LIST} seq {5 * (i + 1)} permit {_safe(p)}") for i, p in enumerate(prefixes)]
+    out += [Stanza(f"bgp as-path access-list {ASPATH_LIST} seq {5 * (i + 1)} permit _{a}_") for i, a in enumerate(asns)]
     out.append(Stanza(f"route-map {ROUTE_MAP} deny 5", body=(f" match as-path {ASPATH_LIST}",), block=True))
     if prefixes and intent.next_hop:
         out.append(
@@ -284,7 +277,7 @@ def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
 
     def owned_top(line: str) -> bool:
         p = line.split()
-        return _neighbor_of(line) in ips and len(p) >= 3 and p[2] in ("remote-as", "ebgp-multihop")
+        return _neighbor_of(line) in ips and len(p) >= 3 and p[2] in ("remote-as", "ebgp-multihop", "solo")
 
     kept_top = [ln for ln in top if not owned_top(ln)]
     managed: dict[str, list[str]] = {}
@@ -292,6 +285,11 @@ def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
         lines = [f"neighbor {_safe(n.ip)} remote-as {n.asn}"]
         if n.asn != intent.local_asn:
             lines.append(f"neighbor {n.ip} ebgp-multihop 255")  # ARS peers are not on the NVA's subnet
+        # `solo` gives each neighbor its own update-group. bgpd delays a re-announcement by
+        # 500 ms for a shared update sub-group and 100 ms for a peer alone (measured on 8.4.4:
+        # route servers updated ~650 ms vs ~190 ms after the soft clear). It also means "never
+        # send a peer its own routes back", which the route-map already enforces for ARS.
+        lines.append(f"neighbor {n.ip} solo")
         managed[n.ip] = lines
     # `remote-as` must come before any other line about the neighbor, or bgpd (reading the
     # file at boot) rejects them: insert each neighbor's managed lines before its first mention.

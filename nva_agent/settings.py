@@ -47,9 +47,7 @@ class AgentSettings:
             except OSError as exc:
                 raise SettingsError(f"NVA_AGENT_TOKEN_FILE cannot be read: {exc.strerror}") from exc
         if len(token) < 16:
-            raise SettingsError(
-                "set NVA_AGENT_TOKEN or NVA_AGENT_TOKEN_FILE to a token of at least 16 characters"
-            )
+            raise SettingsError("set NVA_AGENT_TOKEN or NVA_AGENT_TOKEN_FILE to a token of at least 16 characters")
         cert, key = env.get("NVA_AGENT_TLS_CERT"), env.get("NVA_AGENT_TLS_KEY")
         if bool(cert) != bool(key):
             raise SettingsError("NVA_AGENT_TLS_CERT and NVA_AGENT_TLS_KEY go together")
@@ -72,9 +70,7 @@ class AgentSettings:
                 tls_key=Path(key) if key else None,
                 max_body_bytes=int(env.get("NVA_AGENT_MAX_BODY_BYTES", cls.max_body_bytes)),
                 frr=frr,
-                timing=Timing(
-                    verify_timeout=float(env.get("NVA_AGENT_VERIFY_TIMEOUT", Timing.verify_timeout))
-                ),
+                timing=Timing(verify_timeout=float(env.get("NVA_AGENT_VERIFY_TIMEOUT", Timing.verify_timeout))),
             )
         except ValueError as exc:
             raise SettingsError(f"a numeric NVA_AGENT_* setting is not a number: {exc}") from exc

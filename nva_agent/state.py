@@ -81,9 +81,7 @@ def problems(state: AgentState, intent: BgpIntent) -> list[str]:
             if intent.next_hop and r.next_hop != intent.next_hop:
                 out.append(f"neighbor {want.ip} gets {prefix} via {r.next_hop}, not {intent.next_hop}")
             if want.asn != intent.local_asn and r.as_path != str(intent.local_asn):
-                out.append(
-                    f"neighbor {want.ip} gets {prefix} with AS path {r.as_path!r}, not '{intent.local_asn}'"
-                )
+                out.append(f"neighbor {want.ip} gets {prefix} with AS path {r.as_path!r}, not '{intent.local_asn}'")
     return out
 
 

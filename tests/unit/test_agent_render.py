@@ -157,6 +157,7 @@ def test_the_intent_is_rendered_with_the_next_hop_for_its_prefixes_only() -> Non
     for ip in ("10.0.2.4", "10.0.2.5"):
         assert f" neighbor {ip} remote-as 65515" in lines(out)
         assert f" neighbor {ip} ebgp-multihop 255" in lines(out)
+        assert f" neighbor {ip} solo" in lines(out)
         assert f"  neighbor {ip} route-map rmap-azure-asns out" in lines(out)
 
 
