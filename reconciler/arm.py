@@ -3,6 +3,10 @@
 Owns client construction, concurrency bounds, per-subscription pacing and the translation of SDK
 objects and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
 Must not judge drift. Only this module and the other adapters import azure.*.
+
+Cost per healthy target (what `bench/fleet.py` measures): hub, peer list, firewall, one GET per
+VNet, one GET per distinct route table, and two requests per route query (POST, then one GET of
+its Location once the Retry-After has passed) -- 14 for a hub with two NVA peers and one gateway.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,10 +26,15 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
 )
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import AsyncHTTPPolicy
+from azure.core.polling.base_polling import LocationPolling, StatusCheckPolling
+from azure.mgmt.core.polling.arm_polling import AzureAsyncOperationPolling, BodyContentPolling
+from azure.mgmt.core.polling.async_arm_polling import AsyncARMPolling
 from azure.mgmt.network.aio import NetworkManagementClient
 from azure.mgmt.network.models import BgpConnection
 
-from reconciler.desired import Target
+from reconciler.desired import SubnetInvariant, Target
 from reconciler.errors import PermanentError, TransientError
 from reconciler.observed import (
     Connection,
@@ -42,6 +51,7 @@ from reconciler.observed import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_PUBLIC_ARM = "https://management.azure.com"
 
 
 @dataclass(frozen=True)
@@ -54,12 +64,19 @@ class ArmOptions:
     """CA file to trust (the emulator's test CA); None uses the system store."""
     poll_interval: float = 1.0
     """LRO fallback poll delay in seconds when ARM sends no Retry-After (SDK default is 30 s)."""
-    concurrency: int = 32
-    """Most ARM requests in flight at once, across all subscriptions."""
-    reads_per_second: float = 20.0
-    """Client-side pacing per subscription; ARM refills its read bucket at 25/s, so stay below."""
-    read_burst: int = 200
-    """Client-side burst per subscription; ARM's read bucket holds 250."""
+    concurrency: int = 64
+    """Most ARM HTTP requests on the wire at once, across all subscriptions. An LRO waiting out its
+    Retry-After holds no slot, so this bounds sockets, not operations."""
+    reads_per_second: float = 25.0
+    """Client-side pacing per subscription: ARM refills its read bucket at 25/s. Every HTTP attempt
+    (first try, SDK retry, LRO poll, next page) spends one token, as it does at ARM."""
+    read_burst: int = 240
+    """Client-side burst per subscription. ARM's read bucket holds 250; the 10 held back absorb
+    requests that reach ARM in a different order or bunched closer than we sent them."""
+    writes_per_second: float = 10.0
+    """Write pacing per subscription (PUT, PATCH, DELETE): ARM refills writes at 10/s."""
+    write_burst: int = 190
+    """Write burst per subscription; ARM's write bucket holds 200."""
     read_timeout: float = 60.0
     """A read (including its LRO polling and SDK retries) that takes longer becomes Unknown."""
     retry_total: int = 4
@@ -85,7 +102,11 @@ class StaticTokenCredential(AsyncTokenCredential):
 
 
 class TokenBucket:
-    """Client-side pacing so a big fleet waits its turn instead of collecting ARM 429s."""
+    """Client-side pacing so a big fleet waits its turn instead of collecting ARM 429s.
+
+    The same arithmetic as ARM's per-subscription bucket: `burst` tokens, refilled at `rate`/s.
+    Waiters are served in arrival order (the lock is FIFO), so no target starves.
+    """
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
@@ -107,6 +128,61 @@ class TokenBucket:
                 await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
+_WRITES = frozenset({"PUT", "PATCH", "DELETE"})
+
+
+class _Pacing(AsyncHTTPPolicy[Any, Any]):
+    """Sits after the SDK's retry policy, so it sees every HTTP attempt of one subscription's client.
+
+    Each attempt spends a token of that subscription's read or write bucket (the split the emulator's
+    Throttle and ARM use: the POST route queries count as reads) and holds a concurrency slot only
+    while it is on the wire; the retry policy's Retry-After sleeps and LRO waits happen outside.
+    """
+
+    def __init__(self, arm: Arm, subscription: str) -> None:
+        super().__init__()
+        self._arm = arm
+        self._reads = TokenBucket(arm.options.reads_per_second, arm.options.read_burst)
+        self._writes = TokenBucket(arm.options.writes_per_second, arm.options.write_burst)
+
+    async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        write = request.http_request.method.upper() in _WRITES
+        await (self._writes if write else self._reads).take()
+        async with self._arm._sem:
+            self._arm.requests += 1
+            response = await self.next.send(request)
+        if response.http_response.status_code == 429:
+            self._arm.throttled += 1
+        return response
+
+
+class _RoutePolling(AsyncARMPolling):
+    """Polling for the POST route queries that spends as few reads as ARM's async protocol allows.
+
+    azure-core prefers Azure-AsyncOperation, which costs a status GET plus a final GET of Location,
+    and it polls once immediately, which can only answer "still running". ARM's async-operation
+    contract lets a client GET the Location URL instead (202 while running, 200 with the result when
+    done), and asks it to wait Retry-After first: one GET per finished query instead of three.
+    """
+
+    def __init__(self, interval: float, endpoint: str) -> None:
+        super().__init__(
+            interval,
+            lro_algorithms=[
+                LocationPolling(),
+                AzureAsyncOperationPolling(),  # an answer without Location (not ARM's, but safe)
+                BodyContentPolling(),
+                StatusCheckPolling(),
+            ],
+            path_format_arguments={"endpoint": endpoint},
+        )
+
+    async def _poll(self) -> None:
+        if not self.finished():
+            await self._delay()  # the 202's Retry-After
+        await super()._poll()
+
+
 class Arm:
     """One shared set of ARM clients (one per subscription), built once per worker."""
 
@@ -114,9 +190,12 @@ class Arm:
         self._credential = credential
         self.options = options
         self._clients: dict[str, NetworkManagementClient] = {}
-        self._buckets: dict[str, TokenBucket] = {}
         self._sem = asyncio.Semaphore(options.concurrency)
-        self.requests = 0  # ARM operations started (a benchmark figure)
+        self.requests = 0  # HTTP requests sent to ARM, retries and LRO polls included (a benchmark figure)
+        self.throttled = 0  # of which ARM answered 429 (each one a Retry-After wait)
+
+    def _route_polling(self) -> _RoutePolling:
+        return _RoutePolling(self.options.poll_interval, self.options.endpoint or _PUBLIC_ARM)
 
     def client(self, subscription: str) -> NetworkManagementClient:
         c = self._clients.get(subscription)
@@ -125,6 +204,7 @@ class Arm:
                 "polling_interval": self.options.poll_interval,
                 "retry_total": self.options.retry_total,
                 "retry_backoff_factor": self.options.retry_backoff,
+                "per_retry_policies": [_Pacing(self, subscription)],
             }
             if self.options.endpoint:
                 kwargs["base_url"] = self.options.endpoint
@@ -134,31 +214,24 @@ class Arm:
             self._clients[subscription] = c
         return c
 
-    def _bucket(self, subscription: str) -> TokenBucket:
-        b = self._buckets.get(subscription)
-        if b is None:
-            b = self._buckets[subscription] = TokenBucket(self.options.reads_per_second, self.options.read_burst)
-        return b
-
     async def close(self) -> None:
         for c in self._clients.values():
             await c.close()
         self._clients.clear()
         await self._credential.close()
 
-    async def _call(self, subscription: str, fn: Callable[[], Awaitable[T]], cost: int = 1) -> T:
-        for _ in range(cost):
-            await self._bucket(subscription).take()
-        async with self._sem:
-            self.requests += cost
-            return await asyncio.wait_for(fn(), timeout=self.options.read_timeout)
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        # Pacing and the concurrency bound live in the pipeline (_Pacing), per HTTP attempt. The
+        # timeout includes time spent waiting for tokens: keep the service's target concurrency
+        # bounded so a big fleet queues whole targets, not half-read ones.
+        return await asyncio.wait_for(fn(), timeout=self.options.read_timeout)
 
     async def read(
-        self, subscription: str, operation: str, resource: str, fn: Callable[[], Awaitable[T]], cost: int = 1
+        self, subscription: str, operation: str, resource: str, fn: Callable[[], Awaitable[T]]
     ) -> T | Unknown | None:
         """Run one read: its value, None when ARM says 404, or Unknown for any other failure."""
         try:
-            return await self._call(subscription, fn, cost)
+            return await self._call(fn)
         except ResourceNotFoundError:
             return None
         except TimeoutError:
@@ -208,10 +281,7 @@ class Arm:
             asyncio.create_task(self._gateway(target, g.name, g.resource_group or rg, [str(p) for p in g.onprem_peers]))
             for g in target.gateways
         ]
-        sn_ts = [
-            asyncio.create_task(self._subnet(target, inv.resource_group or rg, inv.vnet, inv.subnet))
-            for inv in target.subnets
-        ]
+        sn_t = asyncio.create_task(self._subnets(target))
         conns_v = await self.read(sub, "bgp.list", rs, connections)
 
         learned: dict[str, InstanceRoutes | Unknown] = {}
@@ -226,7 +296,7 @@ class Arm:
 
         fw_obj, fw_ip = await fw_t
         gateways = [await t for t in gw_ts]
-        subnets = [await t for t in sn_ts]
+        subnets = await sn_t
         return Observation(
             target=target.name,
             hub=await hub_t,
@@ -235,18 +305,20 @@ class Arm:
             gateways={g.name: v for g, v in zip(target.gateways, gateways, strict=True)},
             firewall=fw_obj,
             firewall_ip=fw_ip,
-            subnets={f"{inv.vnet}:{inv.subnet}": v for inv, v in zip(target.subnets, subnets, strict=True)},
+            subnets=subnets,
         )
 
     async def _learned(self, sub: str, rg: str, rs: str, conn: str) -> InstanceRoutes | Unknown:
         c = self.client(sub)
 
         async def learned() -> InstanceRoutes:
-            poller = await c.virtual_hub_bgp_connections.begin_list_learned_routes(rg, rs, conn)
+            poller = await c.virtual_hub_bgp_connections.begin_list_learned_routes(
+                rg, rs, conn, polling=self._route_polling()
+            )
             raw = await poller.result()
             return {str(inst): tuple(_route(r) for r in (routes or ())) for inst, routes in (raw or {}).items()}
 
-        value = await self.read(sub, "routes.learned", conn, learned, cost=2)
+        value = await self.read(sub, "routes.learned", conn, learned)
         if value is None:
             return Unknown("routes.learned", conn, "connection disappeared while reading")
         if not isinstance(value, Unknown) and not value:
@@ -280,21 +352,23 @@ class Arm:
         c = self.client(sub)
 
         async def learned() -> tuple[Route, ...]:
-            poller = await c.virtual_network_gateways.begin_get_learned_routes(rg, name)
+            poller = await c.virtual_network_gateways.begin_get_learned_routes(rg, name, polling=self._route_polling())
             res = await poller.result()
             return tuple(_route(r) for r in (res.value or ()))
 
         def advertised(peer: str) -> Callable[[], Awaitable[tuple[Route, ...]]]:
             async def run() -> tuple[Route, ...]:
-                poller = await c.virtual_network_gateways.begin_get_advertised_routes(rg, name, peer=peer)
+                poller = await c.virtual_network_gateways.begin_get_advertised_routes(
+                    rg, name, peer=peer, polling=self._route_polling()
+                )
                 res = await poller.result()
                 return tuple(_route(r) for r in (res.value or ()))
 
             return run
 
         learned_v, *adv = await asyncio.gather(
-            self.read(sub, "gateway.learned", name, learned, cost=2),
-            *(self.read(sub, "gateway.advertised", f"{name}:{p}", advertised(p), cost=2) for p in onprem),
+            self.read(sub, "gateway.learned", name, learned),
+            *(self.read(sub, "gateway.advertised", f"{name}:{p}", advertised(p)) for p in onprem),
         )
         if learned_v is None:
             return None  # 404 on the gateway: it is gone
@@ -310,32 +384,58 @@ class Arm:
             bgp_peers=(),
         )
 
-    async def _subnet(self, target: Target, rg: str, vnet: str, subnet: str) -> SubnetRouting | Unknown | None:
+    async def _subnets(self, target: Target) -> dict[str, SubnetRouting | Unknown | None]:
+        """The declared subnets' routing: one GET per VNet, then one GET per distinct route table.
+
+        A VNet GET carries every subnet with its routeTable id, so N subnets in one VNet cost one
+        read instead of N; subnets sharing a route table share its read.
+        """
         sub = target.subscription_id
         c = self.client(sub)
-        key = f"{vnet}:{subnet}"
-        sn = await self.read(sub, "subnet.get", key, lambda: c.subnets.get(rg, vnet, subnet))
-        if sn is None or isinstance(sn, Unknown):
-            return sn
-        rt_id = sn.route_table.id if sn.route_table is not None else None
-        if not rt_id:
-            return SubnetRouting(vnet, subnet, None, (), None)
-        rt_rg, rt_name = _rg_and_name(rt_id)
-        rt = await self.read(sub, "routetable.get", rt_name, lambda: c.route_tables.get(rt_rg, rt_name))
-        if rt is None:
-            return SubnetRouting(vnet, subnet, None, (), None)
-        if isinstance(rt, Unknown):
-            return rt
-        routes = tuple(
-            RouteEntry(
-                name=str(r.name),
-                prefix=str(r.address_prefix),
-                next_hop_type=_s(r.next_hop_type),
-                next_hop_ip=r.next_hop_ip_address,
-            )
-            for r in (rt.routes or ())
-        )
-        return SubnetRouting(vnet, subnet, rt_name, routes, rt.disable_bgp_route_propagation)
+
+        def vnet_read(rg: str, name: str) -> Coroutine[Any, Any, Any]:
+            return self.read(sub, "vnet.get", name, lambda: c.virtual_networks.get(rg, name))
+
+        def table_read(rg: str, name: str) -> Coroutine[Any, Any, Any]:
+            return self.read(sub, "routetable.get", name, lambda: c.route_tables.get(rg, name))
+
+        def vnet_key(inv: SubnetInvariant) -> tuple[str, str]:
+            return ((inv.resource_group or target.resource_group).lower(), inv.vnet.lower())
+
+        vnets: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        for inv in target.subnets:
+            if vnet_key(inv) not in vnets:
+                rg = inv.resource_group or target.resource_group
+                vnets[vnet_key(inv)] = asyncio.create_task(vnet_read(rg, inv.vnet))
+
+        tables: dict[str, asyncio.Task[Any]] = {}
+        found: dict[str, SubnetRouting | Unknown | str | None] = {}  # str: the route table id to read
+        for inv in target.subnets:
+            key = f"{inv.vnet}:{inv.subnet}"
+            vnet = await vnets[vnet_key(inv)]
+            if vnet is None or isinstance(vnet, Unknown):
+                found[key] = vnet  # a VNet that is gone takes its subnets with it
+                continue
+            sn = next((x for x in (vnet.subnets or ()) if str(x.name).lower() == inv.subnet.lower()), None)
+            rt_id = sn.route_table.id if sn is not None and sn.route_table is not None else None
+            if sn is None:
+                found[key] = None
+            elif not rt_id:
+                found[key] = SubnetRouting(inv.vnet, inv.subnet, None, (), None)
+            else:
+                if rt_id.lower() not in tables:
+                    tables[rt_id.lower()] = asyncio.create_task(table_read(*_rg_and_name(rt_id)))
+                found[key] = str(rt_id)
+
+        out: dict[str, SubnetRouting | Unknown | None] = {}
+        for inv in target.subnets:
+            key = f"{inv.vnet}:{inv.subnet}"
+            value = found[key]
+            if isinstance(value, str):
+                out[key] = _subnet_routing(inv.vnet, inv.subnet, value, await tables[value.lower()])
+            else:
+                out[key] = value
+        return out
 
     # ---- opt-in writes (Azure-side fixes) ------------------------------------------------------
 
@@ -366,7 +466,7 @@ class Arm:
 
     async def _write(self, subscription: str, what: str, fn: Callable[[], Awaitable[None]]) -> None:
         try:
-            await self._call(subscription, fn)
+            await self._call(fn)
         except ClientAuthenticationError as exc:
             raise PermanentError(f"{what}: not authorised: {_first_line(exc)}") from exc
         except HttpResponseError as exc:
@@ -383,6 +483,24 @@ class Arm:
             raise TransientError(f"{what}: timed out") from exc
         except AzureError as exc:
             raise TransientError(f"{what}: {_first_line(exc)}") from exc
+
+
+def _subnet_routing(vnet: str, subnet: str, rt_id: str, rt: Any) -> SubnetRouting | Unknown:
+    rt_name = _rg_and_name(rt_id)[1]
+    if rt is None:
+        return SubnetRouting(vnet, subnet, None, (), None)  # the subnet points at a table that is gone
+    if isinstance(rt, Unknown):
+        return rt
+    routes = tuple(
+        RouteEntry(
+            name=str(r.name),
+            prefix=str(r.address_prefix),
+            next_hop_type=_s(r.next_hop_type),
+            next_hop_ip=r.next_hop_ip_address,
+        )
+        for r in (rt.routes or ())
+    )
+    return SubnetRouting(vnet, subnet, rt_name, routes, rt.disable_bgp_route_propagation)
 
 
 def _route(r: Any) -> Route:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from emulator import ArmEmulator, BgpConnection, Fault
+from emulator import ArmEmulator, BgpConnection, Fault, Throttle, World
 from localenv import scenarios
 from reconciler import desired
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
@@ -18,6 +18,7 @@ from reconciler.drift import DriftCode as C
 from reconciler.observed import Unknown
 
 REFERENCE = desired.load("schemas/examples/reference-lab.yaml").targets[0]
+WORLD = "emulator/worlds/reference-lab.yaml"
 
 
 @pytest.fixture
@@ -44,6 +45,73 @@ async def test_healthy_reference_lab_has_no_drift(arm: Arm, emulator: ArmEmulato
     assert not isinstance(learned, Unknown)
     assert set(learned) == {"RouteServiceRole_IN_0", "RouteServiceRole_IN_1"}
     assert {r.next_hop for rs in learned.values() for r in rs} == {"10.0.3.4"}
+
+
+async def test_healthy_target_costs_one_read_per_resource_and_two_per_route_query() -> None:
+    # Route queries finish after 1 s, as ARM's do after some seconds, not after a fixed poll count.
+    with ArmEmulator(World.load(WORLD), lro_polls=0, lro_seconds=1.0) as emu:
+        a = Arm(StaticTokenCredential("t"), ArmOptions(endpoint=emu.base_url, ca_bundle=emu.ca_file))
+        try:
+            assert diff(REFERENCE, await a.observe(REFERENCE)) == []
+        finally:
+            await a.close()
+        ops = sorted(r.op for r in emu.requests)
+        paths = [r.path for r in emu.requests if r.op == "lro.poll"]
+    # hub, peers, firewall, the VNet, two route tables; learned, gateway learned and advertised
+    # are POST + one GET of Location each (the Retry-After is waited out before looking).
+    assert ops == sorted(
+        ["hub.get", "bgp.list", "firewall.get", "vnet.get", "routetable.get", "routetable.get"]
+        + ["routes.learned", "gateway.learned", "gateway.advertised"]
+        + ["lro.poll"] * 3
+    )
+    assert all("/operationResults/" in p for p in paths)
+    assert a.requests == 12 and a.throttled == 0
+
+
+async def test_subnets_sharing_a_route_table_read_it_once(arm: Arm, emulator: ArmEmulator) -> None:
+    with emulator.world.lock:
+        emulator.world.subnet("sub-1", "rg-hub", "hub-vnet", "NvaSubnet").route_table = "fw-rt"
+    obs = await arm.observe(REFERENCE)
+    assert diff(REFERENCE, obs) == []
+    assert [r.op for r in emulator.requests].count("routetable.get") == 1
+    assert [r.op for r in emulator.requests].count("vnet.get") == 1
+
+
+async def test_client_paces_itself_below_arm_throttle_instead_of_collecting_429s() -> None:
+    # ARM's bucket shrunk to 6 reads, refilled at 20/s; a pass needs more than that.
+    with ArmEmulator(World.load(WORLD), throttle=Throttle(bucket=6, refill_per_s=20.0)) as emu:
+        a = Arm(
+            StaticTokenCredential("t"),
+            ArmOptions(
+                endpoint=emu.base_url, ca_bundle=emu.ca_file, poll_interval=0, reads_per_second=20.0, read_burst=5
+            ),
+        )
+        try:
+            assert diff(REFERENCE, await a.observe(REFERENCE)) == []
+        finally:
+            await a.close()
+        statuses = [r.status for r in emu.requests]
+    assert len(statuses) > 6
+    assert 429 not in statuses
+    assert a.throttled == 0
+
+
+async def test_without_client_pacing_the_same_pass_meets_429s() -> None:
+    # The control for the test above: the emulator's throttle does bite when the client does not pace.
+    with ArmEmulator(World.load(WORLD), throttle=Throttle(bucket=6, refill_per_s=20.0)) as emu:
+        a = Arm(
+            StaticTokenCredential("t"),
+            ArmOptions(
+                endpoint=emu.base_url, ca_bundle=emu.ca_file, poll_interval=0, reads_per_second=1000.0, read_burst=1000
+            ),
+        )
+        try:
+            await a.observe(REFERENCE)
+        finally:
+            await a.close()
+        statuses = [r.status for r in emu.requests]
+    assert 429 in statuses
+    assert a.throttled == statuses.count(429)
 
 
 async def test_peer_list_pages_are_followed(arm: Arm, emulator: ArmEmulator) -> None:
@@ -76,7 +144,7 @@ async def test_429_with_retry_after_is_recovered(arm: Arm, emulator: ArmEmulator
         ("gateway.advertised", Fault.error(status=500, count=None), "read=gateway.advertised/resource=ergw:10.0.0.12"),
         ("firewall.get", Fault.error(status=500, count=None), "read=firewall.get/resource=fw-hub"),
         ("firewall.get", Fault.malformed(count=None), "read=firewall.get/resource=fw-hub"),
-        ("subnet.get", Fault.error(status=500, count=None), "read=subnet.get/resource=hub-vnet:AzureFirewallSubnet"),
+        ("vnet.get", Fault.error(status=500, count=None), "read=vnet.get/resource=hub-vnet"),
         ("routetable.get", Fault.error(status=500, count=None), "read=routetable.get/resource=fw-rt"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
@@ -84,7 +152,7 @@ async def test_429_with_retry_after_is_recovered(arm: Arm, emulator: ArmEmulator
 async def test_failed_read_is_observation_failed_and_nothing_else(
     arm: Arm, emulator: ArmEmulator, op: str, fault: Fault, subject: str
 ) -> None:
-    resource = "AzureFirewallSubnet" if op == "subnet.get" else ("fw-rt" if op == "routetable.get" else None)
+    resource = "hub-vnet" if op == "vnet.get" else ("fw-rt" if op == "routetable.get" else None)
     emulator.inject(op, fault, resource=resource)
     found = await drifts(arm)
     assert found == {(C.OBSERVATION_FAILED, subject)}
