@@ -7,15 +7,20 @@ checking where we run.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
+from reconciler import desired
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
-from reconciler.desired import Peer, Target
+from reconciler.desired import DesiredState, Peer, Target
+from reconciler.errors import ConfigurationError, DesiredStateError
 from reconciler.observed import AgentView
 from reconciler.plan import Intent
 from reconciler.service import Services, agent_view_from_state
-from reconciler.settings import Settings
+from reconciler.settings import Settings, load_settings
 
 
 def arm_options(settings: Settings) -> ArmOptions:
@@ -156,3 +161,96 @@ async def _alerts(settings: Settings, stack: AsyncExitStack) -> Any:
     except ImportError:
         return None
     return await build_alert_pipeline(settings, stack)
+
+
+class Worker:
+    """What one Azure Functions worker process keeps between invocations (DESIGN §9).
+
+    Settings are read once; the `Runtime` (and the fan-out queue client) are built on the first
+    invocation, on the worker's event loop, and reused: Functions runs a worker's async functions
+    on one loop, and aiohttp sessions are bound to the loop that made them. The desired state is
+    read once and again only when the file changes.
+    """
+
+    def __init__(self, settings: Settings, root: Path | None = None) -> None:
+        self.settings = settings
+        self.root = root or Path.cwd()
+        self.fanout: Any = None  # reconciler.fanout.FanoutQueue when ARS_FANOUT is on
+        self._runtime: Runtime | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._state: tuple[Path, int, DesiredState] | None = None
+
+    @classmethod
+    def from_environment(cls, root: Path | None = None) -> Worker:
+        """Read and check every setting (ConfigurationError names the first bad one)."""
+        settings = load_settings()
+        if settings.fanout and not os.environ.get("ARS_STORAGE_CONNECTION"):
+            # The queue trigger binds to this setting by name; the AzureWebJobsStorage fallback
+            # that the Python side accepts would leave the trigger listening nowhere.
+            raise ConfigurationError(
+                "setting ARS_STORAGE_CONNECTION: required when ARS_FANOUT is on (the queue trigger binds to it)"
+            )
+        return cls(settings, root)
+
+    @property
+    def desired_path(self) -> Path:
+        p = self.settings.desired_state
+        return p if p.is_absolute() else self.root / p
+
+    def check_desired(self) -> DesiredState:
+        """`desired()` for start-up: an invalid document is a one-line error naming the setting."""
+        try:
+            return self.desired()
+        except DesiredStateError as exc:
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            first = str(exc).splitlines()[0] if str(exc) else "invalid"
+            raise ConfigurationError(f"setting ARS_DESIRED_STATE: {first}{more}") from None
+
+    def missing_secrets(self, state: DesiredState) -> list[str]:
+        """Agent-token settings the document names but the environment lacks (each peer is then blind)."""
+        names = {p.token_setting for t in state.targets for p in t.peers if p.token_setting}
+        return sorted(n for n in names if self.settings.secret(n) is None)
+
+    def desired(self) -> DesiredState:
+        """The desired state; re-read when the file's mtime changes. DesiredStateError if invalid."""
+        path = self.desired_path
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            mtime = -1  # desired.load reports the unreadable file
+        if self._state is None or self._state[:2] != (path, mtime):
+            self._state = (path, mtime, desired.load(path))
+        return self._state[2]
+
+    async def runtime(self) -> Runtime:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A new loop (a test, or the local host restarting): clients of the old one are unusable.
+            self._loop, self._lock, self._runtime, self.fanout = loop, asyncio.Lock(), None, None
+        assert self._lock is not None
+        async with self._lock:
+            if self._runtime is None:
+                self._runtime = await self._build()
+        return self._runtime
+
+    async def _build(self) -> Runtime:
+        rt = Runtime(self.settings)
+        try:
+            await rt.__aenter__()
+            if self.settings.fanout:
+                from reconciler.fanout import FanoutQueue
+
+                queue = FanoutQueue(self.settings.storage_connection.get_secret_value(), self.settings.fanout_queue)
+                rt._stack.push_async_callback(queue.close)
+                await queue.ensure()
+                self.fanout = queue
+        except BaseException:
+            await rt.__aexit__(None, None, None)  # close what was built before the failure
+            raise
+        return rt
+
+    async def aclose(self) -> None:
+        rt, self._runtime, self.fanout = self._runtime, None, None
+        if rt is not None:
+            await rt.__aexit__(None, None, None)

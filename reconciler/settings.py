@@ -91,10 +91,23 @@ class Settings(BaseSettings):
     )
     verify_interval: float = Field(default=5.0, ge=0, le=60, validation_alias="ARS_VERIFY_INTERVAL")
     target_concurrency: int = Field(default=16, ge=1, le=1000, validation_alias="ARS_TARGET_CONCURRENCY")
-    timer_schedule: str = Field(default="0 */5 * * * *", validation_alias="ARS_TIMER_SCHEDULE")
+    timer_schedule: str = Field(
+        default="0 */5 * * * *",
+        validation_alias="ARS_TIMER_SCHEDULE",
+        description="NCRONTAB (six fields, seconds first, UTC) for the timer-triggered reconcile",
+    )
     fanout: bool = Field(default=False, validation_alias="ARS_FANOUT")
     fanout_queue: str = Field(
-        default="ars-reconcile", pattern=r"^[a-z0-9][a-z0-9-]{2,62}$", validation_alias="ARS_FANOUT_QUEUE"
+        default="ars-reconcile",
+        # 3..56 characters: the host names the poison queue `<name>-poison`, and queue names stop at 63.
+        pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
+        validation_alias="ARS_FANOUT_QUEUE",
+        description="Storage queue for fan-out messages (one per target); `<name>-poison` holds failed ones",
+    )
+    applicationinsights_connection_string: SecretStr | None = Field(
+        default=None,
+        validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING",
+        description="Application Insights; when set, logs and traces go there through OpenTelemetry",
     )
     lease_seconds: int = Field(default=30, ge=15, le=60, validation_alias="ARS_LEASE_SECONDS")
 
@@ -103,6 +116,21 @@ class Settings(BaseSettings):
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
+        return v
+
+    @field_validator("timer_schedule")
+    @classmethod
+    def _ncrontab(cls, v: str) -> str:
+        from reconciler.schedule import parse
+
+        parse(v)  # ScheduleError is a ValueError: pydantic reports it against ARS_TIMER_SCHEDULE
+        return v
+
+    @field_validator("fanout_queue")
+    @classmethod
+    def _queue_name(cls, v: str) -> str:
+        if "--" in v:
+            raise ValueError("queue names may not contain consecutive hyphens")
         return v
 
     def secret(self, name: str) -> str | None:

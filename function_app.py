@@ -1,0 +1,217 @@
+"""The Azure Functions app (Python v2 model): thin triggers over the same service as the CLI.
+
+Owns the bindings (timer, HTTP routes, fan-out queue and its poison queue) and nothing else:
+each function parses its trigger, calls `reconciler.service.reconcile` or the ledger through the
+worker's one `Runtime`, and maps the result. Request rules live in `reconciler.http_api`, the
+queue message in `reconciler.fanout`, clients in `reconciler.composition`.
+
+Settings are read and checked at import, which is when the host indexes the app: a missing or
+malformed setting stops the app with one line naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import azure.functions as func
+
+from reconciler import http_api
+from reconciler.composition import Runtime, Worker
+from reconciler.errors import ReconcilerError, TransientError
+from reconciler.fanout import BadMessage, FanoutMessage, parse_message, poison_queue
+from reconciler.schedule import parse as parse_schedule
+from reconciler.service import PassReport, TargetReport, reconcile
+
+log = logging.getLogger("reconciler.functions")
+APP_ROOT = Path(__file__).resolve().parent
+
+WORKER = Worker.from_environment(APP_ROOT)
+# An invalid desired-state document also stops the app at start. A missing agent token does not:
+# that peer is reported blind on every pass (and alerted), while the rest of the fleet is guarded.
+for _name in WORKER.missing_secrets(WORKER.check_desired()):
+    log.warning("setting %s is not set: the agent that names it cannot be reached", _name)
+SETTINGS = WORKER.settings
+
+if SETTINGS.applicationinsights_connection_string is not None:
+    # Imported only when used: the distro is heavy and instruments libraries as it loads.
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    configure_azure_monitor(logger_name="reconciler")
+
+# The storage setting the queue triggers bind to (the Python side reads the same one).
+STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+# ---- timer ------------------------------------------------------------------------------------
+
+
+@app.function_name("reconcile_timer")
+@app.timer_trigger(arg_name="timer", schedule=SETTINGS.timer_schedule, run_on_startup=False, use_monitor=True)
+async def reconcile_timer(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.warning("timer is past due: the previous tick was missed or ran long")
+    state = WORKER.desired()
+    rt = await WORKER.runtime()
+    if WORKER.fanout is not None:
+        now = datetime.now(UTC)
+        ttl = max(60, int(parse_schedule(SETTINGS.timer_schedule).interval(now).total_seconds()))
+        sent = await WORKER.fanout.enqueue((FanoutMessage(t.name, now) for t in state.targets), ttl)
+        log.info("fan-out: enqueued %d target(s) on %s", sent, SETTINGS.fanout_queue)
+        return
+    assert rt.services is not None
+    _log_report(await reconcile(rt.services, state, trigger="timer"))
+
+
+# ---- fan-out queue ----------------------------------------------------------------------------
+
+
+@app.function_name("reconcile_queue")
+@app.queue_trigger(arg_name="msg", queue_name=SETTINGS.fanout_queue, connection=STORAGE_SETTING)
+async def reconcile_queue(msg: func.QueueMessage) -> None:
+    rt = await WORKER.runtime()
+    try:
+        message = parse_message(msg.get_body())
+        state = WORKER.desired()
+        if message.target not in {t.name for t in state.targets}:
+            raise BadMessage(f"target {message.target!r} is no longer in the desired state")
+    except BadMessage as exc:
+        # Retrying cannot fix it: record it as poison now rather than after maxDequeueCount tries.
+        await _poison(rt, msg, str(exc))
+        return
+    assert rt.services is not None
+    report = await reconcile(rt.services, state, trigger="queue", only=message.target)
+    _log_report(report)
+    failed = [t for t in report.targets if t.status == "error"]
+    if failed:
+        # Raising hands the message back to the host, which retries it and, after
+        # maxDequeueCount (host.json), moves it to the poison queue.
+        raise TransientError(f"target {message.target!r}: {failed[0].errors[0][1] if failed[0].errors else 'error'}")
+
+
+@app.function_name("reconcile_poison")
+@app.queue_trigger(arg_name="msg", queue_name=poison_queue(SETTINGS.fanout_queue), connection=STORAGE_SETTING)
+async def reconcile_poison(msg: func.QueueMessage) -> None:
+    rt = await WORKER.runtime()
+    count = getattr(msg, "dequeue_count", None)
+    await _poison(rt, msg, f"failed {count or 'too many'} time(s); moved to the poison queue by the host")
+
+
+async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
+    body = msg.get_body().decode("utf-8", "replace")
+    try:
+        target = parse_message(msg.get_body()).target
+    except BadMessage:
+        target = None
+    # Error level: this is what an App Insights alert rule keys on, Teams or not.
+    log.error("fan-out poison message (target=%s): %s", target or "?", reason, extra={"target": target or ""})
+    now = datetime.now(UTC)
+    if rt.ledger is not None:
+        await rt.ledger.record_poison(body, reason, now)
+    alerts = rt.services.alerts if rt.services is not None else None
+    if alerts is not None and target is not None and target in {t.name for t in WORKER.desired().targets}:
+        # A target whose pass keeps failing is one the reconciler cannot see: say so as "blind".
+        report = PassReport(f"poison-{now:%Y%m%dT%H%M%S}", "queue", now, dry_run=False)
+        report.targets = [TargetReport(target, status="error", errors=[("fanout", f"poison message: {reason}")])]
+        await alerts.after_pass(report, now)
+
+
+# ---- HTTP -------------------------------------------------------------------------------------
+
+
+@app.function_name("reconcile_http")
+@app.route(route="reconcile", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        state = WORKER.desired()
+        ask = http_api.parse_reconcile(req.method, req.get_body(), req.params, [t.name for t in state.targets])
+        rt = await WORKER.runtime()
+        assert rt.services is not None
+        report = await reconcile(rt.services, state, trigger="http", dry_run=ask.dry_run, only=ask.target)
+        _log_report(report)
+        return _http(http_api.reconcile_response(report.to_dict(), ask.target))
+    except Exception as exc:
+        return _failed("reconcile", exc)
+
+
+@app.function_name("drift_http")
+@app.route(route="drift", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def drift_http(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        q = http_api.parse_drift_query(req.method, req.params, [t.name for t in WORKER.desired().targets])
+        rt = await WORKER.runtime()
+        drifts = await rt.ledger.open_drifts(target=q.target, severity=q.severity)
+        return _http(http_api.ApiResponse(200, {"count": len(drifts), "drifts": http_api.records(drifts)}))
+    except Exception as exc:
+        return _failed("drift", exc)
+
+
+@app.function_name("runs_http")
+@app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def runs_http(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        q = http_api.parse_runs_query(req.method, req.params, [t.name for t in WORKER.desired().targets])
+        rt = await WORKER.runtime()
+        passes = await rt.ledger.passes(limit=q.limit, target=q.target)
+        return _http(http_api.ApiResponse(200, {"count": len(passes), "runs": http_api.records(passes)}))
+    except Exception as exc:
+        return _failed("runs", exc)
+
+
+@app.function_name("health_http")
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health_http(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        http_api.parse_health(req.method, req.params)
+        targets = [t.name for t in WORKER.desired().targets]
+        rt = await WORKER.runtime()
+        now = datetime.now(UTC)
+        # With fan-out every target has its own pass per tick: read enough to reach each one's last.
+        passes = await rt.ledger.passes(limit=min(1000, 3 * len(targets) + 20))
+        return _http(
+            http_api.health(
+                targets,
+                passes,
+                now=now,
+                interval=parse_schedule(SETTINGS.timer_schedule).interval(now),
+                schedule=SETTINGS.timer_schedule,
+                fanout=SETTINGS.fanout,
+            )
+        )
+    except Exception as exc:
+        return _failed("health", exc)
+
+
+def _http(resp: http_api.ApiResponse) -> func.HttpResponse:
+    return func.HttpResponse(
+        resp.json_bytes(), status_code=resp.status, headers=dict(resp.headers), mimetype="application/json"
+    )
+
+
+def _failed(route: str, exc: Exception) -> func.HttpResponse:
+    resp = http_api.from_exception(exc)
+    if resp.status >= 500:
+        # Ours, not the caller's: keep the traceback in the log, out of the response.
+        log.error("%s: %s", route, exc, exc_info=not isinstance(exc, ReconcilerError))
+    return _http(resp)
+
+
+def _log_report(report: PassReport) -> None:
+    for t in report.targets:
+        log.info(
+            "pass %s (%s%s) target=%s status=%s drifts=%d remaining=%d steps=%d",
+            report.pass_id,
+            report.trigger,
+            ", dry run" if report.dry_run else "",
+            t.target,
+            t.status,
+            len(t.drifts),
+            len(t.remaining),
+            len(t.outcomes),
+            extra={"pass_id": report.pass_id, "target": t.target, "trigger": report.trigger},
+        )
+    for stage, message in report.errors:
+        log.error("pass %s: %s: %s", report.pass_id, stage, message, extra={"pass_id": report.pass_id})
