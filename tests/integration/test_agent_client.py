@@ -1,0 +1,102 @@
+"""AgentClient's error mapping and retries, through its transport seam (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from reconciler.agent_client import AgentClient, BgpIntent, RetryPolicy
+from reconciler.errors import PermanentError, TransientError
+
+STATE = {
+    "local_asn": 65001,
+    "router_id": "10.0.1.6",
+    "config_hash": "sha256:" + "a" * 64,
+    "neighbors": [
+        {"ip": "10.0.2.4", "remote_asn": 65515, "state": "Established", "uptime_ms": 5,
+         "advertised": [{"prefix": "0.0.0.0/0", "next_hop": "10.0.3.4", "as_path": "65001"}]},
+    ],
+}  # fmt: skip
+TOKEN = "secret-token-0123456789"
+FAST = RetryPolicy(attempts=3, backoff=0.001)
+
+
+def client(handler: httpx.MockTransport) -> AgentClient:
+    return AgentClient("http://agent.test", TOKEN, retry=FAST, transport=handler)
+
+
+async def test_5xx_is_retried_and_the_state_comes_back_typed_and_frozen() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        return httpx.Response(503 if len(calls) < 3 else 200, json=STATE if len(calls) == 3 else {"detail": "x"})
+
+    async with client(httpx.MockTransport(handler)) as c:
+        state = await c.state()
+    assert len(calls) == 3 and calls[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert state.neighbors[0].advertised[0].next_hop == "10.0.3.4"
+    with pytest.raises(AttributeError):
+        state.local_asn = 1  # type: ignore[misc]
+
+
+async def test_connect_errors_become_a_transient_error_after_bounded_retries() -> None:
+    calls = 0
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ConnectError("refused", request=req)
+
+    async with client(httpx.MockTransport(handler)) as c:
+        with pytest.raises(TransientError) as info:
+            await c.state()
+    assert calls == 3
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert TOKEN not in str(info.value)
+
+
+@pytest.mark.parametrize("status", [401, 403, 409, 413, 422])
+async def test_4xx_is_permanent_and_not_retried(status: int) -> None:
+    calls = 0
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(status, json={"detail": "no"})
+
+    async with client(httpx.MockTransport(handler)) as c:
+        with pytest.raises(PermanentError, match=str(status)):
+            await c.apply_intent(BgpIntent(65001, (("10.0.2.4", 65515),), ("0.0.0.0/0",), "10.0.3.4"))
+    assert calls == 1
+
+
+async def test_the_intent_is_sent_as_the_contract_body() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(req.content))
+        result = {"changed": True, "applied": True, "rolled_back": False, "dry_run": True,
+                  "changes": ["+ network 0.0.0.0/0"], "state": STATE, "message": "ok"}  # fmt: skip
+        return httpx.Response(200, json=result)
+
+    async with client(httpx.MockTransport(handler)) as c:
+        res = await c.apply_intent(BgpIntent(65001, (("10.0.2.4", 65515),), (), None), dry_run=True)
+    assert seen == [{"local_asn": 65001, "neighbors": [{"ip": "10.0.2.4", "asn": 65515}], "prefixes": [],
+                     "next_hop": None, "dry_run": True}]  # fmt: skip
+    assert res.changes == ("+ network 0.0.0.0/0",)
+
+
+async def test_a_body_that_breaks_the_contract_is_permanent() -> None:
+    async with client(httpx.MockTransport(lambda req: httpx.Response(200, json={"local_asn": 1}))) as c:
+        with pytest.raises(PermanentError, match="contract"):
+            await c.state()
+
+
+async def test_the_client_repr_does_not_show_the_token() -> None:
+    async with AgentClient(
+        "http://agent.test", TOKEN, transport=httpx.MockTransport(lambda r: httpx.Response(200))
+    ) as c:
+        assert TOKEN not in repr(c)
