@@ -91,7 +91,7 @@ async def test_429_retry_after_is_honoured_on_the_wire(webhook: WebhookReceiver,
     await sender.send(b"{}", "k")
     first, second = webhook.wait_for(2)
     assert (first.status, second.status) == (429, 202)
-    assert second.at - first.at >= 0.95
+    assert second.at - first.at >= 0.9  # arrival times carry a little thread-scheduling noise
 
 
 async def test_retry_after_seconds_and_http_date_are_both_understood(webhook: WebhookReceiver,
@@ -131,7 +131,8 @@ async def test_retry_after_beyond_the_time_budget_gives_up_at_once(webhook: Webh
 
 async def test_timeout_is_retried(webhook: WebhookReceiver, client: httpx.AsyncClient) -> None:
     webhook.script(hang(10))
-    await hook_for(webhook, client, timeout=0.2).send(b"{}", "k")
+    # 0.5 s, not less: on a loaded machine a slow 202 would itself time out and be sent twice.
+    await hook_for(webhook, client, timeout=0.5).send(b"{}", "k")
     assert [r.status for r in webhook.requests()] == [None, 202]
 
 
@@ -151,7 +152,9 @@ async def test_pacer_keeps_requests_at_most_four_per_second(webhook: WebhookRece
     await asyncio.gather(*(sender.send(b"{}", f"k{i}") for i in range(5)))
     arrivals = sorted(r.at for r in webhook.wait_for(5))
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.24, gaps
+    # Unpaced, these arrive ~1 ms apart; allow for scheduling noise on each arrival stamp.
+    assert min(gaps) >= 0.2, gaps
+    assert arrivals[-1] - arrivals[0] >= 0.95, gaps
 
 
 async def test_pacer_counts_retries_too() -> None:
@@ -339,7 +342,7 @@ async def test_retried_pass_id_sends_nothing_twice(store: AlertStore, webhook: W
 async def test_mixed_failures_lose_nothing_duplicate_nothing_and_keep_order(
     store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:
-    sender = hook_for(webhook, client, max_attempts=2, timeout=0.2)
+    sender = hook_for(webhook, client, max_attempts=2, timeout=0.5)
     webhook.script(fail(500), throttle("0"), hang(10), fail(502), ACCEPT, fail(500), fail(500), hang(10), hang(10))
     queued: dict[str, list[str]] = {}
     targets = [f"hub-{i}" for i in range(3)]
