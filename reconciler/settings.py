@@ -18,7 +18,11 @@ from reconciler.errors import ConfigurationError
 class Settings(BaseSettings):
     """Every setting the app reads. Field aliases are the app-setting names."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=True)
+    # env_ignore_empty: an app setting that exists but is empty means "not set" (portal and
+    # local.settings.json leave optional settings as "").
+    model_config = SettingsConfigDict(
+        extra="ignore", case_sensitive=True, populate_by_name=True, env_ignore_empty=True
+    )
 
     desired_state: Path = Field(
         default=Path("schemas/examples/reference-lab.yaml"),
