@@ -46,6 +46,12 @@ RESERVED_ASNS: dict[int, str] = {
 }
 DOC_ASN_RANGE = range(64496, 64512)  # RFC 5398 documentation ASNs
 
+# Hostile-input bounds: a 3,000-target fleet is ~0.7 MB and ~200,000 values; these leave room.
+MAX_DOCUMENT_CHARS = 8 * 1024 * 1024
+MAX_DOCUMENT_NODES = 1_000_000
+MAX_PROBLEMS = 50  # an error that lists every problem of a huge document is not a clear one
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+
 
 def _check_peer_asn(asn: int) -> int:
     if asn in RESERVED_ASNS:
@@ -236,7 +242,12 @@ def _dupes(items: list[str]) -> str:
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part or not part.isprintable() or any(c in part for c in ".[]: "):
+            out += f"[{part!r}]"  # an operator's odd key, quoted so the path stays one readable line
+        else:
+            out += f".{part}" if out else part
     return out or "(document)"
 
 
@@ -253,6 +264,11 @@ def parse(data: Any, source: str = "<document>") -> DesiredState:
             loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith("function-"))
             msg = err["msg"].removeprefix("Value error, ")
             problems.append((_loc(loc), msg))
+            if len(problems) == MAX_PROBLEMS:
+                break
+        more = exc.error_count() - len(problems)
+        if more > 0:
+            problems.append(("", f"... and {more} more problem(s)"))
         raise DesiredStateError(source, problems) from None
 
 
@@ -267,6 +283,10 @@ def load(path: str | Path) -> DesiredState:
 
 
 def loads(text: str, source: str = "<document>") -> DesiredState:
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise DesiredStateError(
+            source, [("", f"document is {len(text)} characters; the limit is {MAX_DOCUMENT_CHARS}")]
+        )
     if source.endswith(".json"):
         try:
             data = json.loads(text)
@@ -274,14 +294,15 @@ def loads(text: str, source: str = "<document>") -> DesiredState:
             raise DesiredStateError(
                 source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
             ) from None
+        except RecursionError:
+            raise DesiredStateError(source, [("", "document is nested too deeply")]) from None
     else:
         try:
-            # safe_load: no arbitrary Python objects from an operator's file.
-            data = yaml.safe_load(text)
+            data = _yaml(text, source)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
+            problem = (getattr(exc, "problem", None) or str(exc) or type(exc).__name__).splitlines()[0]
             raise DesiredStateError(source, [("", f"invalid YAML{where}: {problem}")]) from None
         except RecursionError:
             raise DesiredStateError(source, [("", "document is nested too deeply")]) from None
@@ -289,6 +310,60 @@ def loads(text: str, source: str = "<document>") -> DesiredState:
         return parse(data, source)
     except RecursionError:
         raise DesiredStateError(source, [("", "document is nested too deeply")]) from None
+
+
+def _yaml(text: str, source: str) -> Any:
+    """safe_load (no arbitrary Python objects from an operator's file), refusing alias bombs.
+
+    Anchors and aliases are legitimate YAML, but a few kilobytes of nested aliases expand into
+    billions of nodes that validation would walk for hours; the expanded size is counted on the
+    composed graph (each node once) before anything is built.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node)
+        if size > MAX_DOCUMENT_NODES:
+            raise DesiredStateError(
+                source,
+                [("", f"aliases expand the document to more than {MAX_DOCUMENT_NODES} values; write it out")],
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Values the document has once every alias is expanded (recursive aliases count as too many)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = min(MAX_DOCUMENT_NODES + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return MAX_DOCUMENT_NODES + 1  # an alias to an enclosing node: infinite when expanded
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def json_schema() -> dict[str, Any]:
