@@ -40,20 +40,24 @@ def demo_desired(emu: ArmEmulator) -> desired.DesiredState:
     return desired.parse(doc, str(EXAMPLE))
 
 
-def demo_env(emu: ArmEmulator, az: Azurite, hook: WebhookReceiver) -> dict[str, str]:
-    return {
+def demo_env(emu: ArmEmulator, storage: str | None = None, webhook_url: str | None = None) -> dict[str, str]:
+    """App settings that point the reconciler at the local emulator (and storage, and a webhook)."""
+    env = {
         "ARS_ARM_ENDPOINT": emu.base_url,
         "ARS_ARM_CA_BUNDLE": emu.ca_file,
         "ARS_ARM_STATIC_TOKEN": "emulator-token",
         "ARS_ARM_POLL_INTERVAL": "0",
         "ARS_AGENT_CA_BUNDLE": emu.ca_file,
-        "ARS_STORAGE_CONNECTION": az.connection_string,
-        "ARS_TEAMS_WEBHOOK_URL": hook.url,
         # The demo pages at once; production keeps the 180 s BGP hold-time default.
         "ARS_ALERT_HOLD_DOWN": "0",
         "ARS_VERIFY_INTERVAL": "0.2",
         "ARS_VERIFY_TIMEOUT": "10",
     }
+    if storage is not None:
+        env["ARS_STORAGE_CONNECTION"] = storage
+    if webhook_url is not None:
+        env["ARS_TEAMS_WEBHOOK_URL"] = webhook_url
+    return env
 
 
 def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
@@ -65,7 +69,7 @@ def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
     nva_token = world.nva(scenarios.NVA_IP).agent_token
     with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:
         os.environ[TOKEN_SETTING] = nva_token
-        settings = load_settings(demo_env(emu, az, hook))
+        settings = load_settings(demo_env(emu, az.connection_string, hook.url))
         state = demo_desired(emu)
         code = asyncio.run(_story(emu, hook, settings, state, out_dir, out))
     return code

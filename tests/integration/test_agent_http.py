@@ -158,7 +158,10 @@ def test_hostile_intents_get_4xx_and_leave_frr_byte_for_byte_unchanged(
     frr_lab: FrrLabHandle, settled: str, body: Any, token: str | None
 ) -> None:
     headers = _auth(frr_lab) if token == "good" else {}
-    resp = httpx.put(f"{frr_lab.agent_url}/v1/bgp/intent", json=body, headers=headers, timeout=30)
+    # allow_nan: hypothesis draws inf/nan floats; sent as-is they are invalid JSON, which must be a 4xx too.
+    raw = json.dumps(body, allow_nan=True).encode()
+    headers = {**headers, "Content-Type": "application/json"}
+    resp = httpx.put(f"{frr_lab.agent_url}/v1/bgp/intent", content=raw, headers=headers, timeout=30)
     assert resp.status_code == (422 if token == "good" else 401), (body, resp.text)
     assert frr_lab.running_config() == settled
 

@@ -11,7 +11,7 @@ import pytest
 from emulator import ArmEmulator, Fault
 from localenv import scenarios
 from localenv.azurite import Azurite
-from localenv.demo import TOKEN_SETTING, demo_desired
+from localenv.demo import TOKEN_SETTING, demo_desired, demo_env
 from reconciler import desired
 from reconciler.composition import Runtime
 from reconciler.drift import DriftCode
@@ -24,17 +24,13 @@ pytestmark = pytest.mark.azurite
 
 def env(emu: ArmEmulator, conn: str, prefix: str) -> dict[str, str]:
     return {
-        "ARS_ARM_ENDPOINT": emu.base_url,
-        "ARS_ARM_CA_BUNDLE": emu.ca_file,
-        "ARS_ARM_STATIC_TOKEN": "t",
-        "ARS_ARM_POLL_INTERVAL": "0",
-        "ARS_AGENT_CA_BUNDLE": emu.ca_file,
-        "ARS_STORAGE_CONNECTION": conn,
+        **demo_env(emu, conn),
         "ARS_TABLE_PREFIX": prefix,
         "ARS_VERIFY_INTERVAL": "0.05",
         "ARS_VERIFY_TIMEOUT": "3",
         "ARS_LEASE_SECONDS": "15",
         "ARS_ARM_RETRY_BACKOFF": "0.01",
+        "ARS_ALERT_HOLD_DOWN": "180",
     }
 
 
