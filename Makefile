@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps demo test check bench bench-smoke schema clean
+.PHONY: deps demo demo-lab test check bench bench-smoke schema clean
 
 deps: $(VENV)/.installed tools/node_modules/.installed
 
@@ -20,6 +20,10 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 ## demo: emulated Azure + Azurite + emulated NVA agent; break the design, watch it being fixed
 demo: deps
 	$(BIN)/python -m reconciler demo
+
+## demo-lab: the same story with a real FRR NVA and route servers in network namespaces (root, Debian frr)
+demo-lab: deps
+	$(BIN)/python -m reconciler demo --lab
 
 ## test: the whole suite (unit, integration, e2e; real FRR tests run where namespaces can be made)
 test: deps

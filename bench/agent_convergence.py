@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
-from tests.fixtures.frr import FrrLab, LabUnavailable, nva_config, wait_until
+from localenv.frrlab import FrrLab, LabUnavailable, nva_config, wait_until
 
 BREAKS: dict[str, dict[str, Any]] = {
     "wrong_firewall_ip": {"next_hop": "10.0.3.5"},

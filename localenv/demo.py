@@ -7,8 +7,10 @@ cards sent). Everything it shows goes through the same service function as the F
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -60,19 +62,67 @@ def demo_env(emu: ArmEmulator, storage: str | None = None, webhook_url: str | No
     return env
 
 
+Break = tuple[str, Callable[[], object]]
+
+
 def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
-    if lab:
-        print("The FRR lab demo needs root and Debian frr: run `make demo-lab` (see README).", file=out)
-        return 1
     out_dir.mkdir(parents=True, exist_ok=True)
+    if lab:
+        return _run_lab_demo(out_dir, out)
     world = World.load(WORLD)
     nva_token = world.nva(scenarios.NVA_IP).agent_token
     with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:
         os.environ[TOKEN_SETTING] = nva_token
         settings = load_settings(demo_env(emu, az.connection_string, hook.url))
         state = demo_desired(emu)
-        code = asyncio.run(_story(emu, hook, settings, state, out_dir, out))
+        breaks: list[Break] = [
+            (scenarios.BREAKS[name].__doc__ or name, functools.partial(scenarios.BREAKS[name], emu))
+            for name in ("firewall-redeployed", "instance-lost-peering", "next-hop-not-set")
+        ]
+        code = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
     return code
+
+
+def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
+    """The same story, but the NVA is real FRR in a network namespace with the real agent, and the
+    emulator answers the Route Server's learned routes from what two real FRR route servers got."""
+    from localenv.frrlab import FrrLab, LabUnavailable, nva_config
+
+    lab = FrrLab(name="arsrdemo")
+    try:
+        lab.up()
+    except LabUnavailable as exc:
+        print(f"demo --lab needs root, Debian frr + frr-pythontools and network namespaces: {exc}", file=out)
+        return 1
+    try:
+        agent = lab.start_agent(token=f"demo-{os.urandom(16).hex()}")
+        world = World.load(WORLD)
+        with world.lock:
+            world.nvas[0].ip = lab.addr.nva_ip
+            world.route_server(scenarios.SUB, scenarios.RG, scenarios.RS).connections[0].peer_ip = lab.addr.nva_ip
+        with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:
+            emu.set_learned_source(lab.addr.nva_ip, lab.learned_routes)
+            os.environ[TOKEN_SETTING] = agent.token
+            env = demo_env(emu, az.connection_string, hook.url)
+            env["ARS_VERIFY_TIMEOUT"] = "20"
+            doc = yaml.safe_load(EXAMPLE.read_text())
+            doc["targets"][0]["peers"][0].update(ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING)
+            state = desired.parse(doc, str(EXAMPLE))
+
+            def frr(text: str, **broken: Any) -> Break:
+                return text, lambda: lab.load_nva_config(nva_config(lab.addr, **broken))
+
+            breaks = [
+                frr(
+                    "FRR: a route-map edit lost `set ip next-hop` (routes arrive with the NVA's own address)",
+                    next_hop=None,
+                ),
+                frr("FRR: the neighbor to route server 10.0.2.5 was removed", neighbors=(lab.addr.rs_ips[0],)),
+                frr("FRR: `network 0.0.0.0/0` was removed", announce=False),
+            ]
+            return asyncio.run(_story(emu, hook, load_settings(env), state, breaks, out_dir, out))
+    finally:
+        lab.down()
 
 
 def _say(out: TextIO, text: str) -> None:
@@ -80,7 +130,13 @@ def _say(out: TextIO, text: str) -> None:
 
 
 async def _story(
-    emu: ArmEmulator, hook: WebhookReceiver, settings: Any, state: desired.DesiredState, out_dir: Path, out: TextIO
+    emu: ArmEmulator,
+    hook: WebhookReceiver,
+    settings: Any,
+    state: desired.DesiredState,
+    breaks: list[Break],
+    out_dir: Path,
+    out: TextIO,
 ) -> int:
     async with Runtime(settings) as rt:
         assert rt.services is not None
@@ -96,8 +152,9 @@ async def _story(
         first = await show("demo")
         problems = 0 if first["counts"]["drifts"] == 0 else 1
 
-        for name in ("firewall-redeployed", "instance-lost-peering", "next-hop-not-set"):
-            _say(out, f"Break: {scenarios.BREAKS[name](emu)}")
+        for _label, do_break in breaks:
+            said = do_break()
+            _say(out, f"Break: {said if isinstance(said, str) else _label}")
             print("--- plan (dry run: what apply would do)", file=out)
             await show("demo-plan", dry_run=True)
             print("--- apply", file=out)

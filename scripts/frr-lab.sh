@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # frr-lab.sh up|down|status - the real-FRR lab by hand: the NVA (AS 65001, 10.0.1.4) and two
 # stand-in route servers (AS 65515, 10.0.2.4/.5) in network namespaces. The lab itself lives in
-# tests/fixtures/frr.py (the same code the `frr_lab` pytest fixture uses); this is its CLI.
+# localenv/frrlab.py (the same code the `frr_lab` pytest fixture uses); this is its CLI.
 #
 #   up      tear down any leftover lab of that name, build it, wait until both route servers
 #           hold 0.0.0.0/0 via 10.0.3.4; on failure or timeout it tears itself down (exit != 0)
@@ -15,4 +15,4 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in up|down|status) ;; *) echo "usage: $0 up|down|status" >&2; exit 2 ;; esac
 PY="${PYTHON:-.venv/bin/python}"
 # timeout sends SIGTERM, which the lab turns into a clean teardown; -k is the last resort
-exec timeout -k 10 "${FRRLAB_TIMEOUT:-120}" "$PY" -m tests.fixtures.frr "$1" --name "${FRRLAB_NAME:-arsrlab}"
+exec timeout -k 10 "${FRRLAB_TIMEOUT:-120}" "$PY" -m localenv.frrlab "$1" --name "${FRRLAB_NAME:-arsrlab}"
