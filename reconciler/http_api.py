@@ -146,7 +146,8 @@ def parse_runs_query(method: str, params: Mapping[str, str], targets: Collection
     limit = RUNS_DEFAULT
     if "limit" in query:
         text = query["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= RUNS_MAX:
+        # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= RUNS_MAX:
             raise ApiError(400, "invalid_query", f"limit must be a whole number from 1 to {RUNS_MAX}, got {text!r}")
         limit = int(text)
     return RunsQuery(limit=limit, target=_known(query.get("target"), targets))

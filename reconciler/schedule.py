@@ -102,6 +102,6 @@ def _field(text: str, name: str, lo: int, hi: int) -> set[int]:
 
 
 def _int(text: str, name: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True
         raise ScheduleError(f"{name}: {text!r} is not a number (names like MON or JAN are not supported)")
     return int(text)

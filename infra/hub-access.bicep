@@ -1,0 +1,70 @@
+// Least-privilege access to one hub for the reconciler's managed identity. Deploy it to the
+// resource group that holds the Route Server, gateway, firewall and route tables (repeat per hub):
+//   az deployment group create -g <hub-rg> -f infra/hub-access.bicep -p principalId=<identity principal id>
+// The actions come from reconciler-role.json / reconciler-fixer-role.json, which a unit test keeps
+// equal to the SDK calls in reconciler/arm.py.
+
+targetScope = 'resourceGroup'
+
+@description('Principal ID of the reconciler\'s user-assigned managed identity (main.bicep output)')
+param principalId string
+
+@description('Also grant the opt-in Azure-side fixes (only if a target here sets policy.azure_writes)')
+param allowAzureWrites bool = false
+
+var reader = loadJsonContent('reconciler-role.json')
+var fixer = loadJsonContent('reconciler-fixer-role.json')
+
+resource readerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, reader.Name)
+  properties: {
+    roleName: '${reader.Name} (${resourceGroup().name})'
+    description: reader.Description
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: reader.Actions
+        notActions: reader.NotActions
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+resource fixerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (allowAzureWrites) {
+  name: guid(resourceGroup().id, fixer.Name)
+  properties: {
+    roleName: '${fixer.Name} (${resourceGroup().name})'
+    description: fixer.Description
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: fixer.Actions
+        notActions: fixer.NotActions
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+resource readerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resourceGroup().id, principalId, readerRole.id)
+  properties: {
+    roleDefinitionId: readerRole.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource fixerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (allowAzureWrites) {
+  name: guid(resourceGroup().id, principalId, 'fixer')
+  properties: {
+    roleDefinitionId: fixerRole.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}

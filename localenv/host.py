@@ -1,0 +1,392 @@
+"""A local stand-in for the Functions host (Core Tools cannot be installed here): demo and tests only.
+
+Owns serving the app's HTTP routes on 127.0.0.1 through the *same function objects* the host
+would index, firing the timer, and pumping the fan-out queue (and its poison queue) from Azurite
+with the host's rules: base64 bodies, retry until host.json's maxDequeueCount, then `<queue>-poison`.
+It runs every async function on one event loop in one thread, as a Functions worker does.
+Not the host: function keys are checked only if you give it one, and there is no scale-out.
+
+    python -m localenv.host            # serve function_app with the current environment
+    python -m localenv.host --demo     # emulated Azure + Azurite + emulated agent, then serve
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("localenv.host")
+_INDEX: dict[int, dict[str, Any]] = {}
+CALL_TIMEOUT_S = 600.0  # host.json functionTimeout
+
+
+def functions(app: func.FunctionApp) -> dict[str, Any]:
+    """The app's functions by name. `get_functions()` may run only once per app, so cache it."""
+    key = id(app)
+    if key not in _INDEX:
+        _INDEX[key] = {str(f.get_function_name()): f for f in app.get_functions()}
+    return _INDEX[key]
+
+
+def bindings(fn: Any) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = json.loads(fn.get_function_json())["bindings"]
+    return result
+
+
+def trigger(fn: Any) -> dict[str, Any]:
+    return next(b for b in bindings(fn) if b["direction"] == "IN" and b["type"].endswith("Trigger"))
+
+
+def max_dequeue_count(host_json: Path = ROOT / "host.json") -> int:
+    """host.json's extensions.queues.maxDequeueCount, or the app-setting override the host honours."""
+    # The host's own (mixed-case) setting name.
+    override = os.environ.get("AzureFunctionsJobHost__extensions__queues__maxDequeueCount")  # noqa: SIM112
+    if override:
+        return int(override)
+    data = json.loads(host_json.read_text())
+    return int(data.get("extensions", {}).get("queues", {}).get("maxDequeueCount", 5))
+
+
+@dataclass(frozen=True)
+class _Route:
+    pattern: re.Pattern[str]
+    methods: tuple[str, ...]
+    auth: str
+    fn: Any
+
+
+class LocalHost:
+    """Serve `app` on 127.0.0.1:`port` (0 = free port). `with LocalHost(app) as host: host.url`."""
+
+    def __init__(
+        self,
+        app: func.FunctionApp,
+        *,
+        port: int = 0,
+        storage_connection: str | None = None,
+        key: str | None = None,
+        on_close: Callable[[], Any] | None = None,
+        queue_names: Mapping[str, str] | None = None,
+    ) -> None:
+        self.functions = functions(app)
+        # Binding queue name -> queue actually used (tests give each run its own queues; the
+        # bindings were fixed when the app was indexed).
+        self.queue_names = dict(queue_names or {})
+        self.storage_connection = storage_connection
+        self.key = key
+        self.max_dequeue = max_dequeue_count()
+        self._on_close = on_close
+        self._routes = [self._route(fn) for fn in self.functions.values() if trigger(fn)["type"] == "httpTrigger"]
+        self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self.loop.run_forever, name="functions-worker", daemon=True)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server_thread = threading.Thread(target=self._server.serve_forever, name="local-host", daemon=True)
+        self._stop = threading.Event()
+        self._pumps: list[threading.Thread] = []
+
+    @staticmethod
+    def _route(fn: Any) -> _Route:
+        t = trigger(fn)
+        route = t.get("route") or fn.get_function_name()
+        rx = re.sub(r"\{(\w+)(:\w+)?\}", r"(?P<\1>[^/]+)", route)
+        methods = tuple(m.upper() for m in t.get("methods") or ("GET", "POST", "PUT", "DELETE", "PATCH"))
+        return _Route(re.compile(f"^/api/{rx}$"), methods, str(t.get("authLevel", "FUNCTION")).upper(), fn)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self, *, pump_queues: bool = False) -> LocalHost:
+        self._loop_thread.start()
+        self._server_thread.start()
+        if pump_queues:
+            for name, fn in self.functions.items():
+                if trigger(fn)["type"] == "queueTrigger":
+                    th = threading.Thread(target=self._pump_forever, args=(name,), name=f"queue:{name}", daemon=True)
+                    th.start()
+                    self._pumps.append(th)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        for th in self._pumps:
+            th.join(timeout=10)
+        if self._on_close is not None:
+            with contextlib.suppress(Exception):
+                self.run(self._on_close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join(timeout=10)
+        self.loop.close()
+
+    def __enter__(self) -> LocalHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- invoking functions ----------------------------------------------------------------
+
+    def run(self, value: Any) -> Any:
+        """Await `value` on the worker loop if it is a coroutine; return it otherwise."""
+        if inspect.iscoroutine(value):
+            fut: Future[Any] = asyncio.run_coroutine_threadsafe(value, self.loop)
+            return fut.result(timeout=CALL_TIMEOUT_S)
+        return value
+
+    def invoke(self, name: str, value: Any) -> Any:
+        fn = self.functions[name]
+        return self.run(fn.get_user_function()(**{trigger(fn)["name"]: value}))
+
+    def fire_timer(self, name: str | None = None, *, past_due: bool = False) -> None:
+        name = name or next(n for n, f in self.functions.items() if trigger(f)["type"] == "timerTrigger")
+        self.invoke(name, TimerRequest(past_due=past_due))
+
+    def queue(self, name: str) -> QueueClient:
+        if self.storage_connection is None:
+            raise RuntimeError("no storage connection: the local host cannot pump queues")
+        q = QueueClient.from_connection_string(
+            self.storage_connection,
+            name,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+        with contextlib.suppress(Exception):  # already exists
+            q.create_queue()
+        return q
+
+    def pump(self, name: str) -> int:
+        """Deliver every visible message of function `name`'s queue once, with the host's rules.
+
+        Success deletes the message; failure leaves it for another try, or — at maxDequeueCount —
+        moves it to `<queue>-poison`. Returns how many deliveries were made.
+        """
+        t = trigger(self.functions[name])
+        qname = self.queue_names.get(t["queueName"], t["queueName"])
+        q = self.queue(qname)
+        delivered = 0
+        for m in q.receive_messages(messages_per_page=16, visibility_timeout=30):
+            delivered += 1
+            count = m.dequeue_count or 1
+            qm = QueueMessage(  # type: ignore[no-untyped-call]
+                id=m.id, body=str(m.content).encode("utf-8"), dequeue_count=count, pop_receipt=m.pop_receipt
+            )
+            try:
+                self.invoke(name, qm)
+            except Exception as exc:
+                log.warning("%s failed (dequeue_count=%s): %s", name, count, exc)
+                if count >= self.max_dequeue:
+                    self.queue(qname + "-poison").send_message(m.content)
+                    q.delete_message(m)
+                else:
+                    q.update_message(m, visibility_timeout=0)  # the host's retry, without its back-off
+                continue
+            q.delete_message(m)
+        return delivered
+
+    def drain(self, deadline_s: float = 60.0) -> int:
+        """Pump every queue function until all their queues are empty (or the deadline passes)."""
+        names = [n for n, f in self.functions.items() if trigger(f)["type"] == "queueTrigger"]
+        end = time.monotonic() + deadline_s
+        total = 0
+        while time.monotonic() < end:
+            n = sum(self.pump(name) for name in names)
+            total += n
+            if n == 0:
+                return total
+        raise TimeoutError(f"queues not drained within {deadline_s} s")
+
+    def _pump_forever(self, name: str) -> None:
+        while not self._stop.is_set():
+            try:
+                got = self.pump(name)
+            except Exception as exc:  # storage down: keep the host up, like the real listener
+                log.warning("queue pump %s: %s", name, exc)
+                got = 0
+            if not got:
+                self._stop.wait(1.0)
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, fmt: str, *args: Any) -> None:
+                log.info("%s %s", self.address_string(), fmt % args)
+
+            def _handle(self) -> None:
+                u = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                params = dict(parse_qsl(u.query, keep_blank_values=True))
+                admin = re.fullmatch(r"/admin/functions/(\w+)", u.path)
+                if admin and self.command == "POST" and admin.group(1) in host.functions:
+                    return self._admin(admin.group(1), body)
+                matched = [(r, m) for r in host._routes if (m := r.pattern.match(u.path))]
+                if not matched:
+                    return self._json(404, {"error": {"code": "not_found", "message": f"no route for {u.path}"}})
+                for route, m in matched:
+                    if self.command not in route.methods:
+                        continue
+                    if route.auth != "ANONYMOUS" and host.key is not None:
+                        given = self.headers.get("x-functions-key") or params.get("code")
+                        if given != host.key:
+                            return self._json(401, {"error": {"code": "unauthorized", "message": "function key"}})
+                    req = func.HttpRequest(
+                        self.command,
+                        f"{host.url}{self.path}",
+                        headers=dict(self.headers),
+                        params=params,
+                        route_params=m.groupdict(),
+                        body=body,
+                    )
+                    try:
+                        resp = host.run(route.fn.get_user_function()(req))
+                    except Exception:
+                        log.exception("function %s raised", route.fn.get_function_name())
+                        return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
+                    return self._send(resp.status_code, resp.get_body(), dict(resp.headers))
+                allowed = sorted({x for r, _ in matched for x in r.methods})
+                return self._json(
+                    405,
+                    {"error": {"code": "method_not_allowed", "message": f"use {', '.join(allowed)}"}},
+                    {"Allow": ", ".join(allowed)},
+                )
+
+            def _admin(self, name: str, body: bytes) -> None:
+                # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.
+                fn = host.functions[name]
+                kind = trigger(fn)["type"]
+                try:
+                    if kind == "timerTrigger":
+                        host.fire_timer(name)
+                    elif kind == "queueTrigger":
+                        data = json.loads(body or b"{}")
+                        text = str(data.get("input", "")).encode("utf-8")
+                        host.invoke(name, QueueMessage(body=text, dequeue_count=1))  # type: ignore[no-untyped-call]
+                    else:
+                        return self._json(400, {"error": {"code": "not_invokable", "message": kind}})
+                except Exception as exc:
+                    log.exception("admin invoke of %s failed", name)
+                    return self._json(500, {"error": {"code": "function_failed", "message": str(exc)[:300]}})
+                return self._send(202, b"", {})
+
+            def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                head = {"Content-Type": "application/json", **(headers or {})}
+                self._send(status, json.dumps(payload).encode(), head)
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() != "content-length":
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+        return Handler
+
+
+# ---- running it -------------------------------------------------------------------------------
+
+
+def load_app() -> Any:
+    """Import function_app as the host would (settings are checked at import)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("function_app")
+
+
+@contextlib.contextmanager
+def demo_environment() -> Iterator[dict[str, str]]:
+    """The demo's emulated world: ARM emulator + Azurite + emulated agent, as app settings."""
+    import yaml
+
+    from emulator import ArmEmulator, World
+    from localenv.azurite import Azurite
+    from localenv.demo import EXAMPLE, TOKEN_SETTING, WORLD
+
+    world = World.load(WORLD)
+    with ArmEmulator(world) as emu, Azurite() as az, tempfile.TemporaryDirectory(prefix="ars-host-") as tmp:
+        doc = yaml.safe_load(EXAMPLE.read_text())
+        for target in doc["targets"]:
+            for peer in target["peers"]:
+                peer["agent_url"] = emu.agent_url(peer["ip"])
+                peer["token_setting"] = TOKEN_SETTING
+        state = Path(tmp) / "desired.json"
+        state.write_text(json.dumps(doc))
+        yield {
+            "ARS_DESIRED_STATE": str(state),
+            "ARS_ARM_ENDPOINT": emu.base_url,
+            "ARS_ARM_CA_BUNDLE": emu.ca_file,
+            "ARS_ARM_STATIC_TOKEN": "emulator-token",
+            "ARS_ARM_POLL_INTERVAL": "0",
+            "ARS_AGENT_CA_BUNDLE": emu.ca_file,
+            "ARS_STORAGE_CONNECTION": az.connection_string,
+            "ARS_VERIFY_INTERVAL": "0.2",
+            "ARS_VERIFY_TIMEOUT": "10",
+            TOKEN_SETTING: world.nva("10.0.1.6").agent_token,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m localenv.host", description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=7071)
+    p.add_argument("--key", help="require this function key (x-functions-key or ?code=) on FUNCTION routes")
+    p.add_argument("--demo", action="store_true", help="start the emulated world first and point the app at it")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # SDK request logging drowns everything at INFO
+    with contextlib.ExitStack() as stack:
+        if args.demo:
+            os.environ.update(stack.enter_context(demo_environment()))
+        from reconciler.errors import ConfigurationError
+
+        try:
+            fa = load_app()
+        except ConfigurationError as exc:
+            print(f"error: {exc}", file=sys.stderr)  # one line naming the setting, no traceback
+            return 2
+        conn = os.environ.get("ARS_STORAGE_CONNECTION") or os.environ.get("AzureWebJobsStorage")  # noqa: SIM112
+        host = LocalHost(fa.app, port=args.port, storage_connection=conn, key=args.key, on_close=fa.WORKER.aclose)
+        host.start(pump_queues=conn is not None)
+        stack.callback(host.close)
+        print(f"serving {', '.join(host.functions)} on {host.url}", flush=True)
+        print(f"  curl -X POST {host.url}/api/reconcile -d '{{\"dry_run\": true}}'", flush=True)
+        print(f"  curl {host.url}/api/drift", flush=True)
+        print(f"  curl -X POST {host.url}/admin/functions/reconcile_timer", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

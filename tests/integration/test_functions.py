@@ -1,0 +1,433 @@
+"""The Functions app's functions, invoked as the host would (func.HttpRequest, TimerRequest,
+QueueMessage), against the ARM emulator and Azurite; plus the local host serving them over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+import yaml
+from azure.functions.queue import QueueMessage as _QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+import function_app
+from emulator import ArmEmulator
+from localenv import scenarios
+from localenv.azurite import Azurite
+from localenv.demo import EXAMPLE, TOKEN_SETTING
+from localenv.host import LocalHost, functions, trigger
+from reconciler.composition import Worker
+from reconciler.errors import TransientError
+from reconciler.fanout import poison_queue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def queue_message(**kwargs: Any) -> func.QueueMessage:
+    """The full queue message the host delivers (with dequeue_count); the SDK leaves it untyped."""
+    msg: func.QueueMessage = _QueueMessage(**kwargs)  # type: ignore[no-untyped-call]
+    return msg
+TARGETS = ("hub-weu", "hub-weu-2")
+
+
+@pytest.fixture(scope="module")
+def fns() -> dict[str, Any]:
+    return {name: f.get_user_function() for name, f in functions(function_app.app).items()}
+
+
+def _desired_file(emu: ArmEmulator, path: Path) -> Path:
+    """The reference lab as two targets on the same hub (a small fleet), agents on the emulator."""
+    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    first = doc["targets"][0]
+    for peer in first["peers"]:
+        peer["agent_url"] = emu.agent_url(peer["ip"])
+        peer["token_setting"] = TOKEN_SETTING
+    doc["targets"] = [first, {**first, "name": TARGETS[1]}]
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture
+def env(
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    values = {
+        "ARS_DESIRED_STATE": str(_desired_file(emulator, tmp_path / "desired.json")),
+        "ARS_ARM_ENDPOINT": emulator.base_url,
+        "ARS_ARM_CA_BUNDLE": emulator.ca_file,
+        "ARS_ARM_STATIC_TOKEN": "emulator-token",
+        "ARS_ARM_POLL_INTERVAL": "0",
+        "ARS_AGENT_CA_BUNDLE": emulator.ca_file,
+        "ARS_STORAGE_CONNECTION": azurite.connection_string,
+        "ARS_TABLE_PREFIX": storage_prefix,
+        "ARS_FANOUT_QUEUE": storage_prefix,
+        "ARS_VERIFY_INTERVAL": "0.1",
+        "ARS_VERIFY_TIMEOUT": "10",
+        TOKEN_SETTING: emulator.world.nva(scenarios.NVA_IP).agent_token,
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+@pytest.fixture
+def worker(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Worker:
+    """A worker for this test's settings, installed where the functions look for it."""
+    w = Worker.from_environment(function_app.APP_ROOT)
+    monkeypatch.setattr(function_app, "WORKER", w)
+    monkeypatch.setattr(function_app, "SETTINGS", w.settings)
+    return w
+
+
+@pytest.fixture
+async def live(worker: Worker) -> AsyncIterator[Worker]:
+    """The worker, closed on this test's event loop afterwards."""
+    yield worker
+    await worker.aclose()
+
+
+@pytest.fixture
+def fanout(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARS_FANOUT", "true")
+
+
+def http(method: str, path: str, *, body: bytes = b"", params: dict[str, str] | None = None) -> func.HttpRequest:
+    return func.HttpRequest(method, f"http://localhost/api/{path}", params=params or {}, route_params={}, body=body)
+
+
+def data(resp: func.HttpResponse) -> Any:
+    assert resp.mimetype == "application/json"
+    return json.loads(resp.get_body())
+
+
+# ---- HTTP: reconcile --------------------------------------------------------------------------
+
+
+async def test_post_reconcile_dry_run_returns_the_pass_report(live: Worker, fns: dict[str, Any]) -> None:
+    resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"dry_run": true, "target": "hub-weu"}'))
+    assert resp.status_code == 200
+    report = data(resp)
+    assert report["dry_run"] is True and report["trigger"] == "http"
+    assert [t["target"] for t in report["targets"]] == ["hub-weu"]
+    assert report["targets"][0]["status"] == "ok"
+
+
+async def test_post_reconcile_fixes_a_break_and_drift_endpoint_shows_the_ledger(
+    live: Worker, fns: dict[str, Any], emulator: ArmEmulator
+) -> None:
+    scenarios.branch_to_branch_off(emulator)  # Azure-side writes are off: stays open
+    resp = await fns["reconcile_http"](http("POST", "reconcile", params={"target": "hub-weu"}))
+    assert resp.status_code == 200
+    assert data(resp)["targets"][0]["status"] == "drift"
+
+    drift = data(await fns["drift_http"](http("GET", "drift", params={"target": "hub-weu"})))
+    assert "BRANCH_TO_BRANCH_DISABLED" in {d["code"] for d in drift["drifts"]}
+    assert drift["count"] == len(drift["drifts"])
+    critical = data(await fns["drift_http"](http("GET", "drift", params={"severity": "critical"})))
+    assert {d["severity"] for d in critical["drifts"]} == {"critical"}
+    info = data(await fns["drift_http"](http("GET", "drift", params={"severity": "info", "target": "hub-weu"})))
+    assert info["drifts"] == []
+
+    runs = data(await fns["runs_http"](http("GET", "runs", params={"limit": "5"})))
+    assert runs["runs"][0]["trigger"] == "http" and runs["runs"][0]["targets"] == ["hub-weu"]
+
+
+async def test_post_reconcile_on_a_locked_target_is_409_with_the_report(live: Worker, fns: dict[str, Any]) -> None:
+    rt = await live.runtime()
+    assert rt.services is not None and rt.services.leases is not None
+    async with rt.services.leases.hold("hub-weu"):
+        resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"target": "hub-weu"}'))
+    assert resp.status_code == 409
+    assert data(resp)["targets"][0]["status"] == "locked"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "params", "status", "code"),
+    [
+        ("POST", "reconcile", b"{not json", {}, 400, "invalid_json"),
+        ("POST", "reconcile", b"\xff\xfe", {}, 400, "invalid_json"),
+        ("POST", "reconcile", b"[1, 2]", {}, 400, "invalid_body"),
+        ("POST", "reconcile", b'{"dry_run": "yes"}', {}, 400, "invalid_field"),
+        ("POST", "reconcile", b'{"target": 7}', {}, 400, "invalid_field"),
+        ("POST", "reconcile", b'{"dryrun": true}', {}, 400, "unknown_body_field"),
+        ("POST", "reconcile", b'{"target": "nope"}', {}, 404, "unknown_target"),
+        ("POST", "reconcile", b"", {"dry_run": "maybe"}, 400, "invalid_query"),
+        ("POST", "reconcile", b'{"dry_run": false}', {"dry_run": "true"}, 400, "conflicting_fields"),
+        ("POST", "reconcile", b"", {"force": "1"}, 400, "unknown_query_field"),
+        ("POST", "reconcile", b"x" * 20000, {}, 413, "body_too_large"),
+        ("GET", "reconcile", b"", {}, 405, "method_not_allowed"),
+        ("GET", "drift", b"", {"severity": "high"}, 400, "invalid_query"),
+        ("GET", "drift", b"", {"target": "nope"}, 404, "unknown_target"),
+        ("GET", "drift", b"", {"sort": "x"}, 400, "unknown_query_field"),
+        ("DELETE", "drift", b"", {}, 405, "method_not_allowed"),
+        ("GET", "runs", b"", {"limit": "0"}, 400, "invalid_query"),
+        ("GET", "runs", b"", {"limit": "101"}, 400, "invalid_query"),
+        ("GET", "runs", b"", {"limit": "-1"}, 400, "invalid_query"),
+        ("GET", "runs", b"", {"limit": "ten"}, 400, "invalid_query"),
+        ("POST", "runs", b"", {}, 405, "method_not_allowed"),
+        ("GET", "health", b"", {"verbose": "1"}, 400, "unknown_query_field"),
+    ],
+)
+async def test_bad_http_input_is_a_4xx_json_error(
+    live: Worker,
+    fns: dict[str, Any],
+    method: str,
+    path: str,
+    body: bytes,
+    params: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    name = {"reconcile": "reconcile_http", "drift": "drift_http", "runs": "runs_http", "health": "health_http"}[path]
+    resp = await fns[name](http(method, path, body=body, params=params))
+    assert resp.status_code == status
+    payload = data(resp)
+    assert payload["error"]["code"] == code
+    assert "Traceback" not in payload["error"]["message"]
+
+
+async def test_function_key_in_the_query_is_not_an_unknown_field(live: Worker, fns: dict[str, Any]) -> None:
+    resp = await fns["runs_http"](http("GET", "runs", params={"code": "a-function-key", "limit": "1"}))
+    assert resp.status_code == 200
+
+
+async def test_storage_outage_is_a_503_json_error_not_a_traceback(
+    live: Worker, fns: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = await live.runtime()
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise TransientError("drift ledger: read open drift: storage unreachable")
+
+    monkeypatch.setattr(rt.ledger, "open_drifts", down)
+    resp = await fns["drift_http"](http("GET", "drift"))
+    assert resp.status_code == 503
+    assert data(resp)["error"]["code"] == "unavailable"
+
+
+# ---- HTTP: health -----------------------------------------------------------------------------
+
+
+async def test_health_is_stale_before_any_pass_and_ok_after_one(live: Worker, fns: dict[str, Any]) -> None:
+    before = await fns["health_http"](http("GET", "health"))
+    assert before.status_code == 503
+    assert data(before)["stale_targets"] == list(TARGETS)
+
+    await fns["reconcile_timer"](TimerRequest(past_due=False))
+    after = await fns["health_http"](http("GET", "health"))
+    body = data(after)
+    assert after.status_code == 200, body
+    assert body["status"] == "ok" and body["interval_s"] == 300.0
+    assert {r["target"]: r["trigger"] for r in body["targets"]} == {t: "timer" for t in TARGETS}
+    assert all(r["age_s"] is not None and r["age_s"] < 60 for r in body["targets"])
+    assert "token" not in json.dumps(body).lower()
+
+
+async def test_a_dry_run_does_not_count_as_a_successful_pass(live: Worker, fns: dict[str, Any]) -> None:
+    await fns["reconcile_http"](http("POST", "reconcile", body=b'{"dry_run": true}'))
+    assert (await fns["health_http"](http("GET", "health"))).status_code == 503
+
+
+# ---- timer, fan-out, poison -------------------------------------------------------------------
+
+
+def _queue(conn: str, name: str) -> QueueClient:
+    return QueueClient.from_connection_string(conn, name, message_decode_policy=TextBase64DecodePolicy())
+
+
+async def test_timer_without_fanout_reconciles_every_target(live: Worker, fns: dict[str, Any]) -> None:
+    await fns["reconcile_timer"](TimerRequest(past_due=True))
+    rt = await live.runtime()
+    passes = await rt.ledger.passes(limit=5)
+    assert [(p.trigger, p.targets) for p in passes] == [("timer", TARGETS)]
+
+
+async def test_fanout_end_to_end_timer_queue_worker_ledger(
+    fanout: None, live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str
+) -> None:
+    await fns["reconcile_timer"](TimerRequest(past_due=False))
+
+    # What the host would see: base64 bodies on the queue, one per target.
+    raw = QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix)
+    peeked = raw.peek_messages(max_messages=32)
+    assert len(peeked) == 2
+    assert {json.loads(base64.b64decode(m.content))["target"] for m in peeked} == set(TARGETS)
+
+    q = _queue(env["ARS_STORAGE_CONNECTION"], storage_prefix)
+    delivered = 0
+    for m in q.receive_messages(messages_per_page=32, visibility_timeout=30):
+        msg = queue_message(id=m.id, body=m.content.encode(), dequeue_count=m.dequeue_count, pop_receipt=m.pop_receipt)
+        await fns["reconcile_queue"](msg)
+        q.delete_message(m)
+        delivered += 1
+    assert delivered == 2
+
+    rt = await live.runtime()
+    passes = await rt.ledger.passes(limit=10)
+    assert sorted((p.trigger, p.targets) for p in passes) == [("queue", (t,)) for t in TARGETS]
+    health = data(await fns["health_http"](http("GET", "health")))
+    assert health["status"] == "ok" and health["fanout"] is True
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"v": 1, "target": "gone", "tick": "2026-01-01T00:00:00+00:00"}', b'{"v": 2}', b"\xff"],
+)
+async def test_a_message_that_can_never_succeed_is_recorded_as_poison_at_once(
+    live: Worker, fns: dict[str, Any], body: bytes
+) -> None:
+    await fns["reconcile_queue"](queue_message(id="m1", body=body, dequeue_count=1))  # does not raise
+    rt = await live.runtime()
+    history = await rt.ledger.history(limit=5)
+    assert [h["kind"] for h in history] == ["poison"]
+    assert await rt.ledger.passes(limit=5) == []
+
+
+async def test_poison_queue_function_records_the_message_in_the_ledger(
+    live: Worker, fns: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"v":1,"target":"hub-weu","tick":"2026-11-25T08:00:00+00:00","origin":"timer"}'
+    await fns["reconcile_poison"](queue_message(id="p1", body=body, dequeue_count=1))
+    rt = await live.runtime()
+    (event,) = await rt.ledger.history(limit=5)
+    assert event["kind"] == "poison" and json.loads(str(event["message"]))["target"] == "hub-weu"
+    assert any(r.levelname == "ERROR" and "poison" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failing_target_raises_so_the_host_retries_it(
+    live: Worker, fns: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = await live.runtime()
+    assert rt.services is not None
+    monkeypatch.setattr(rt.services, "leases", _DownLeases())
+    body = b'{"v":1,"target":"hub-weu","tick":"2026-11-25T08:00:00+00:00"}'
+    with pytest.raises(TransientError, match="hub-weu"):
+        await fns["reconcile_queue"](queue_message(id="m", body=body, dequeue_count=1))
+
+
+class _DownLeases:
+    """A lease store whose storage is unreachable (a fake of the LeasesPort)."""
+
+    def hold(self, target: str) -> Any:
+        raise TransientError(f"target lease: acquire lease for {target!r}: storage unreachable")
+
+
+# ---- the local host: same function objects over real HTTP -------------------------------------
+
+
+@pytest.fixture
+def host(worker: Worker, env: dict[str, str]) -> Iterator[LocalHost]:
+    bound = trigger(functions(function_app.app)["reconcile_queue"])["queueName"]
+    with LocalHost(
+        function_app.app,
+        storage_connection=env["ARS_STORAGE_CONNECTION"],
+        key="k1",
+        on_close=worker.aclose,
+        queue_names={bound: worker.settings.fanout_queue, poison_queue(bound): poison_queue(worker.settings.fanout_queue)},
+    ) as h:
+        yield h
+
+
+def _call(url: str, method: str = "GET", body: bytes | None = None, key: str | None = "k1") -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method)
+    if key:
+        req.add_header("x-functions-key", key)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_local_host_serves_reconcile_and_drift_over_http(host: LocalHost, emulator: ArmEmulator) -> None:
+    scenarios.branch_to_branch_off(emulator)
+    status, report = _call(f"{host.url}/api/reconcile", "POST", b'{"target": "hub-weu"}')
+    assert status == 200 and report["targets"][0]["status"] == "drift"
+    status, drift = _call(f"{host.url}/api/drift?severity=critical")
+    assert status == 200 and "BRANCH_TO_BRANCH_DISABLED" in {d["code"] for d in drift["drifts"]}
+    assert _call(f"{host.url}/api/reconcile", "GET")[0] == 405
+    assert _call(f"{host.url}/api/drift", key=None)[0] == 401  # FUNCTION level needs the key
+    assert _call(f"{host.url}/api/drift", key="wrong")[0] == 401
+    status, health = _call(f"{host.url}/api/health", key=None)  # ANONYMOUS: no key needed
+    assert (status, health["stale_targets"]) == (503, [TARGETS[1]])  # only hub-weu has passed
+    assert _call(f"{host.url}/api/nothing")[0] == 404
+
+
+def test_local_host_fanout_moves_a_failing_message_to_poison_after_max_dequeue(
+    fanout: None, host: LocalHost, env: dict[str, str], storage_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, _ = _call(f"{host.url}/admin/functions/reconcile_timer", "POST", b"{}")
+    assert status == 202
+    rt = host.run(function_app.WORKER.runtime())
+    assert rt.services is not None
+    # hub-weu-2's storage is "down" for every delivery: retried, then poisoned, then recorded.
+    real = rt.services.leases
+
+    class Flaky:
+        def hold(self, target: str) -> Any:
+            return _DownLeases().hold(target) if target == TARGETS[1] else real.hold(target)
+
+    monkeypatch.setattr(rt.services, "leases", Flaky())
+    host.drain(deadline_s=60)
+    passes = host.run(rt.ledger.passes(limit=20))
+    ok = [p for p in passes if not p.errors]
+    assert [p.targets for p in ok] == [(TARGETS[0],)]
+    failed = [p for p in passes if p.errors]
+    assert len(failed) == host.max_dequeue  # one pass per delivery attempt
+    kinds = [h["kind"] for h in host.run(rt.ledger.history(limit=50)) if h["kind"] == "poison"]
+    assert kinds == ["poison"]
+
+
+# ---- start-up -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "extra"),
+    [
+        ("ARS_TIMER_SCHEDULE", "*/5 * * * *", {}),
+        ("ARS_ARM_CONCURRENCY", "0", {}),
+        ("ARS_FANOUT", "maybe", {}),
+        ("ARS_DESIRED_STATE", "/nonexistent/desired.yaml", {}),
+        ("ARS_STORAGE_CONNECTION", None, {"ARS_FANOUT": "true"}),
+    ],
+)
+def test_start_with_a_missing_or_malformed_setting_fails_with_one_line_naming_it(
+    setting: str, value: str | None, extra: dict[str, str]
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **extra}
+    if value is not None:
+        env[setting] = value
+    proc = subprocess.run(
+        [sys.executable, "-m", "localenv.host", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: setting {setting}"), lines[0]
+
+
+def test_importing_the_app_with_a_bad_setting_raises_one_line_naming_it() -> None:
+    code = "import function_app"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "ARS_LEASE_SECONDS": "5"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "reconciler.errors.ConfigurationError: setting ARS_LEASE_SECONDS:"
+    )
+

@@ -1,0 +1,115 @@
+"""The app as the host indexes it: binding metadata, parameter names, auth levels, host.json and the
+settings every deployment must know about (local.settings.sample.json, docs/deploy.md)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import function_app
+from localenv.host import bindings, functions, trigger
+from reconciler.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTP_ROUTES = {
+    "reconcile_http": ("reconcile", ["POST"], "FUNCTION"),
+    "drift_http": ("drift", ["GET"], "FUNCTION"),
+    "runs_http": ("runs", ["GET"], "FUNCTION"),
+    "health_http": ("health", ["GET"], "ANONYMOUS"),
+}
+
+
+@pytest.fixture(scope="module")
+def fns() -> dict[str, Any]:
+    return functions(function_app.app)
+
+
+def test_the_app_has_exactly_these_functions(fns: dict[str, Any]) -> None:
+    assert set(fns) == {"reconcile_timer", "reconcile_queue", "reconcile_poison", *HTTP_ROUTES}
+
+
+def test_every_parameter_name_matches_a_binding_name(fns: dict[str, Any]) -> None:
+    for name, fn in fns.items():
+        params = set(inspect.signature(fn.get_user_function()).parameters)
+        names = {b["name"] for b in bindings(fn) if b["name"] != "$return"}
+        assert params == names, f"{name}: parameters {sorted(params)} != bindings {sorted(names)}"
+
+
+def test_every_function_is_async_so_it_runs_on_the_workers_loop(fns: dict[str, Any]) -> None:
+    assert all(inspect.iscoroutinefunction(fn.get_user_function()) for fn in fns.values())
+
+
+@pytest.mark.parametrize("name", sorted(HTTP_ROUTES))
+def test_http_route_method_and_auth_level(fns: dict[str, Any], name: str) -> None:
+    t = trigger(fns[name])
+    assert (t["type"], t["route"], t["methods"], t["authLevel"]) == ("httpTrigger", *HTTP_ROUTES[name])
+    assert any(b["type"] == "http" and b["name"] == "$return" for b in bindings(fns[name]))
+
+
+def test_timer_schedule_comes_from_the_setting(fns: dict[str, Any]) -> None:
+    t = trigger(fns["reconcile_timer"])
+    assert t["schedule"] == function_app.SETTINGS.timer_schedule
+    assert t["runOnStartup"] is False and t["useMonitor"] is True
+
+
+def test_queue_triggers_bind_the_fanout_queue_and_its_poison_queue(fns: dict[str, Any]) -> None:
+    work, poison = trigger(fns["reconcile_queue"]), trigger(fns["reconcile_poison"])
+    assert work["queueName"] == function_app.SETTINGS.fanout_queue
+    assert poison["queueName"] == work["queueName"] + "-poison"
+    assert work["connection"] == poison["connection"] == "ARS_STORAGE_CONNECTION"
+
+
+def host_json() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((ROOT / "host.json").read_text())
+    return data
+
+
+def test_host_json_timeout_fits_a_pass() -> None:
+    h, m, s = (int(x) for x in host_json()["functionTimeout"].split(":"))
+    timeout = timedelta(hours=h, minutes=m, seconds=s)
+    d = Settings()
+    # A pass: ARM reads (bounded by the read timeout), agent calls, verify wait, ledger and alerts.
+    worst = timedelta(seconds=2 * d.arm_read_timeout + 2 * d.agent_timeout + d.verify_timeout + 60)
+    assert worst <= timeout <= timedelta(minutes=30)
+
+
+def test_host_json_queue_settings_and_bundle() -> None:
+    h = host_json()
+    q = h["extensions"]["queues"]
+    assert q["messageEncoding"] == "base64"  # what reconciler.fanout sends
+    assert 1 <= q["batchSize"] <= 8 and q["maxDequeueCount"] == 5
+    assert h["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    assert h["extensions"]["http"]["routePrefix"] == "api"
+    assert h["logging"]["logLevel"]["Function"] == "Information"
+
+
+def setting_names() -> set[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        names.update(str(c) for c in choices) if choices else names.add(str(alias))
+    return names
+
+
+def test_every_setting_is_in_the_sample_and_the_deploy_docs() -> None:
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    missing_sample = setting_names() - set(sample)
+    missing_docs = {n for n in setting_names() if f"`{n}`" not in docs}
+    assert not missing_sample, f"add to local.settings.sample.json: {sorted(missing_sample)}"
+    assert not missing_docs, f"describe in docs/deploy.md: {sorted(missing_docs)}"
+
+
+def test_the_sample_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    for k, v in sample.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert s.applicationinsights_connection_string is None  # "" means unset, not an empty secret
+    assert s.arm_endpoint == "https://127.0.0.1:8443"

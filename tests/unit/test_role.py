@@ -1,0 +1,89 @@
+"""The custom roles list exactly the ARM actions the code calls: reconciler/arm.py is scanned for
+azure-mgmt-network SDK calls, each call is mapped to its RBAC action, and the role files must match."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+from azure.mgmt.network.aio import NetworkManagementClient
+
+from reconciler.arm import StaticTokenCredential
+
+ROOT = Path(__file__).resolve().parents[2]
+ARM = ROOT / "reconciler" / "arm.py"
+READER = ROOT / "infra" / "reconciler-role.json"
+FIXER = ROOT / "infra" / "reconciler-fixer-role.json"
+
+# (operation group, method) -> RBAC action. A new SDK call in arm.py fails the test until it is here.
+ACTIONS: dict[tuple[str, str], str] = {
+    ("virtual_hubs", "get"): "Microsoft.Network/virtualHubs/read",
+    ("virtual_hub_bgp_connections", "list"): "Microsoft.Network/virtualHubs/bgpConnections/read",
+    ("virtual_hub_bgp_connections", "begin_list_learned_routes"):
+        "Microsoft.Network/virtualHubs/bgpConnections/learnedRoutes/action",
+    ("virtual_network_gateways", "begin_get_learned_routes"):
+        "Microsoft.Network/virtualNetworkGateways/getLearnedRoutes/action",
+    ("virtual_network_gateways", "begin_get_advertised_routes"):
+        "Microsoft.Network/virtualNetworkGateways/getAdvertisedRoutes/action",
+    ("azure_firewalls", "get"): "Microsoft.Network/azureFirewalls/read",
+    ("subnets", "get"): "Microsoft.Network/virtualNetworks/subnets/read",
+    ("virtual_networks", "get"): "Microsoft.Network/virtualNetworks/read",
+    ("route_tables", "get"): "Microsoft.Network/routeTables/read",
+    ("virtual_hub_bgp_connection", "begin_create_or_update"): "Microsoft.Network/virtualHubs/bgpConnections/write",
+    ("virtual_hubs", "begin_create_or_update"): "Microsoft.Network/virtualHubs/write",
+}
+# A begin_* call is a long-running operation: its status and result are polled under locations/.
+LRO_POLLING = {"Microsoft.Network/locations/operations/read", "Microsoft.Network/locations/operationResults/read"}
+WRITES = ("begin_create_or_update", "create_or_update", "begin_delete", "delete", "update", "begin_update")
+
+
+def operation_groups() -> set[str]:
+    client = NetworkManagementClient(StaticTokenCredential("t"), "sub")  # no I/O until a call
+    return {name for name, value in vars(client).items() if hasattr(value, "_client") and not name.startswith("_")}
+
+
+def sdk_calls() -> set[tuple[str, str]]:
+    """Every `<client>.<operation group>.<method>(...)` in arm.py."""
+    groups = operation_groups()
+    calls = set()
+    for node in ast.walk(ast.parse(ARM.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if isinstance(owner, ast.Attribute) and owner.attr in groups:
+                calls.add((owner.attr, node.func.attr))
+    return calls
+
+
+def actions(path: Path) -> set[str]:
+    role = json.loads(path.read_text())
+    assert role["IsCustom"] is True and role["DataActions"] == [] and role["NotActions"] == []
+    assert len(role["Actions"]) == len(set(role["Actions"])), "duplicate action"
+    return set(role["Actions"])
+
+
+def test_the_scan_finds_the_collectors_calls() -> None:
+    # Guards the scanner itself: if it found nothing, the equality tests below would prove nothing.
+    assert {("virtual_hubs", "get"), ("route_tables", "get")} <= sdk_calls()
+
+
+def test_every_sdk_call_in_arm_py_has_a_known_action() -> None:
+    unmapped = sdk_calls() - set(ACTIONS)
+    assert not unmapped, f"add the RBAC action for {sorted(unmapped)} to ACTIONS and to a role in infra/"
+
+
+def test_reader_role_is_exactly_the_collectors_read_actions() -> None:
+    reads = {c for c in sdk_calls() if c[1] not in WRITES}
+    expected = {ACTIONS[c] for c in reads} | (LRO_POLLING if any(m.startswith("begin_") for _, m in reads) else set())
+    assert actions(READER) == expected
+
+
+def test_fixer_role_is_exactly_the_opt_in_write_actions() -> None:
+    writes = {c for c in sdk_calls() if c[1] in WRITES}
+    assert actions(FIXER) == {ACTIONS[c] for c in writes}
+    assert not any(a.endswith(("/read", "/delete")) or "*" in a for a in actions(FIXER))
+
+
+def test_no_role_grants_wildcards_or_deletes() -> None:
+    for path in (READER, FIXER):
+        assert not any("*" in a or a.endswith("/delete") for a in actions(path)), path.name
