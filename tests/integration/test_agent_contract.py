@@ -92,7 +92,7 @@ def _emulator(request: pytest.FixtureRequest) -> Iterator[AgentEndpoint]:
         local_asn=nva.asn,
         neighbors=tuple((ip, rs.asn) for ip in rs.ips),
         firewall_ip=emu.world.firewalls[0].private_ip,
-        known_gaps=frozenset({"reserved_local_asn", "body_size_limit", "changes_as_plus_minus_lines"}),
+        known_gaps=frozenset(),
     )
 
 
