@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -357,12 +358,18 @@ def demo_environment() -> Iterator[dict[str, str]]:
         }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m localenv.host", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=7071)
     p.add_argument("--key", help="require this function key (x-functions-key or ?code=) on FUNCTION routes")
     p.add_argument("--demo", action="store_true", help="start the emulated world first and point the app at it")
     args = p.parse_args(argv)
+    # SIGTERM (kill, CI teardown) must unwind like Ctrl-C so Azurite and the emulator are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)  # SDK request logging drowns everything at INFO
     with contextlib.ExitStack() as stack:
