@@ -218,10 +218,27 @@ async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass
     except LockedError as exc:
         rep.status = "locked"
         rep.errors.append(("lease", str(exc)))
-    except TransientError as exc:
+    except ReconcilerError as exc:
         # The lease could not be taken or kept (storage down): nothing may act without it.
         rep.status = "error"
         rep.errors.append(("lease", str(exc)))
+    except Exception as exc:
+        # A bug must not take the other targets of the pass down with it: it is recorded on this
+        # target (and logged with its traceback) so the pass still reports everything.
+        log.exception("pass %s target %s: internal error", pass_id, target.name)
+        rep.status = "error"
+        rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+    log.info(
+        "pass %s target %s: %s, %d drift(s) found, %d step(s), %d remaining%s",
+        pass_id,
+        target.name,
+        rep.status,
+        len(rep.drifts),
+        len(rep.outcomes),
+        len(rep.remaining),
+        "".join(f"; {stage}: {msg}" for stage, msg in rep.errors),
+        extra={"pass_id": pass_id, "target": target.name},
+    )
     return rep
 
 
@@ -249,19 +266,22 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     if not dry_run and svc.ledger is not None:
         actions = _actions(rep)
         try:
-            counts = {"opened": 0, "persisting": 0, "resolved": 0}
+            opened = None
             if rep.outcomes:
                 # Record what was found before the fix too, so a drift fixed within one pass still
                 # appears in the ledger as opened and then resolved (with the action that fixed it).
+                # Both writes carry the same `now`, so nothing is counted twice.
                 before_blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in rep.drifts)
                 first = await svc.ledger.record_target(target.name, rep.drifts, [], now, blind=before_blind)
-                counts["opened"] += len(getattr(first, "opened", ()))
-            change = await svc.ledger.record_target(target.name, rep.remaining, actions, svc.clock(), blind=rep.blind)
-            counts["opened"] += len(getattr(change, "opened", ()))
-            counts["persisting"] = len(getattr(change, "persisting", ()))
-            counts["resolved"] = len(getattr(change, "resolved", ()))
+                opened = len(getattr(first, "opened", ()))
+            change = await svc.ledger.record_target(target.name, rep.remaining, actions, now, blind=rep.blind)
+            counts = {
+                "opened": opened if opened is not None else len(getattr(change, "opened", ())),
+                "persisting": len(getattr(change, "persisting", ())),
+                "resolved": len(getattr(change, "resolved", ())),
+            }
             rep.ledger = counts
-        except TransientError as exc:
+        except ReconcilerError as exc:
             rep.errors.append(("ledger", str(exc)))
             rep.status = "error"
 
