@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -28,6 +30,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.polling.base_polling import LocationPolling, StatusCheckPolling
 from azure.mgmt.core.polling.arm_polling import AzureAsyncOperationPolling, BodyContentPolling
 from azure.mgmt.core.polling.async_arm_polling import AsyncARMPolling
@@ -190,6 +193,7 @@ class Arm:
         self._credential = credential
         self.options = options
         self._clients: dict[str, NetworkManagementClient] = {}
+        self._session: aiohttp.ClientSession | None = None
         self._sem = asyncio.Semaphore(options.concurrency)
         self.requests = 0  # HTTP requests sent to ARM, retries and LRO polls included (a benchmark figure)
         self.throttled = 0  # of which ARM answered 429 (each one a Retry-After wait)
@@ -208,16 +212,37 @@ class Arm:
             }
             if self.options.endpoint:
                 kwargs["base_url"] = self.options.endpoint
-            if self.options.ca_bundle:
-                kwargs["connection_verify"] = self.options.ca_bundle
-            c = NetworkManagementClient(self._credential, subscription, **kwargs)
+            c = NetworkManagementClient(
+                self._credential,
+                subscription,
+                transport=AioHttpTransport(session=self._http(), session_owner=False),
+                **kwargs,
+            )
             self._clients[subscription] = c
         return c
+
+    def _http(self) -> aiohttp.ClientSession:
+        """One connection pool for every subscription's client, with one TLS context.
+
+        Not `connection_verify=<CA file>`: azure-core's aiohttp transport then builds a new SSL
+        context per request, which aiohttp cannot pool, so every request paid a TCP + TLS handshake
+        and the idle connections piled up (measured: 1.7 GB RSS and 2.3x the lower bound at 500 hubs).
+        """
+        if self._session is None:
+            ssl_ctx: ssl.SSLContext | bool = True
+            if self.options.ca_bundle:
+                ssl_ctx = ssl.create_default_context(cafile=self.options.ca_bundle)
+            connector = aiohttp.TCPConnector(ssl=ssl_ctx, limit=self.options.concurrency)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        return self._session
 
     async def close(self) -> None:
         for c in self._clients.values():
             await c.close()
         self._clients.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         await self._credential.close()
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
