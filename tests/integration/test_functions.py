@@ -431,3 +431,18 @@ def test_importing_the_app_with_a_bad_setting_raises_one_line_naming_it() -> Non
         "reconciler.errors.ConfigurationError: setting ARS_LEASE_SECONDS:"
     )
 
+
+
+def test_app_insights_is_imported_only_when_its_connection_string_is_set() -> None:
+    code = "import sys, function_app; print('azure.monitor.opentelemetry' in sys.modules)"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
+    # And the distro itself imports cleanly with warnings as errors (it is pinned for deployment).
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "from azure.monitor.opentelemetry import configure_azure_monitor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
