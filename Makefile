@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps demo demo-lab test check bench bench-smoke schema clean
+.PHONY: deps demo demo-lab serve test check bench bench-smoke schema clean
 
 deps: $(VENV)/.installed tools/node_modules/.installed
 
@@ -24,6 +24,10 @@ demo: deps
 ## demo-lab: the same story with a real FRR NVA and route servers in network namespaces (root, Debian frr)
 demo-lab: deps
 	$(BIN)/python -m reconciler demo --lab
+
+## serve: the Functions app's HTTP routes on 127.0.0.1:7071 over the demo world (curl it; see README)
+serve: deps
+	$(BIN)/python -m localenv.host --demo
 
 ## test: the whole suite (unit, integration, e2e; real FRR tests run where namespaces can be made)
 test: deps

@@ -80,7 +80,54 @@ def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
             for name in ("firewall-redeployed", "instance-lost-peering", "next-hop-not-set")
         ]
         code = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
+        code = max(code, _http(emu, az, state, out))
     return code
+
+
+def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextIO) -> int:
+    """The Functions app's HTTP routes, served locally through the same function objects."""
+    import httpx
+
+    from localenv.host import LocalHost, load_app
+
+    _say(out, "The Functions app over HTTP (localenv.host serves function_app's own function objects)")
+    doc = Path(az.location) / "desired.json"
+    doc.write_text(state.model_dump_json())
+    os.environ.update({**demo_env(emu, az.connection_string), "ARS_DESIRED_STATE": str(doc)})
+    fa = load_app()
+    problems = 0
+    with LocalHost(fa.app, storage_connection=az.connection_string, on_close=fa.WORKER.aclose) as host:
+        print(f"  break: {scenarios.default_route_withdrawn(emu)}", file=out)
+        calls = [
+            ("POST", "/api/reconcile", {"dry_run": True}),
+            ("POST", "/api/reconcile", {}),
+            ("GET", "/api/drift", None),
+            ("GET", "/api/health", None),
+            ("GET", "/api/reconcile", None),
+        ]
+        for method, path, body in calls:
+            data = f" -d '{json.dumps(body)}'" if body is not None else ""
+            print(f"\n  $ curl -X {method} {host.url}{path}{data}", file=out)
+            resp = httpx.request(method, host.url + path, json=body, timeout=60)
+            print(f"  HTTP {resp.status_code}: {_summary(resp.json())}", file=out)
+            if resp.status_code >= 500:
+                problems += 1
+    return 1 if problems else 0
+
+
+def _summary(body: Any) -> str:
+    """A few telling fields of a response, so the demo output stays readable."""
+    if isinstance(body, dict) and "pass_id" in body:
+        parts = []
+        for t in body["targets"]:
+            steps = t.get("plan", {}).get("steps", [])
+            outcomes = [o["outcome"] for o in t.get("outcomes", [])]
+            parts.append(
+                f"{t['target']}: {t['status']}, {len(t['drifts'])} drift(s), steps {steps}, outcomes {outcomes}"
+            )
+        return f"pass {body.get('pass_id')} dry_run={body.get('dry_run')} — " + "; ".join(parts)
+    text = json.dumps(body)
+    return text if len(text) < 300 else text[:297] + "..."
 
 
 def _run_lab_demo(out_dir: Path, out: TextIO) -> int:

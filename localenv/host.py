@@ -329,31 +329,17 @@ def load_app() -> Any:
 @contextlib.contextmanager
 def demo_environment() -> Iterator[dict[str, str]]:
     """The demo's emulated world: ARM emulator + Azurite + emulated agent, as app settings."""
-    import yaml
-
     from emulator import ArmEmulator, World
     from localenv.azurite import Azurite
-    from localenv.demo import EXAMPLE, TOKEN_SETTING, WORLD
+    from localenv.demo import TOKEN_SETTING, WORLD, demo_desired, demo_env
 
     world = World.load(WORLD)
     with ArmEmulator(world) as emu, Azurite() as az, tempfile.TemporaryDirectory(prefix="ars-host-") as tmp:
-        doc = yaml.safe_load(EXAMPLE.read_text())
-        for target in doc["targets"]:
-            for peer in target["peers"]:
-                peer["agent_url"] = emu.agent_url(peer["ip"])
-                peer["token_setting"] = TOKEN_SETTING
         state = Path(tmp) / "desired.json"
-        state.write_text(json.dumps(doc))
+        state.write_text(demo_desired(emu).model_dump_json())
         yield {
+            **demo_env(emu, az.connection_string),
             "ARS_DESIRED_STATE": str(state),
-            "ARS_ARM_ENDPOINT": emu.base_url,
-            "ARS_ARM_CA_BUNDLE": emu.ca_file,
-            "ARS_ARM_STATIC_TOKEN": "emulator-token",
-            "ARS_ARM_POLL_INTERVAL": "0",
-            "ARS_AGENT_CA_BUNDLE": emu.ca_file,
-            "ARS_STORAGE_CONNECTION": az.connection_string,
-            "ARS_VERIFY_INTERVAL": "0.2",
-            "ARS_VERIFY_TIMEOUT": "10",
             TOKEN_SETTING: world.nva("10.0.1.6").agent_token,
         }
 
