@@ -97,13 +97,14 @@ def setting_names() -> set[str]:
     return names
 
 
-def test_every_setting_is_in_the_sample_and_the_deploy_docs() -> None:
+def test_every_setting_is_in_the_sample_the_readme_and_the_deploy_docs() -> None:
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    docs = (ROOT / "docs" / "deploy.md").read_text()
     missing_sample = setting_names() - set(sample)
-    missing_docs = {n for n in setting_names() if f"`{n}`" not in docs}
     assert not missing_sample, f"add to local.settings.sample.json: {sorted(missing_sample)}"
-    assert not missing_docs, f"describe in docs/deploy.md: {sorted(missing_docs)}"
+    for doc in ("docs/deploy.md", "README.md"):
+        text = (ROOT / doc).read_text()
+        missing = {n for n in setting_names() if f"`{n}`" not in text}
+        assert not missing, f"describe in {doc}: {sorted(missing)}"
 
 
 def test_the_sample_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
