@@ -28,7 +28,7 @@ async def runtime(emulator: ArmEmulator) -> AsyncIterator[Runtime]:
     env = {
         **demo_env(emulator),
         "ARS_VERIFY_INTERVAL": "0.05",
-        "ARS_VERIFY_TIMEOUT": "3",
+        "ARS_VERIFY_TIMEOUT": "15",
         "ARS_ARM_RETRY_BACKOFF": "0.01",
     }
     async with Runtime(load_settings(env), storage=False) as rt:

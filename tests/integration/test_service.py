@@ -27,7 +27,7 @@ def env(emu: ArmEmulator, conn: str, prefix: str) -> dict[str, str]:
         **demo_env(emu, conn),
         "ARS_TABLE_PREFIX": prefix,
         "ARS_VERIFY_INTERVAL": "0.05",
-        "ARS_VERIFY_TIMEOUT": "3",
+        "ARS_VERIFY_TIMEOUT": "15",
         "ARS_LEASE_SECONDS": "15",
         "ARS_ARM_RETRY_BACKOFF": "0.01",
         "ARS_ALERT_HOLD_DOWN": "180",
