@@ -12,10 +12,12 @@ its Location once the Retry-After has passed) -- 14 for a hub with two NVA peers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -57,6 +59,21 @@ T = TypeVar("T")
 _PUBLIC_ARM = "https://management.azure.com"
 
 
+class _Queueing:
+    """Time one ARM operation has spent queued behind our own pacing and concurrency bound."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.since: float | None = None  # set while a request of this operation waits its turn
+
+    def now_queued(self, now: float) -> float:
+        return self.total + (now - self.since if self.since is not None else 0.0)
+
+
+# The current operation's queueing clock, seen by its HTTP attempts in the pipeline (see Arm._call).
+_QUEUEING: ContextVar[_Queueing | None] = ContextVar("arm_queueing", default=None)
+
+
 @dataclass(frozen=True)
 class ArmOptions:
     """How to reach ARM and how hard to push it."""
@@ -81,7 +98,8 @@ class ArmOptions:
     write_burst: int = 190
     """Write burst per subscription; ARM's write bucket holds 200."""
     read_timeout: float = 60.0
-    """A read (including its LRO polling and SDK retries) that takes longer becomes Unknown."""
+    """A read (including its LRO polling and SDK retries) that takes longer becomes Unknown. Time spent
+    waiting for our own pacing tokens does not count: a big fleet must never blind itself."""
     retry_total: int = 4
     """SDK retries per request (429 with Retry-After, 5xx, connection errors)."""
     retry_backoff: float = 0.8
@@ -150,8 +168,14 @@ class _Pacing(AsyncHTTPPolicy[Any, Any]):
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         write = request.http_request.method.upper() in _WRITES
+        queue = _QUEUEING.get()
+        if queue is not None:
+            queue.since = time.monotonic()
         await (self._writes if write else self._reads).take()
         async with self._arm._sem:
+            if queue is not None and queue.since is not None:
+                queue.total += time.monotonic() - queue.since
+                queue.since = None
             self._arm.requests += 1
             response = await self.next.send(request)
         if response.http_response.status_code == 429:
@@ -246,10 +270,32 @@ class Arm:
         await self._credential.close()
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        # Pacing and the concurrency bound live in the pipeline (_Pacing), per HTTP attempt. The
-        # timeout includes time spent waiting for tokens: keep the service's target concurrency
-        # bounded so a big fleet queues whole targets, not half-read ones.
-        return await asyncio.wait_for(fn(), timeout=self.options.read_timeout)
+        """Run one ARM operation with `read_timeout`, not counting time queued behind our own pacing.
+
+        Pacing and the concurrency bound live in the pipeline (_Pacing), per HTTP attempt; it keeps
+        this operation's queueing clock, which the operation's task sees through a context variable.
+        A plain wait_for would turn a long queue (many hubs in one subscription) into Unknowns.
+        """
+        queue = _Queueing()
+        reset = _QUEUEING.set(queue)
+        try:
+            task = asyncio.ensure_future(fn())  # the task copies the context, and with it `queue`
+        finally:
+            _QUEUEING.reset(reset)
+        started = time.monotonic()
+        try:
+            while not task.done():
+                now = time.monotonic()
+                remaining = self.options.read_timeout - (now - started - queue.now_queued(now))
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait({task}, timeout=remaining)
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def read(
         self, subscription: str, operation: str, resource: str, fn: Callable[[], Awaitable[T]]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -94,6 +96,44 @@ async def test_client_paces_itself_below_arm_throttle_instead_of_collecting_429s
     assert len(statuses) > 6
     assert 429 not in statuses
     assert a.throttled == 0
+
+
+async def test_time_queued_behind_our_own_pacing_does_not_time_reads_out() -> None:
+    # 12 requests at 8/s after a burst of 1 take ~1.4 s; every read may take only 0.5 s on the wire.
+    with ArmEmulator(World.load(WORLD), lro_polls=0) as emu:
+        a = Arm(
+            StaticTokenCredential("t"),
+            ArmOptions(
+                endpoint=emu.base_url,
+                ca_bundle=emu.ca_file,
+                poll_interval=0,
+                reads_per_second=8.0,
+                read_burst=1,
+                read_timeout=0.5,
+            ),
+        )
+        try:
+            assert diff(REFERENCE, await a.observe(REFERENCE)) == []
+        finally:
+            await a.close()
+
+
+async def test_a_read_slower_than_the_timeout_on_the_wire_is_unknown(arm: Arm, emulator: ArmEmulator) -> None:
+    emulator.inject("firewall.get", Fault.latency(seconds=1.0, count=1))
+    short = Arm(
+        StaticTokenCredential("t"),
+        ArmOptions(endpoint=emulator.base_url, ca_bundle=emulator.ca_file, poll_interval=0, read_timeout=0.3),
+    )
+    try:
+        found = {(d.code, d.subject) for d in diff(REFERENCE, await short.observe(REFERENCE))}
+        # The abandoned connection closes once the emulator wakes from its delay and answers;
+        # closing the client before that would leave its TLS shutdown pending at loop end.
+        deadline = time.monotonic() + 5
+        while not any(r.op == "firewall.get" for r in emulator.requests) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        await short.close()
+    assert found == {(C.OBSERVATION_FAILED, "read=firewall.get/resource=fw-hub")}
 
 
 async def test_without_client_pacing_the_same_pass_meets_429s() -> None:
