@@ -72,7 +72,7 @@ class Services:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     verify_timeout: float = 90.0
     verify_interval: float = 5.0
-    target_concurrency: int = 16
+    target_concurrency: int = 64
 
 
 # ---- report values ----------------------------------------------------------------------------

@@ -48,9 +48,9 @@ class Settings(BaseSettings):
         description="client ID of the user-assigned managed identity (DefaultAzureCredential reads it)",
     )
     arm_poll_interval: float = Field(default=1.0, ge=0, le=60, validation_alias="ARS_ARM_POLL_INTERVAL")
-    arm_concurrency: int = Field(default=32, ge=1, le=512, validation_alias="ARS_ARM_CONCURRENCY")
-    arm_reads_per_second: float = Field(default=20.0, gt=0, le=1000, validation_alias="ARS_ARM_READS_PER_SECOND")
-    arm_read_burst: int = Field(default=200, ge=1, le=10000, validation_alias="ARS_ARM_READ_BURST")
+    arm_concurrency: int = Field(default=64, ge=1, le=512, validation_alias="ARS_ARM_CONCURRENCY")
+    arm_reads_per_second: float = Field(default=25.0, gt=0, le=1000, validation_alias="ARS_ARM_READS_PER_SECOND")
+    arm_read_burst: int = Field(default=240, ge=1, le=10000, validation_alias="ARS_ARM_READ_BURST")
     arm_retry_backoff: float = Field(default=0.8, ge=0, le=10, validation_alias="ARS_ARM_RETRY_BACKOFF")
     arm_read_timeout: float = Field(default=60.0, gt=0, le=600, validation_alias="ARS_ARM_READ_TIMEOUT")
     storage_connection: SecretStr = Field(
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         description="after a fix, how long to re-observe ARM for confirmation",
     )
     verify_interval: float = Field(default=5.0, ge=0, le=60, validation_alias="ARS_VERIFY_INTERVAL")
-    target_concurrency: int = Field(default=16, ge=1, le=1000, validation_alias="ARS_TARGET_CONCURRENCY")
+    target_concurrency: int = Field(default=64, ge=1, le=1000, validation_alias="ARS_TARGET_CONCURRENCY")
     timer_schedule: str = Field(
         default="0 */5 * * * *",
         validation_alias="ARS_TIMER_SCHEDULE",
