@@ -3,7 +3,7 @@
 Owns HTTP to one agent: bearer auth, timeouts, bounded retries of the idempotent calls, and
 the translation of responses into frozen values and of failures into reconciler.errors:
 
-    connect error, timeout, 5xx (incl. 503 "FRR unavailable")  -> TransientError
+    connect error, timeout, 5xx (incl. 503 "FRR unavailable"), 408, 429 -> TransientError
     401, 403, 409, 413, 422, other 4xx, a body that breaks the contract -> PermanentError
 
 It must not know FRR, the drift model or what the reconciler does with the answers. The token
@@ -162,13 +162,14 @@ class AgentClient:
             else:
                 if resp.status_code in ok:
                     return resp
-                if resp.status_code < 500:
+                if resp.status_code < 500 and resp.status_code not in _RETRYABLE_4XX:
                     raise PermanentError(
                         f"agent {self.base_url}: {method} {path}: HTTP {resp.status_code}: {_detail(resp)}"
                     )
                 last = TransientError(
                     f"agent {self.base_url}: {method} {path}: HTTP {resp.status_code}: {_detail(resp)}"
                 )
+                delay = max(delay, _retry_after(resp))
             if attempt < attempts:
                 log.info(
                     "agent %s: %s %s failed (%s); retry %d in %.1f s",
@@ -183,6 +184,18 @@ class AgentClient:
                 delay *= 2
         assert last is not None
         raise last
+
+
+# 429 (a proxy or the agent shedding load) and 408 say "later", like a 5xx: retried, then transient.
+_RETRYABLE_4XX = frozenset({408, 429})
+_MAX_RETRY_AFTER = 5.0  # seconds; a longer wait is the next pass's job
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    try:
+        return min(max(float(resp.headers.get("Retry-After", "0")), 0.0), _MAX_RETRY_AFTER)
+    except ValueError:
+        return 0.0
 
 
 # -- parsing ---------------------------------------------------------------------------------

@@ -120,6 +120,15 @@ class Runtime:
         self.ledger: Any = None
 
     async def __aenter__(self) -> Runtime:
+        try:
+            return await self._open()
+        except BaseException:
+            # `async with` does not call __aexit__ when __aenter__ fails: close what was built
+            # (the ARM session, agent clients, a ledger whose tables could not be made) here.
+            await self._stack.aclose()
+            raise
+
+    async def _open(self) -> Runtime:
         s = self.settings
         arm = build_arm(s)
         self._stack.push_async_callback(arm.close)
@@ -132,8 +141,8 @@ class Runtime:
 
             conn = s.storage_connection.get_secret_value()
             ledger = Ledger(conn, table_prefix=s.table_prefix)
-            await ledger.ensure_tables()
             self._stack.push_async_callback(ledger.close)
+            await ledger.ensure_tables()
             leases = TargetLeases(conn, duration_s=s.lease_seconds)
             self._stack.push_async_callback(leases.close)
             alerts = await _alerts(s, self._stack)
