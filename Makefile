@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps demo demo-lab serve test check bench bench-smoke schema clean
+.PHONY: deps demo demo-lab serve test check soak fault-matrix bench bench-smoke schema clean
 
 deps: $(VENV)/.installed tools/node_modules/.installed
 
@@ -37,6 +37,14 @@ test: deps
 check: deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## soak: 200 passes with random faults and world changes (CI runs 40)
+soak: deps
+	SOAK_PASSES=200 $(BIN)/python -m pytest -q tests/e2e/test_soak.py
+
+## fault-matrix: every fault on every stage (CI runs a reduced matrix)
+fault-matrix: deps
+	FAULT_MATRIX=full $(BIN)/python -m pytest -q tests/e2e/test_fault_matrix.py
 
 bench: deps
 	$(BIN)/python bench/fleet.py

@@ -32,14 +32,14 @@ EXAMPLE = ROOT / "schemas" / "examples" / "reference-lab.yaml"
 TOKEN_SETTING = "NVA1_AGENT_TOKEN"
 
 
-def demo_desired(emu: ArmEmulator) -> desired.DesiredState:
-    """The reference-lab document, with the NVA agent served by the emulator instead of 10.0.1.6."""
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+def demo_desired(emu: ArmEmulator, example: Path = EXAMPLE) -> desired.DesiredState:
+    """An example document with every NVA agent served by the emulator instead of the NVA's own IP."""
+    doc: dict[str, Any] = yaml.safe_load(example.read_text())
     for target in doc["targets"]:
         for peer in target["peers"]:
             peer["agent_url"] = emu.agent_url(peer["ip"])
             peer["token_setting"] = TOKEN_SETTING
-    return desired.parse(doc, str(EXAMPLE))
+    return desired.parse(doc, str(example))
 
 
 def demo_env(emu: ArmEmulator, storage: str | None = None, webhook_url: str | None = None) -> dict[str, str]:

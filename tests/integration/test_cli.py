@@ -82,7 +82,7 @@ def test_validate_json(emulator: ArmEmulator) -> None:
     assert json.loads(res.stdout) == {
         "file": "schemas/examples/two-targets.yaml",
         "valid": True,
-        "targets": ["hub-weu", "branch-neu"],
+        "targets": ["hub-weu", "hub2-vpn"],
     }
 
 

@@ -1,0 +1,72 @@
+"""The two-target example (ExpressRoute hub + VPN hub with the /1 halves) against its emulator world."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emulator import ArmEmulator, World
+from localenv.demo import demo_env
+from reconciler import desired
+from reconciler.composition import Runtime
+from reconciler.drift import DriftCode
+from reconciler.service import reconcile
+from reconciler.settings import load_settings
+from tests.fixtures.emulator import TWO_TARGETS
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "two-targets.yaml"
+
+
+@pytest.fixture
+def emulator_world_path() -> Path:
+    return TWO_TARGETS
+
+
+@pytest.fixture
+def state(emulator: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> desired.DesiredState:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    for target in doc["targets"]:
+        for peer in target["peers"]:
+            peer["agent_url"] = emulator.agent_url(peer["ip"])
+            monkeypatch.setenv(peer["token_setting"], emulator.world.nva(peer["ip"]).agent_token)
+    return desired.parse(doc, str(EXAMPLE))
+
+
+@pytest.fixture
+async def runtime(emulator: ArmEmulator) -> AsyncIterator[Runtime]:
+    env = {**demo_env(emulator), "ARS_VERIFY_INTERVAL": "0.05", "ARS_VERIFY_TIMEOUT": "15"}
+    async with Runtime(load_settings(env), storage=False) as rt:
+        yield rt
+
+
+async def test_both_hubs_are_healthy_including_the_vpn_hub_without_a_default_route(
+    runtime: Runtime, state: desired.DesiredState
+) -> None:
+    assert runtime.services is not None
+    report = await reconcile(runtime.services, state, trigger="test", dry_run=True)
+    assert [(t.target, t.drifts) for t in report.targets] == [("hub-weu", []), ("hub2-vpn", [])]
+
+
+async def test_vpn_hub_losing_a_half_is_fixed_back_to_both_halves(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator
+) -> None:
+    nva = emulator.world.nva("10.1.1.6")
+    with emulator.world.lock:
+        nva.announcements = nva.announcements[:1]  # only 0.0.0.0/1 left
+    assert runtime.services is not None
+    report = await reconcile(runtime.services, state, trigger="test")
+    vpn = report.targets[1]
+    assert {(d.code, d.part("prefix")) for d in vpn.drifts} >= {(DriftCode.ROUTE_MISSING, "128.0.0.0/1")}
+    assert [o.outcome for o in vpn.outcomes] == ["fixed"]
+    assert report.targets[0].outcomes == []  # the healthy hub is left alone
+    assert sorted(a.prefix for a in nva.announcements) == ["0.0.0.0/1", "128.0.0.0/1"]
+
+
+def test_example_and_world_name_the_same_resources() -> None:
+    world = World.load(TWO_TARGETS)
+    for t in desired.load(EXAMPLE).targets:
+        rs = world.route_server(t.subscription_id, t.resource_group, t.route_server)
+        assert {p.name for p in t.peers} == {c.name for c in rs.connections}
