@@ -79,9 +79,14 @@ def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
             (scenarios.BREAKS[name].__doc__ or name, functools.partial(scenarios.BREAKS[name], emu))
             for name in ("firewall-redeployed", "instance-lost-peering", "next-hop-not-set")
         ]
-        code = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
-        code = max(code, _http(emu, az, state, out))
-    return code
+        problems = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
+        problems += _http(emu, az, state, out)
+    return _done(out, problems)
+
+
+def _done(out: TextIO, problems: int) -> int:
+    _say(out, "Done." if problems == 0 else f"Done, with {problems} unexpected result(s).")
+    return 0 if problems == 0 else 1
 
 
 def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextIO) -> int:
@@ -112,7 +117,7 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             print(f"  HTTP {resp.status_code}: {_summary(resp.json())}", file=out)
             if resp.status_code >= 500:
                 problems += 1
-    return 1 if problems else 0
+    return problems
 
 
 def _summary(body: Any) -> str:
@@ -167,7 +172,7 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
                 frr("FRR: the neighbor to route server 10.0.2.5 was removed", neighbors=(lab.addr.rs_ips[0],)),
                 frr("FRR: `network 0.0.0.0/0` was removed", announce=False),
             ]
-            return asyncio.run(_story(emu, hook, load_settings(env), state, breaks, out_dir, out))
+            return _done(out, asyncio.run(_story(emu, hook, load_settings(env), state, breaks, out_dir, out)))
     finally:
         lab.down()
 
@@ -243,5 +248,4 @@ async def _story(
     print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}", file=out)
     if not hook.accepted():
         problems += 1
-    _say(out, "Done." if problems == 0 else f"Done, with {problems} unexpected result(s).")
-    return 0 if problems == 0 else 1
+    return problems
