@@ -149,9 +149,7 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
     try:
         agent = lab.start_agent(token=f"demo-{os.urandom(16).hex()}")
         world = World.load(WORLD)
-        with world.lock:
-            world.nvas[0].ip = lab.addr.nva_ip
-            world.route_server(scenarios.SUB, scenarios.RG, scenarios.RS).connections[0].peer_ip = lab.addr.nva_ip
+        scenarios.nva_at(world, lab.addr.nva_ip)
         with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:
             emu.set_learned_source(lab.addr.nva_ip, lab.learned_routes)
             os.environ[TOKEN_SETTING] = agent.token

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from emulator import Announcement, ArmEmulator, NvaNeighbor
+from emulator import Announcement, ArmEmulator, NvaNeighbor, World
 
 SUB, RG, RS, FW, NVA_IP = "sub-1", "rg-hub", "ars-hub", "fw-hub", "10.0.1.6"
 
@@ -50,6 +50,15 @@ def firewall_deallocated(emu: ArmEmulator) -> str:
     with emu.world.lock:
         emu.world.firewall(SUB, RG, FW).private_ip = None
     return "Azure Firewall was deallocated: no private IP, the default route would black-hole"
+
+
+def nva_at(emu_world: World, ip: str) -> None:
+    """Move the reference lab's NVA (and its bgpConnection) to `ip`, e.g. the FRR lab's NVA address."""
+    with emu_world.lock:
+        emu_world.nva(NVA_IP).ip = ip
+        conn = emu_world.route_server(SUB, RG, RS).connection("nva1")
+        assert conn is not None
+        conn.peer_ip = ip
 
 
 BREAKS: dict[str, Callable[[ArmEmulator], str]] = {

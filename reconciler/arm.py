@@ -446,14 +446,7 @@ class Arm:
         advertised_map: dict[str, tuple[Route, ...] | Unknown] = {}
         for p, v in zip(onprem, adv, strict=True):
             advertised_map[p] = Unknown("gateway.advertised", f"{name}:{p}", "gateway not found") if v is None else v
-        return Gateway(
-            name=name,
-            gateway_type="",
-            provisioning_state="",
-            learned=learned_v,
-            advertised=advertised_map,
-            bgp_peers=(),
-        )
+        return Gateway(name=name, learned=learned_v, advertised=advertised_map)
 
     async def _subnets(self, target: Target) -> dict[str, SubnetRouting | Unknown | None]:
         """The declared subnets' routing: one GET per VNet, then one GET per distinct route table.

@@ -159,7 +159,7 @@ def _record(value: Any) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
     if is_dataclass(value) and not isinstance(value, type):
-        return {k: v for k, v in asdict(value).items()}
+        return asdict(value)
     return dict(value)
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import desired
+from reconciler.agent_client import AgentClient, AgentState, BgpIntent
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
-from reconciler.errors import ConfigurationError, DesiredStateError
-from reconciler.observed import AgentView
+from reconciler.errors import ConfigurationError, DesiredStateError, PermanentError
+from reconciler.observed import AgentNeighborView, AgentView, Route
 from reconciler.plan import Intent
-from reconciler.service import Services, agent_view_from_state
+from reconciler.service import Services
 from reconciler.settings import Settings, load_settings
 
 
@@ -48,18 +49,33 @@ def build_arm(settings: Settings) -> Arm:
     return Arm(credential, arm_options(settings))
 
 
+def agent_view_from_state(state: AgentState) -> AgentView:
+    """Translate the agent client's state value into the observation's AgentView."""
+    return AgentView(
+        local_asn=state.local_asn,
+        config_hash=state.config_hash,
+        neighbors=tuple(
+            AgentNeighborView(
+                ip=n.ip,
+                remote_asn=n.remote_asn,
+                state=n.state,
+                advertised=tuple(Route(a.prefix, a.next_hop, a.as_path) for a in n.advertised),
+            )
+            for n in state.neighbors
+        ),
+    )
+
+
 class _Agent:
     """Adapts the agent client to the service's AgentPort."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: AgentClient) -> None:
         self._client = client
 
     async def view(self) -> AgentView:
         return agent_view_from_state(await self._client.state())
 
     async def apply(self, intent: Intent) -> str:
-        from reconciler.agent_client import BgpIntent
-
         result = await self._client.apply_intent(
             BgpIntent(
                 local_asn=intent.local_asn,
@@ -69,8 +85,6 @@ class _Agent:
             )
         )
         if result.rolled_back:
-            from reconciler.errors import PermanentError
-
             raise PermanentError(f"agent rolled back: {result.message}")
         if not result.changed:
             return "agent: no change needed"
@@ -83,7 +97,7 @@ class AgentDirectory:
     def __init__(self, settings: Settings, transport: Any = None) -> None:
         self._settings = settings
         self._transport = transport
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str], AgentClient] = {}
 
     def for_peer(self, target: Target, peer: Peer) -> _Agent | str:
         if peer.agent_url is None or peer.token_setting is None:
@@ -94,8 +108,6 @@ class AgentDirectory:
         key = (peer.agent_url, peer.token_setting)
         client = self._clients.get(key)
         if client is None:
-            from reconciler.agent_client import AgentClient
-
             verify: str | bool = self._settings.agent_ca_bundle or True
             client = AgentClient(
                 peer.agent_url, token, verify=verify, timeout=self._settings.agent_timeout, transport=self._transport

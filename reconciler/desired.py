@@ -8,6 +8,7 @@ from `DesiredState` (`python -m reconciler schema`).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
@@ -235,8 +236,7 @@ class DesiredState(Strict):
 
 
 def _dupes(items: list[str]) -> str:
-    seen: set[str] = set()
-    return ", ".join(sorted({i for i in items if i in seen or seen.add(i)}))  # type: ignore[func-returns-value]
+    return ", ".join(sorted(i for i, n in Counter(items).items() if n > 1))
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

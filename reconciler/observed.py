@@ -60,21 +60,12 @@ InstanceRoutes = Mapping[str, tuple[Route, ...]]
 
 
 @dataclass(frozen=True)
-class GatewayPeer:
-    neighbor: str
-    asn: int | None
-    state: str
-
-
-@dataclass(frozen=True)
 class Gateway:
+    """What a gateway learned from Route Server and advertises to each on-premises peer (by IP)."""
+
     name: str
-    gateway_type: str
-    provisioning_state: str
     learned: tuple[Route, ...] | Unknown
-    # Advertised routes per on-premises peer IP.
     advertised: Mapping[str, tuple[Route, ...] | Unknown]
-    bgp_peers: tuple[GatewayPeer, ...] | Unknown
 
 
 @dataclass(frozen=True)
@@ -143,7 +134,7 @@ class Observation:
             found.extend(v for v in mapping.values() if isinstance(v, Unknown))
         for gw in self.gateways.values():
             if isinstance(gw, Gateway):
-                for part in (gw.learned, gw.bgp_peers, *gw.advertised.values()):
+                for part in (gw.learned, *gw.advertised.values()):
                     if isinstance(part, Unknown):
                         found.append(part)
         return found

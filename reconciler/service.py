@@ -21,7 +21,8 @@ from reconciler.desired import DesiredState, Peer, Target
 from reconciler.diff import diff
 from reconciler.drift import Drift, DriftCode
 from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
-from reconciler.observed import AgentNeighborView, AgentView, Firewall, Hub, Observation, Route, Unknown
+from reconciler.ledger_state import ActionRecord, PassRecord
+from reconciler.observed import AgentView, Firewall, Hub, Observation, Unknown
 from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
 
 log = logging.getLogger(__name__)
@@ -385,8 +386,6 @@ async def verify(
 
 
 def _actions(rep: TargetReport) -> list[Any]:
-    from reconciler.ledger import ActionRecord  # the ledger owns the record shape
-
     out = []
     for o in rep.outcomes:
         for identity in o.step.fixes:
@@ -399,8 +398,6 @@ def _actions(rep: TargetReport) -> list[Any]:
 async def _record_pass(svc: Services, report: PassReport) -> None:
     if svc.ledger is None:
         return
-    from reconciler.ledger import PassRecord
-
     errors = tuple(f"{s}: {m}" for s, m in report.errors) + tuple(
         f"{t.target}/{s}: {m}" for t in report.targets for s, m in t.errors
     )
@@ -419,20 +416,3 @@ async def _record_pass(svc: Services, report: PassReport) -> None:
         )
     except TransientError as exc:
         report.errors.append(("ledger", f"pass record not written: {exc}"))
-
-
-def agent_view_from_state(state: Any) -> AgentView:
-    """Translate the agent client's state value into the observation's AgentView."""
-    return AgentView(
-        local_asn=state.local_asn,
-        config_hash=state.config_hash,
-        neighbors=tuple(
-            AgentNeighborView(
-                ip=n.ip,
-                remote_asn=n.remote_asn,
-                state=n.state,
-                advertised=tuple(Route(a.prefix, a.next_hop, a.as_path) for a in n.advertised),
-            )
-            for n in state.neighbors
-        ),
-    )

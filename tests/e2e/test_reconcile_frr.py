@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from emulator import ArmEmulator, World
+from localenv import scenarios
 from localenv.demo import demo_env
 from reconciler import desired
 from reconciler.composition import Runtime
@@ -33,9 +34,7 @@ def lab_emulator(frr_lab: FrrLabHandle) -> Iterator[ArmEmulator]:
     """The reference lab, with the NVA at the lab's address and its learned routes read from real FRR."""
     world = World.load(REFERENCE_LAB)
     nva_ip = frr_lab.addr.nva_ip
-    with world.lock:
-        world.nvas[0].ip = nva_ip
-        world.route_server("sub-1", "rg-hub", "ars-hub").connections[0].peer_ip = nva_ip
+    scenarios.nva_at(world, nva_ip)
     with ArmEmulator(world) as emu:
         emu.set_learned_source(nva_ip, frr_lab.learned_routes)
         yield emu

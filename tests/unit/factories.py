@@ -66,11 +66,8 @@ def observation(**overrides: Any) -> Observation:
         gateways={
             "ergw": Gateway(
                 "ergw",
-                "ExpressRoute",
-                "Succeeded",
                 learned=(Route("0.0.0.0/0", FW, "65001", "IBgp", ARS[0]),),
                 advertised={"10.0.0.12": (Route("0.0.0.0/0", FW, "65515-65001"),)},
-                bgp_peers=(),
             )
         },
         firewall=Firewall("fw-hub", "Succeeded", FW),

@@ -285,9 +285,7 @@ CASES: list[Case] = [
             o,
             gateways={
                 **o.gateways,
-                "vpngw": Gateway(
-                    "vpngw", "Vpn", "Succeeded", (Route("0.0.0.0/0", FW, "65001"),), {"10.50.0.1": ()}, ()
-                ),
+                "vpngw": Gateway("vpngw", (Route("0.0.0.0/0", FW, "65001"),), {"10.50.0.1": ()}),
             },
         ),
         set(),
