@@ -18,8 +18,10 @@ from pathlib import Path
 import azure.functions as func
 
 from reconciler import http_api
+from reconciler.attribution import latest
 from reconciler.composition import Runtime, Worker
 from reconciler.errors import ReconcilerError, TransientError
+from reconciler.event_intake import EventIntake, envelope
 from reconciler.fanout import BadMessage, FanoutMessage, parse_message, poison_queue
 from reconciler.schedule import parse as parse_schedule
 from reconciler.service import PassReport, TargetReport, reconcile
@@ -44,6 +46,7 @@ if SETTINGS.applicationinsights_connection_string is not None:
 STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+EVENTS = EventIntake(SETTINGS)  # Event Grid intake: seen event IDs and pending markers (reconciler.event_intake)
 
 
 # ---- timer ------------------------------------------------------------------------------------
@@ -83,7 +86,15 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
         await _poison(rt, msg, str(exc))
         return
     assert rt.services is not None
-    report = await reconcile(rt.services, state, trigger="queue", only=message.target)
+    # An event pass takes who made the change(s) that asked for it, for the ledger and the cards.
+    who = latest(await EVENTS.claim(message.target)) if message.origin == "event" else None
+    report = await reconcile(
+        rt.services,
+        state,
+        trigger="event" if message.origin == "event" else "queue",
+        only=message.target,
+        changed_by={message.target: who} if who is not None else None,
+    )
     _log_report(report)
     failed = [t for t in report.targets if t.status == "error"]
     if failed:
@@ -117,6 +128,17 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         report = PassReport(f"poison-{now:%Y%m%dT%H%M%S}", "queue", now, dry_run=False)
         report.targets = [TargetReport(target, status="error", errors=[("fanout", f"poison message: {reason}")])]
         await alerts.after_pass(report, now)
+
+
+# ---- Event Grid (ARM events of the watched subscriptions; infra/events.bicep) -----------------
+
+
+@app.function_name("reconcile_event")
+@app.event_grid_trigger(arg_name="event")
+async def reconcile_event(event: func.EventGridEvent) -> None:
+    # Screen the event and queue a targeted pass per affected target (reconciler.event_intake);
+    # the pass runs on the fan-out queue worker, under the same lease, plan and budget as the timer.
+    await EVENTS.handle(envelope(event), WORKER.desired())
 
 
 # ---- HTTP -------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class AlertPipeline:
             self.rules,
             report.pass_id,
             self.drift_url,
+            {t.target: t.changed_by.describe() for t in seen if t.changed_by is not None},
         )
         out: dict[str, Any] = asdict(result)
         if self.heartbeat_url and not report.errors:

@@ -12,11 +12,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.diff import diff
 from reconciler.drift import Drift, DriftCode
@@ -105,6 +106,7 @@ class TargetReport:
     remaining: list[Drift] = field(default_factory=list)  # drift still present after apply/verify
     errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, message)
     ledger: dict[str, int] = field(default_factory=dict)
+    changed_by: Attribution | None = None  # the change that asked for this pass (event-driven passes)
 
     @property
     def blind(self) -> bool:
@@ -126,6 +128,7 @@ class TargetReport:
             "remaining": [d.to_dict() for d in self.remaining],
             "errors": [{"stage": s, "message": m} for s, m in self.errors],
             "ledger": self.ledger,
+            "changed_by": self.changed_by.to_dict() if self.changed_by is not None else None,
         }
 
 
@@ -186,8 +189,12 @@ async def reconcile(
     trigger: str,
     dry_run: bool = False,
     only: str | None = None,
+    changed_by: Mapping[str, Attribution] | None = None,
 ) -> PassReport:
-    """Run one pass over all targets (or `only`). Never raises for a target's failure: it is reported."""
+    """Run one pass over all targets (or `only`). Never raises for a target's failure: it is reported.
+
+    `changed_by` (per target) is who made the change that started this pass (an event): drift the
+    pass opens on that target is recorded as caused by it."""
     if only is not None and only not in {t.name for t in state.targets}:
         raise ConfigurationError(f"unknown target {only!r}; known: {', '.join(t.name for t in state.targets)}")
     targets = [t for t in state.targets if only is None or t.name == only]
@@ -197,7 +204,8 @@ async def reconcile(
 
     async def one(t: Target) -> TargetReport:
         async with sem:
-            return await reconcile_target(svc, t, dry_run=dry_run, pass_id=report.pass_id)
+            who = changed_by.get(t.name) if changed_by else None
+            return await reconcile_target(svc, t, dry_run=dry_run, pass_id=report.pass_id, changed_by=who)
 
     report.targets = list(await asyncio.gather(*(one(t) for t in targets)))
     report.duration_s = time.monotonic() - t0
@@ -211,8 +219,10 @@ async def reconcile(
     return report
 
 
-async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass_id: str = "") -> TargetReport:
-    rep = TargetReport(target.name)
+async def reconcile_target(
+    svc: Services, target: Target, *, dry_run: bool, pass_id: str = "", changed_by: Attribution | None = None
+) -> TargetReport:
+    rep = TargetReport(target.name, changed_by=changed_by)
     try:
         async with _lease(svc, target.name, dry_run):
             await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
@@ -273,9 +283,13 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
                 # appears in the ledger as opened and then resolved (with the action that fixed it).
                 # Both writes carry the same `now`, so nothing is counted twice.
                 before_blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in rep.drifts)
-                first = await svc.ledger.record_target(target.name, rep.drifts, [], now, blind=before_blind)
+                first = await svc.ledger.record_target(
+                    target.name, rep.drifts, [], now, blind=before_blind, **_who(rep)
+                )
                 opened = len(getattr(first, "opened", ()))
-            change = await svc.ledger.record_target(target.name, rep.remaining, actions, now, blind=rep.blind)
+            change = await svc.ledger.record_target(
+                target.name, rep.remaining, actions, now, blind=rep.blind, **_who(rep)
+            )
             counts = {
                 "opened": opened if opened is not None else len(getattr(change, "opened", ())),
                 "persisting": len(getattr(change, "persisting", ())),
@@ -383,6 +397,11 @@ async def verify(
         else:
             final.append(StepOutcome(o.step, "fixed", o.detail))
     return drifts, final
+
+
+def _who(rep: TargetReport) -> dict[str, Any]:
+    # Only when known, so a ledger without attribution support still takes the call.
+    return {"changed_by": rep.changed_by} if rep.changed_by is not None else {}
 
 
 def _actions(rep: TargetReport) -> list[Any]:
