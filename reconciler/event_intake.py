@@ -76,11 +76,19 @@ class EventIntake:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._table: TableClient | None = None
         self._queue: FanoutQueue | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- clients --------------------------------------------------------------------------------
 
     async def _clients(self) -> tuple[TableClient, FanoutQueue]:
         loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._lock:  # concurrent first events must build one set of clients, not many
+            return await self._build(loop)
+
+    async def _build(self, loop: asyncio.AbstractEventLoop) -> tuple[TableClient, FanoutQueue]:
         if self._loop is not loop or self._table is None or self._queue is None:
             conn = self.settings.storage_connection.get_secret_value()
             table = TableClient.from_connection_string(

@@ -249,9 +249,10 @@ def _rid(sub: str, rg: str, *path: str) -> str:
 class ResourceIndex:
     """Resource-ID prefixes of the design, per (subscription, resource group), for cheap lookups.
 
-    A prefix matches the resource itself and its children (a hub's bgpConnections, a VNet's
-    subnets). Route tables: the desired state names subnets, not their tables, so any route table
-    in a resource group holding a watched subnet (or the target's own group) counts; a table in
+    A prefix matches the resource itself and its children (a hub's bgpConnections, a route
+    table's routes); a VNet matches only itself (a PUT of the whole VNet rewrites its subnets).
+    Route tables: the desired state names subnets, not their tables, so any route table in a
+    resource group holding a watched subnet (or the target's own group) counts; a table in
     another group is caught by the timer, or by the subnet write that attaches it.
     """
 
@@ -271,6 +272,8 @@ class ResourceIndex:
         for prefix, target, kind in self._by_group.get((parts[2], parts[4]), ()):
             if kind is WatchedKind.ROUTE_TABLE:
                 ok = uri.startswith(prefix)  # prefix ends with "/routetables/"
+            elif kind is WatchedKind.VNET:
+                ok = uri == prefix  # a PUT of the whole VNet; its other subnets are not ours
             else:
                 ok = uri == prefix or uri.startswith(prefix + "/")
             if ok:
