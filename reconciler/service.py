@@ -67,7 +67,10 @@ class LeasesPort(Protocol):
 
 
 class AlertsPort(Protocol):
+    """reconciler.notify.AlertStep."""
+
     async def after_pass(self, report: PassReport, now: datetime) -> Mapping[str, object]: ...
+    async def poisoned(self, target: str, reason: str, now: datetime) -> Mapping[str, object]: ...
 
 
 @dataclass
