@@ -58,7 +58,10 @@ class LeasesPort(Protocol):
 
 
 class AlertsPort(Protocol):
+    """reconciler.notify.AlertStep."""
+
     async def after_pass(self, report: PassReport, now: datetime) -> dict[str, Any]: ...
+    async def poisoned(self, target: str, reason: str, now: datetime) -> dict[str, Any]: ...
 
 
 @dataclass
