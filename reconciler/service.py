@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from reconciler.desired import DesiredState, Peer, Target
-from reconciler.diff import diff
+from reconciler.diff import diff, matched_connections
 from reconciler.drift import Drift, DriftCode
 from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
 from reconciler.ledger_state import ActionRecord, LedgerChange, PassRecord
@@ -277,7 +277,7 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     obs = await observe(svc, target)
     rep.drifts = diff(target, obs)
     now = svc.clock()
-    rep.plan = plan(target, rep.drifts, known_from(obs), now)
+    rep.plan = plan(target, rep.drifts, known_from(target, obs), now)
     rep.remaining = rep.drifts
     if dry_run:
         rep.outcomes = [StepOutcome(s, ActionOutcome.PLANNED, "dry run") for s in rep.plan.steps]
@@ -329,8 +329,17 @@ async def _agent_view(svc: Services, target: Target, peer: Peer) -> AgentView | 
         return Unknown("agent.state", peer.name, str(exc)[:200])
 
 
-def known_from(obs: Observation) -> Known:
+def known_from(target: Target, obs: Observation) -> Known:
     ips = obs.hub.ips if isinstance(obs.hub, Hub) and obs.hub.ips else None
+    hub_ready: bool | None
+    if isinstance(obs.hub, Hub):
+        hub_ready = obs.hub.provisioning_state == "Succeeded" and obs.hub.routing_state == "Provisioned"
+    else:
+        hub_ready = None if isinstance(obs.hub, Unknown) else False  # None here: the hub is gone
+    connection_of = matched_connections(target, obs)
+    routes_unknown = frozenset(
+        peer for peer, conn in connection_of.items() if isinstance(obs.learned.get(conn), Unknown)
+    )
     fw = obs.firewall
     healthy: bool | None
     if isinstance(fw, Firewall):
@@ -340,7 +349,13 @@ def known_from(obs: Observation) -> Known:
     else:
         # None: either no firewall resource is declared (fixed IP) or it is gone.
         healthy = obs.firewall_ip is not None
-    return Known(ars_ips=ips, firewall_ip=obs.firewall_ip, firewall_healthy=healthy)
+    return Known(
+        ars_ips=ips,
+        firewall_ip=obs.firewall_ip,
+        firewall_healthy=healthy,
+        hub_ready=hub_ready,
+        routes_unknown=routes_unknown,
+    )
 
 
 async def execute(svc: Services, target: Target, p: Plan) -> list[StepOutcome]:
