@@ -56,6 +56,11 @@ def diff(target: Target, obs: Observation) -> list[Drift]:
     return found.drifts
 
 
+def matched_connections(target: Target, obs: Observation) -> dict[str, str]:
+    """Peer name -> the name of the bgpConnection that carries it, by the diff's own matching rule."""
+    return {peer: conn.name for peer, conn in _peers(target, obs, _Collector(target.name)).items()}
+
+
 class _Collector:
     def __init__(self, target: str) -> None:
         self.target = target
