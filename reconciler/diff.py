@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import ip_network
 
-from reconciler.desired import ARS_ASN, DEFAULT_ROUTE, GatewayType, Peer, Target
+from reconciler.asn import ARS_ASN
+from reconciler.desired import (
+    DEFAULT_ROUTE,
+    ROUTES_PER_PEER_LIMIT,
+    ROUTES_TO_EXPRESSROUTE_LIMIT,
+    GatewayType,
+    Peer,
+    Target,
+)
 from reconciler.drift import Drift, DriftCode
 from reconciler.effective_routes import (
     CandidateRoute,
@@ -202,7 +210,7 @@ def _learned_routes(target: Target, obs: Observation, connections: dict[str, Con
             found.add(
                 DriftCode.ROUTE_LIMIT_RISK,
                 f"peer={peer.name}",
-                f"{peer.name} sends {total} routes; above 1000 Route Server drops the session",
+                f"{peer.name} sends {total} routes; above {ROUTES_PER_PEER_LIMIT} Route Server drops the session",
                 f"< {target.route_limit_warn}",
                 total,
             )
@@ -349,6 +357,15 @@ def _gateways(target: Target, obs: Observation, found: _Collector) -> None:
             if isinstance(adv, Unknown):
                 found.unknown(adv)
                 continue
+            if want.type == GatewayType.EXPRESS_ROUTE and len(adv) >= target.expressroute_route_limit_warn:
+                found.add(
+                    DriftCode.ROUTE_LIMIT_RISK,
+                    f"gateway={want.name}/onprem={onprem}",
+                    f"gateway {want.name} advertises {len(adv)} routes to the ExpressRoute circuit; VNet and "
+                    f"Route Server routes together must stay within {ROUTES_TO_EXPRESSROUTE_LIMIT}",
+                    f"< {target.expressroute_route_limit_warn}",
+                    len(adv),
+                )
             have = {_norm(r.prefix) for r in adv}
             for prefix in advertisable:
                 if prefix not in have:
