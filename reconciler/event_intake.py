@@ -64,8 +64,9 @@ class Outcome:
 class EventIntake:
     """One per worker. Clients are built on first use, on the worker's event loop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, message_ttl_s: int = 3600) -> None:
         self.settings = settings
+        self.message_ttl_s = message_ttl_s  # fanout.HostQueueRules.message_ttl: outlive the host's retries
         self.counts: Counter[Verdict] = Counter()
         self.pacing = Pacing(settings.event_settle, settings.event_min_interval, max(60.0, settings.event_max_age))
         own = [i for i in settings.event_own_ids.split(",") if i.strip()]
@@ -221,8 +222,8 @@ class EventIntake:
                 continue  # another delivery changed the marker: decide again on what it wrote
             if isinstance(decision, Coalesce):
                 return False
-            ttl = int(self.pacing.lost_after_s)
-            await queue.enqueue([FanoutMessage(target, now, origin="event")], ttl, delay_s=decision.delay_s)
+            message = FanoutMessage(target, now, origin="event")
+            await queue.enqueue([message], self.message_ttl_s, delay_s=decision.delay_s)
             return True
         log.warning("target %s: pending marker kept changing; this event joins the pass already queued", target)
         return False
