@@ -25,6 +25,11 @@ from reconciler.schedule import parse as parse_schedule
 from reconciler.service import PassReport, TargetReport, reconcile
 
 log = logging.getLogger("reconciler.functions")
+# The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
+# and response at INFO (azure.core's HttpLoggingPolicy): 60 of 65 records of one queue pass. Their
+# warnings and errors still pass. host.json's logLevel cannot tell them apart: the worker sends
+# all of a function's records under one category (Function.<name>.User).
+logging.getLogger("azure").setLevel(logging.WARNING)
 APP_ROOT = Path(__file__).resolve().parent
 
 WORKER = Worker.from_environment(APP_ROOT)
@@ -127,7 +132,7 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
 async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
         state = WORKER.desired()
-        ask = http_api.parse_reconcile(req.method, req.get_body(), req.params, [t.name for t in state.targets])
+        ask = http_api.parse_reconcile(req.get_body(), req.params, [t.name for t in state.targets])
         rt = await WORKER.runtime()
         assert rt.services is not None
         report = await reconcile(rt.services, state, trigger="http", dry_run=ask.dry_run, only=ask.target)
@@ -141,7 +146,7 @@ async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="drift", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def drift_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        q = http_api.parse_drift_query(req.method, req.params, [t.name for t in WORKER.desired().targets])
+        q = http_api.parse_drift_query(req.params, [t.name for t in WORKER.desired().targets])
         rt = await WORKER.runtime()
         drifts = await rt.ledger.open_drifts(target=q.target, severity=q.severity)
         return _http(http_api.ApiResponse(200, {"count": len(drifts), "drifts": http_api.records(drifts)}))
@@ -153,7 +158,7 @@ async def drift_http(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def runs_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        q = http_api.parse_runs_query(req.method, req.params, [t.name for t in WORKER.desired().targets])
+        q = http_api.parse_runs_query(req.params, [t.name for t in WORKER.desired().targets])
         rt = await WORKER.runtime()
         passes = await rt.ledger.passes(limit=q.limit, target=q.target)
         return _http(http_api.ApiResponse(200, {"count": len(passes), "runs": http_api.records(passes)}))
@@ -164,25 +169,43 @@ async def runs_http(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("health_http")
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health_http(req: func.HttpRequest) -> func.HttpResponse:
+    """Anonymous, for availability probes: status and staleness only (see http_api.health_summary)."""
     try:
-        http_api.parse_health(req.method, req.params)
-        targets = [t.name for t in WORKER.desired().targets]
-        rt = await WORKER.runtime()
-        now = datetime.now(UTC)
-        # With fan-out every target has its own pass per tick: read enough to reach each one's last.
-        passes = await rt.ledger.passes(limit=min(1000, 3 * len(targets) + 20))
-        return _http(
-            http_api.health(
-                targets,
-                passes,
-                now=now,
-                interval=parse_schedule(SETTINGS.timer_schedule).interval(now),
-                schedule=SETTINGS.timer_schedule,
-                fanout=SETTINGS.fanout,
-            )
-        )
+        http_api.parse_health(req.params)
+    except http_api.ApiError as exc:
+        return _http(exc.response())
+    try:
+        return _http(http_api.health_summary(await _health()))
+    except Exception as exc:
+        log.error("health: %s", exc, exc_info=not isinstance(exc, ReconcilerError))
+        return _http(http_api.health_unknown())
+
+
+@app.function_name("health_details_http")
+@app.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def health_details_http(req: func.HttpRequest) -> func.HttpResponse:
+    """Per target: last successful pass, its id, trigger and age; the schedule and fan-out mode."""
+    try:
+        http_api.parse_health(req.params)
+        return _http(await _health())
     except Exception as exc:
         return _failed("health", exc)
+
+
+async def _health() -> http_api.ApiResponse:
+    targets = [t.name for t in WORKER.desired().targets]
+    rt = await WORKER.runtime()
+    now = datetime.now(UTC)
+    # With fan-out every target has its own pass per tick: read enough to reach each one's last.
+    passes = await rt.ledger.passes(limit=min(1000, 3 * len(targets) + 20))
+    return http_api.health(
+        targets,
+        passes,
+        now=now,
+        interval=parse_schedule(SETTINGS.timer_schedule).interval(now),
+        schedule=SETTINGS.timer_schedule,
+        fanout=SETTINGS.fanout,
+    )
 
 
 def _http(resp: http_api.ApiResponse) -> func.HttpResponse:

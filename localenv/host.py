@@ -249,36 +249,31 @@ class LocalHost:
                 admin = re.fullmatch(r"/admin/functions/(\w+)", u.path)
                 if admin and self.command == "POST" and admin.group(1) in host.functions:
                     return self._admin(admin.group(1), body)
-                matched = [(r, m) for r in host._routes if (m := r.pattern.match(u.path))]
-                if not matched:
+                # The host routes by path *and* method: a request whose method no route of that
+                # path takes matches no route at all, so it is a 404 like any unknown path, and
+                # never reaches the function (there is no 405 from the host).
+                found = [(r, m) for r in host._routes if self.command in r.methods and (m := r.pattern.match(u.path))]
+                if not found:
                     return self._json(404, {"error": {"code": "not_found", "message": f"no route for {u.path}"}})
-                for route, m in matched:
-                    if self.command not in route.methods:
-                        continue
-                    if route.auth != "ANONYMOUS" and host.key is not None:
-                        given = self.headers.get("x-functions-key") or params.get("code")
-                        if given != host.key:
-                            return self._json(401, {"error": {"code": "unauthorized", "message": "function key"}})
-                    req = func.HttpRequest(
-                        self.command,
-                        f"{host.url}{self.path}",
-                        headers=dict(self.headers),
-                        params=params,
-                        route_params=m.groupdict(),
-                        body=body,
-                    )
-                    try:
-                        resp = host.run(route.fn.get_user_function()(req))
-                    except Exception:
-                        log.exception("function %s raised", route.fn.get_function_name())
-                        return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
-                    return self._send(resp.status_code, resp.get_body(), dict(resp.headers))
-                allowed = sorted({x for r, _ in matched for x in r.methods})
-                return self._json(
-                    405,
-                    {"error": {"code": "method_not_allowed", "message": f"use {', '.join(allowed)}"}},
-                    {"Allow": ", ".join(allowed)},
+                route, m = found[0]
+                if route.auth != "ANONYMOUS" and host.key is not None:
+                    given = self.headers.get("x-functions-key") or params.get("code")
+                    if given != host.key:
+                        return self._json(401, {"error": {"code": "unauthorized", "message": "function key"}})
+                req = func.HttpRequest(
+                    self.command,
+                    f"{host.url}{self.path}",
+                    headers=dict(self.headers),
+                    params=params,
+                    route_params=m.groupdict(),
+                    body=body,
                 )
+                try:
+                    resp = host.run(route.fn.get_user_function()(req))
+                except Exception:
+                    log.exception("function %s raised", route.fn.get_function_name())
+                    return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
+                return self._send(resp.status_code, resp.get_body(), dict(resp.headers))
 
             def _admin(self, name: str, body: bytes) -> None:
                 # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.

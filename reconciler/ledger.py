@@ -34,7 +34,6 @@ from azure.data.tables.aio import TableServiceClient
 from reconciler.drift import Drift
 from reconciler.errors import ConfigurationError, PermanentError, TransientError
 from reconciler.ledger_state import (
-    ActionOutcome,
     ActionRecord,
     DriftRecord,
     DriftStatus,
@@ -42,6 +41,7 @@ from reconciler.ledger_state import (
     PassRecord,
     transition,
 )
+from reconciler.outcome import ActionOutcome
 
 __all__ = [
     "ActionRecord",
@@ -232,8 +232,12 @@ class Ledger:
         now: datetime,
         *,
         blind: bool,
+        pass_id: str = "",
     ) -> LedgerChange:
         """Bring `target`'s rows to what this pass found; append the events to history.
+
+        `pass_id` is written on every history event, so a pass's report can be checked against
+        (and an incident traced back to) what the ledger holds.
 
         One partition query, then ETag-checked batches of at most 100 rows (only rows that
         changed). If another writer got in between (412/409/404 in a batch), read again and
@@ -258,7 +262,7 @@ class Ledger:
                         f"drift ledger: target {target!r} was changed by another writer twice "
                         "while recording this pass; retry on a later pass"
                     ) from exc
-        await self._write_history(target, stored, change, actions, now)
+        await self._write_history(target, stored, change, actions, now, pass_id)
         return change
 
     async def _read_target(self, target: str) -> dict[str, _Stored]:
@@ -319,6 +323,7 @@ class Ledger:
         change: LedgerChange,
         actions: Sequence[ActionRecord],
         now: datetime,
+        pass_id: str,
     ) -> None:
         events: list[dict[str, Any]] = []
         for rec in change.opened:
@@ -335,8 +340,10 @@ class Ledger:
             if not repeat:  # the same skip or plan every pass is not news
                 events.append({
                     "kind": "action", "at": now, "target": target, "identity": act.identity,
-                    "action": _clip(act.action), "outcome": act.outcome, "detail": _clip(act.detail),
+                    "action": _clip(act.action), "outcome": act.outcome.value, "detail": _clip(act.detail),
                 })
+        if pass_id:
+            events = [{**e, "pass_id": pass_id} for e in events]
         await self._append_events(events, now, per_target=target, what=f"write history of target {target!r}")
 
     async def _append_events(

@@ -21,6 +21,7 @@ HTTP_ROUTES = {
     "drift_http": ("drift", ["GET"], "FUNCTION"),
     "runs_http": ("runs", ["GET"], "FUNCTION"),
     "health_http": ("health", ["GET"], "ANONYMOUS"),
+    "health_details_http": ("health/details", ["GET"], "FUNCTION"),
 }
 
 
