@@ -70,3 +70,23 @@ def test_example_and_world_name_the_same_resources() -> None:
     for t in desired.load(EXAMPLE).targets:
         rs = world.route_server(t.subscription_id, t.resource_group, t.route_server)
         assert {p.name for p in t.peers} == {c.name for c in rs.connections}
+
+
+async def test_vpn_hub_firewall_subnet_with_only_a_default_udr_loops_through_the_halves(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator
+) -> None:
+    # Issue #11 item 7: Route Server pushes 0.0.0.0/1 + 128.0.0.0/1 into AzureFirewallSubnet; longer
+    # prefixes win before UDR preference, so a 0/0 -> Internet UDR alone sends the firewall's internet
+    # traffic back to the firewall.
+    rt = emulator.world.route_table("sub-2", "rg-hub2", "fw-rt2")
+    with emulator.world.lock:
+        rt.routes = [r for r in rt.routes if r.prefix == "0.0.0.0/0"]
+    assert runtime.services is not None
+    report = await reconcile(runtime.services, state, trigger="test", dry_run=True)
+    vpn = report.targets[1]
+    broken = [d for d in vpn.drifts if d.code is DriftCode.UDR_INVARIANT_BROKEN]
+    assert {d.subject for d in broken} == {
+        f"subnet=hub2-vnet:AzureFirewallSubnet/prefix={p}" for p in ("0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1")
+    }
+    assert "0.0.0.0/1 -> VirtualNetworkGateway 10.1.3.4" in broken[0].observed
+    assert report.targets[0].drifts == []
