@@ -12,6 +12,7 @@ malformed setting stops the app with one line naming it.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,9 +21,9 @@ import azure.functions as func
 from reconciler import http_api, retention
 from reconciler.composition import Runtime, Worker
 from reconciler.errors import ReconcilerError, TransientError
-from reconciler.fanout import BadMessage, FanoutMessage, parse_message, poison_queue
+from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_message, poison_queue
 from reconciler.schedule import parse as parse_schedule
-from reconciler.service import PassReport, TargetReport, reconcile
+from reconciler.service import PassReport, reconcile
 
 log = logging.getLogger("reconciler.functions")
 # The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
@@ -47,6 +48,8 @@ if SETTINGS.applicationinsights_connection_string is not None:
 
 # The storage setting the queue triggers bind to (the Python side reads the same one).
 STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
+# How the host retries a fan-out message (host.json, with the app-setting overrides the host honours).
+QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", os.environ)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -63,7 +66,9 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
     rt = await WORKER.runtime()
     if WORKER.fanout is not None:
         now = datetime.now(UTC)
-        ttl = max(60, int(parse_schedule(SETTINGS.timer_schedule).interval(now).total_seconds()))
+        # One tick is not enough: a failing try takes up to the function timeout plus the visibility
+        # timeout, and a message that expires before its last try never reaches the poison queue.
+        ttl = QUEUE_RULES.message_ttl(parse_schedule(SETTINGS.timer_schedule).interval(now))
         sent = await WORKER.fanout.enqueue((FanoutMessage(t.name, now) for t in state.targets), ttl)
         log.info("fan-out: enqueued %d target(s) on %s", sent, SETTINGS.fanout_queue)
         return
@@ -110,8 +115,10 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=poison_queue(SETTINGS.fanout_queue), connection=STORAGE_SETTING)
 async def reconcile_poison(msg: func.QueueMessage) -> None:
     rt = await WORKER.runtime()
-    count = getattr(msg, "dequeue_count", None)
-    await _poison(rt, msg, f"failed {count or 'too many'} time(s); moved to the poison queue by the host")
+    # The host moved it here after its last try; this delivery's own dequeue_count starts again at 1
+    # on the poison queue, so the number of tries is the host's maxDequeueCount.
+    tries = QUEUE_RULES.max_dequeue_count
+    await _poison(rt, msg, f"failed {tries} time(s) (maxDequeueCount); moved to the poison queue by the host")
 
 
 async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
@@ -127,10 +134,9 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         await rt.ledger.record_poison(body, reason, now)
     alerts = rt.services.alerts if rt.services is not None else None
     if alerts is not None and target is not None and target in {t.name for t in WORKER.desired().targets}:
-        # A target whose pass keeps failing is one the reconciler cannot see: say so as "blind".
-        report = PassReport(f"poison-{now:%Y%m%dT%H%M%S}", "queue", now, dry_run=False)
-        report.targets = [TargetReport(target, status="error", errors=[("fanout", f"poison message: {reason}")])]
-        await alerts.after_pass(report, now)
+        # A target whose pass keeps failing is one the reconciler cannot see: "reconciler blind",
+        # at once (its tries already took minutes; no hold-down applies).
+        await alerts.poisoned(target, reason, now)
 
 
 # ---- HTTP -------------------------------------------------------------------------------------

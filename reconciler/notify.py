@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -144,10 +144,12 @@ class AlertStep:
 
     async def poisoned(self, target: str, reason: str, now: datetime) -> dict[str, Any]:
         """A fan-out message for `target` was poisoned: its passes keep failing, so the reconciler
-        cannot see that target. Said as "reconciler blind" (after the blind hold-down, like any)."""
+        cannot see that target. Said as "reconciler blind" at once: the host's tries already took
+        minutes, so the blind hold-down (one failed read is routine) has been served."""
+        rules = replace(self.rules, blind_for=timedelta(0))
         result = await notify(
             self.store, self.sender, [], {target: f"fanout: poison message: {reason}"[:500]}, [target], None,
-            now, self.rules, f"poison-{now:%Y%m%dT%H%M%S}", self.drift_url,
+            now, rules, f"poison-{now:%Y%m%dT%H%M%S}", self.drift_url,
         )
         return asdict(result)
 

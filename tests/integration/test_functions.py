@@ -4,6 +4,7 @@ QueueMessage), against the ARM emulator and Azurite; plus the local host serving
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import subprocess
@@ -27,6 +28,7 @@ from localenv import scenarios
 from localenv.azurite import Azurite
 from localenv.demo import EXAMPLE, TOKEN_SETTING
 from localenv.host import LocalHost, functions, trigger
+from localenv.webhook import WebhookReceiver
 from reconciler.composition import Worker
 from reconciler.errors import TransientError
 from reconciler.fanout import poison_queue
@@ -321,6 +323,21 @@ async def test_fanout_end_to_end_timer_queue_worker_ledger(
     assert health["status"] == "ok" and health["fanout"] is True
 
 
+async def test_fanout_messages_live_through_every_retry_of_the_host(
+    fanout: None, live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str
+) -> None:
+    await fns["reconcile_timer"](TimerRequest(past_due=False))
+    raw = QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix)
+    peeked = raw.peek_messages(max_messages=32)
+    assert len(peeked) == 2
+    rules = function_app.QUEUE_RULES
+    for m in peeked:
+        assert m.expires_on is not None and m.inserted_on is not None
+        lives = m.expires_on - m.inserted_on
+        # 5 tries x (function timeout + visibility timeout), not one 300 s tick.
+        assert lives >= rules.max_dequeue_count * (rules.function_timeout + rules.visibility_timeout)
+
+
 async def test_a_queue_pass_logs_a_few_records_not_the_sdks_requests(
     live: Worker, fns: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -350,11 +367,29 @@ async def test_poison_queue_function_records_the_message_in_the_ledger(
     live: Worker, fns: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     body = b'{"v":1,"target":"hub-weu","tick":"2026-11-25T08:00:00+00:00","origin":"timer"}'
+    # The first delivery on the poison queue has dequeue count 1: the tries were the host's five.
     await fns["reconcile_poison"](queue_message(id="p1", body=body, dequeue_count=1))
     rt = await live.runtime()
     (event,) = await rt.ledger.history(limit=5)
     assert event["kind"] == "poison" and json.loads(str(event["message"]))["target"] == "hub-weu"
-    assert any(r.levelname == "ERROR" and "poison" in r.getMessage() for r in caplog.records)
+    assert "failed 5 time(s)" in str(event["detail"])
+    assert any(r.levelname == "ERROR" and "failed 5 time(s)" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_poisoned_target_is_alerted_blind_at_once_not_after_a_hold_down(
+    env: dict[str, str], webhook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, fns: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("ARS_TEAMS_WEBHOOK_URL", webhook.url)  # production alert rules: no hold-down override
+    monkeypatch.delenv("ARS_ALERT_HOLD_DOWN", raising=False)
+    w = Worker.from_environment(function_app.APP_ROOT)
+    monkeypatch.setattr(function_app, "WORKER", w)
+    try:
+        body = b'{"v":1,"target":"hub-weu","tick":"2026-11-25T08:00:00+00:00","origin":"timer"}'
+        await fns["reconcile_poison"](queue_message(id="p1", body=body, dequeue_count=1))
+    finally:
+        await w.aclose()
+    cards = [r.body.decode() for r in webhook.accepted()]
+    assert len(cards) == 1 and "RECONCILER BLIND" in cards[0].upper() and "failed 5 time(s)" in cards[0]
 
 
 async def test_a_failing_target_raises_so_the_host_retries_it(
@@ -426,8 +461,15 @@ def test_local_host_serves_reconcile_and_drift_over_http(host: LocalHost, emulat
     assert _call(f"{host.url}/api/nothing")[0] == 404
 
 
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """host.json's 30 s between retries, shortened the way an app setting overrides it on the host."""
+    monkeypatch.setenv("AzureFunctionsJobHost__extensions__queues__visibilityTimeout", "00:00:01")
+
+
 def test_local_host_fanout_moves_a_failing_message_to_poison_after_max_dequeue(
-    fanout: None, host: LocalHost, env: dict[str, str], storage_prefix: str, monkeypatch: pytest.MonkeyPatch
+    fanout: None, quick_retries: None, host: LocalHost, env: dict[str, str], storage_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     status, _ = _call(f"{host.url}/admin/functions/reconcile_timer", "POST", b"{}")
     assert status == 202
@@ -445,8 +487,12 @@ def test_local_host_fanout_moves_a_failing_message_to_poison_after_max_dequeue(
     passes = host.run(rt.ledger.passes(limit=20))
     ok = [p for p in passes if not p.errors]
     assert [p.targets for p in ok] == [(TARGETS[0],)]
-    failed = [p for p in passes if p.errors]
+    failed = sorted((p for p in passes if p.errors), key=lambda p: p.started_at)
     assert len(failed) == host.max_dequeue  # one pass per delivery attempt
+    # Like the host, the shim puts a failed message back for visibilityTimeout before the next try.
+    gaps = [(b.started_at - a.started_at).total_seconds() for a, b in itertools.pairwise(failed)]
+    assert host.rules.visibility_timeout.total_seconds() == 1.0
+    assert all(g >= 0.9 for g in gaps), gaps
     kinds = [h["kind"] for h in host.run(rt.ledger.history(limit=50)) if h["kind"] == "poison"]
     assert kinds == ["poison"]
 

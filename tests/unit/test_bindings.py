@@ -13,6 +13,7 @@ import pytest
 
 import function_app
 from localenv.host import bindings, functions, trigger
+from reconciler.fanout import HostQueueRules
 from reconciler.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +96,33 @@ def test_host_json_queue_settings_and_bundle() -> None:
     assert h["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
     assert h["extensions"]["http"]["routePrefix"] == "api"
     assert h["logging"]["logLevel"]["Function"] == "Information"
+
+
+def test_queue_rules_are_read_from_host_json_and_its_app_setting_overrides() -> None:
+    rules = HostQueueRules.load(ROOT / "host.json", {})
+    assert (rules.max_dequeue_count, rules.visibility_timeout, rules.function_timeout) == (
+        5, timedelta(seconds=30), timedelta(minutes=10)
+    )
+    assert rules == function_app.QUEUE_RULES
+    over = HostQueueRules.load(ROOT / "host.json", {
+        "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "3",
+        "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+        "AzureFunctionsJobHost__functionTimeout": "1.00:00:00",
+    })  # fmt: skip
+    assert (over.max_dequeue_count, over.visibility_timeout, over.function_timeout) == (
+        3, timedelta(seconds=1), timedelta(days=1)
+    )
+    with pytest.raises(ValueError, match="time span"):
+        HostQueueRules.load(ROOT / "host.json", {"AzureFunctionsJobHost__functionTimeout": "10m"})
+
+
+def test_a_fanout_message_lives_through_every_retry_the_host_makes() -> None:
+    rules = HostQueueRules.load(ROOT / "host.json", {})
+    tick = timedelta(minutes=5)
+    # Each try may run to functionTimeout, then waits visibilityTimeout: 5 x (600 s + 30 s).
+    assert rules.message_ttl(tick) == 5 * (600 + 30)
+    assert rules.message_ttl(tick) > tick.total_seconds()  # one tick (the old TTL) is far too short
+    assert HostQueueRules(1, timedelta(0), timedelta(seconds=10)).message_ttl(tick) == 300  # never below a tick
 
 
 def setting_names() -> set[str]:
