@@ -133,6 +133,14 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=3600, validation_alias="ARS_EVENT_MIN_INTERVAL",
         description="seconds between two event passes of one target (the rate bound under an event storm)",
     )  # fmt: skip
+    retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        validation_alias="ARS_RETENTION_DAYS",
+        description="days kept of sent Teams messages, resolved drift, drift history and pass records; "
+        "a daily timer deletes older rows",
+    )
 
     @field_validator("arm_endpoint", "public_base_url")
     @classmethod
