@@ -20,7 +20,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from reconciler import http_api
+from reconciler import http_api, retention
 from reconciler.composition import Runtime, Worker
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
@@ -78,6 +78,15 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
         return
     assert rt.services is not None
     _log_report(await reconcile(rt.services, state, trigger="timer"))
+
+
+@app.function_name("retention_timer")
+@app.timer_trigger(arg_name="timer", schedule=retention.SCHEDULE, run_on_startup=False, use_monitor=True)
+async def retention_timer(timer: func.TimerRequest) -> None:
+    policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
+    conn = SETTINGS.storage_connection.get_secret_value()
+    async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
+        await purge.purge(datetime.now(UTC))
 
 
 # ---- fan-out queue ----------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def _summary(body: Any) -> str:
 def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
     """The same story, but the NVA is real FRR in a network namespace with the real agent, and the
     emulator answers the Route Server's learned routes from what two real FRR route servers got."""
-    from localenv.frrlab import FrrLab, LabUnavailable, nva_config
+    from localenv.frrlab import FrrLab, LabUnavailable, nva_config, strong_token
 
     lab = FrrLab(name="arsrdemo")
     try:
@@ -148,7 +148,7 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
         print(f"demo --lab needs root, Debian frr + frr-pythontools and network namespaces: {exc}", file=out)
         return 1
     try:
-        agent = lab.start_agent(token=f"demo-{os.urandom(16).hex()}")
+        agent = lab.start_agent(token=strong_token())
         world = World.load(WORLD)
         scenarios.nva_at(world, lab.addr.nva_ip)
         with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:

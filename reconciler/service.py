@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from ipaddress import IPv4Network
 from typing import Any, Protocol
 
 from reconciler.desired import DesiredState, Peer, Target
@@ -26,6 +27,7 @@ from reconciler.ledger_state import ActionRecord, LedgerChange, PassRecord
 from reconciler.observed import AgentView, Firewall, Hub, Observation, Unknown
 from reconciler.outcome import ActionOutcome
 from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
+from reconciler.trace import Trace, trace
 
 log = logging.getLogger(__name__)
 
@@ -475,3 +477,19 @@ async def _record_pass(svc: Services, report: PassReport) -> None:
             report.errors.append(("ledger", f"pass record not written ({behind} kept for the next pass): {exc}"))
             return
         svc.unwritten.popleft()
+
+
+async def trace_targets(
+    svc: Services, state: DesiredState, *, only: str | None = None, prefix: str | None = None
+) -> list[Trace]:
+    """Observe each target (read-only: no lease, no ledger, no fix) and trace its paths (reconciler.trace)."""
+    if only is not None and only not in {t.name for t in state.targets}:
+        raise ConfigurationError(f"unknown target {only!r}; known: {', '.join(t.name for t in state.targets)}")
+    if prefix is not None:
+        try:
+            IPv4Network(prefix, strict=False)
+        except ValueError as exc:
+            raise ConfigurationError(f"prefix {prefix!r} is not an IPv4 prefix like 0.0.0.0/0") from exc
+    targets = [t for t in state.targets if only is None or t.name == only]
+    observations = await asyncio.gather(*(observe(svc, t) for t in targets))
+    return [tr for t, obs in zip(targets, observations, strict=True) for tr in trace(t, obs, prefix)]

@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         validation_alias="ARS_HTTP_WAIT",
         description="seconds POST /api/reconcile waits for its pass before answering 202 with Location",
     )
+    retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        validation_alias="ARS_RETENTION_DAYS",
+        description="days kept of sent Teams messages, resolved drift, drift history and pass records; "
+        "a daily timer deletes older rows",
+    )
 
     @field_validator("arm_endpoint", "public_base_url")
     @classmethod
