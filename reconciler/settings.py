@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=3600, validation_alias="ARS_EVENT_MIN_INTERVAL",
         description="seconds between two event passes of one target (the rate bound under an event storm)",
     )  # fmt: skip
+    http_wait: float = Field(
+        default=25.0,
+        ge=0,
+        le=200,  # Azure cuts an HTTP response at 230 s whatever functionTimeout says (reconciler.runs)
+        validation_alias="ARS_HTTP_WAIT",
+        description="seconds POST /api/reconcile waits for its pass before answering 202 with Location",
+    )
     retention_days: int = Field(
         default=90,
         ge=1,
