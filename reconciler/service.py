@@ -60,6 +60,9 @@ class LeasesPort(Protocol):
 class AlertsPort(Protocol):
     """reconciler.notify.AlertStep."""
 
+    async def after_target(
+        self, target: Target, report: TargetReport, pass_id: str, now: datetime
+    ) -> dict[str, Any]: ...
     async def after_pass(self, report: PassReport, now: datetime) -> dict[str, Any]: ...
     async def poisoned(self, target: str, reason: str, now: datetime) -> dict[str, Any]: ...
 
@@ -108,6 +111,7 @@ class TargetReport:
     remaining: list[Drift] = field(default_factory=list)  # drift still present after apply/verify
     errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, message)
     ledger: dict[str, int] = field(default_factory=dict)
+    alerts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def blind(self) -> bool:
@@ -129,6 +133,7 @@ class TargetReport:
             "remaining": [d.to_dict() for d in self.remaining],
             "errors": [{"stage": s, "message": m} for s, m in self.errors],
             "ledger": self.ledger,
+            "alerts": self.alerts,
         }
 
 
@@ -218,7 +223,16 @@ async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass
     rep = TargetReport(target.name)
     try:
         async with _lease(svc, target.name, dry_run):
-            await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
+            try:
+                await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
+            except Exception as exc:
+                # A bug must not take the other targets of the pass down with it: it is recorded on
+                # this target (and logged with its traceback) so the pass still reports everything.
+                log.exception("pass %s target %s: internal error", pass_id, target.name)
+                rep.status = "error"
+                rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+            if not dry_run and svc.alerts is not None:
+                await _alert(svc, svc.alerts, target, rep, pass_id)
     except LockedError as exc:
         rep.status = "locked"
         rep.errors.append(("lease", str(exc)))
@@ -244,6 +258,17 @@ async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass
         extra={"pass_id": pass_id, "target": target.name},
     )
     return rep
+
+
+async def _alert(svc: Services, alerts: AlertsPort, target: Target, rep: TargetReport, pass_id: str) -> None:
+    """The target's alert step, still under its lease: a newer pass cannot have observed the target
+    yet, so nothing is announced (least of all "resolved") from an older observation."""
+    try:
+        rep.alerts = await alerts.after_target(target, rep, pass_id, svc.clock())
+    except ReconcilerError as exc:
+        rep.errors.append(("alerts", str(exc)))
+        return
+    rep.errors.extend(("alerts", str(p)) for p in rep.alerts.get("problems", ()))
 
 
 @contextlib.asynccontextmanager
