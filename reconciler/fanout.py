@@ -1,20 +1,23 @@
 """Fan-out for fleets: one Storage queue message per target, reconciled by a queue-triggered worker.
 
-Owns the message format (versioned JSON, strictly parsed) and the queue adapter that sends it
-base64-encoded, which is what the Functions queue trigger decodes by default. Must not know how a
-target is reconciled; the host, not this module, retries messages and moves them to the poison queue.
+Owns the message format (versioned JSON, strictly parsed), the queue adapter that sends it
+base64-encoded, which is what the Functions queue trigger decodes by default, and the host's queue
+rules as host.json states them (`HostQueueRules`: how often and how far apart the host retries,
+hence how long a message must live). Must not know how a target is reconciled; the host, not this
+module, retries messages and moves them to the poison queue.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
@@ -23,7 +26,8 @@ from reconciler.errors import PermanentError, TransientError
 VERSION = 1
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")  # desired.Name
-_KEYS = {"v", "target", "tick", "origin"}
+_KEYS = {"v", "target", "tick", "origin", "run", "dry_run"}
+_RUN = re.compile(r"^[0-9a-f]{12}$")  # a pass id (service.new_pass_id)
 _MAX_BODY = 4096  # our messages are ~120 bytes; anything near the 64 KiB queue limit is not ours
 
 
@@ -33,17 +37,79 @@ class BadMessage(PermanentError):
 
 @dataclass(frozen=True)
 class FanoutMessage:
-    """Reconcile one target, because a timer tick (or an operator) asked at `tick`."""
+    """Reconcile one target, because a timer tick (or an operator) asked at `tick`.
 
-    target: str
+    With `run` (a pass id) it carries on an HTTP-requested pass (`reconciler.runs`) whose worker
+    went away: then `dry_run` is the request's, and `target` None means every target.
+    """
+
+    target: str | None
     tick: datetime
     origin: str = "timer"
+    run: str | None = None
+    dry_run: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"v": VERSION, "target": self.target, "tick": self.tick.isoformat(), "origin": self.origin},
-            separators=(",", ":"),
+        data: dict[str, Any] = {"v": VERSION, "target": self.target, "tick": self.tick.isoformat()}
+        data["origin"] = self.origin
+        if self.run is not None:
+            data.update(run=self.run, dry_run=self.dry_run)
+        return json.dumps(data, separators=(",", ":"))
+
+
+# App settings that override host.json, as the host reads them (`AzureFunctionsJobHost__` + the
+# JSON path joined by `__`): https://learn.microsoft.com/azure/azure-functions/functions-host-json#override-hostjson-values
+_OVERRIDE = "AzureFunctionsJobHost__"
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$")  # .NET TimeSpan, [d.]hh:mm:ss
+
+
+@dataclass(frozen=True)
+class HostQueueRules:
+    """What the Functions host does with a failing queue message (host.json `extensions.queues`,
+    https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#hostjson-settings):
+    it runs the function at most `max_dequeue_count` times, each try up to `function_timeout`, puts
+    the message back for `visibility_timeout` after each failure ("the time interval between retries
+    when processing of a message fails"), then moves it to `<queue>-poison`. Defaults are the
+    documented ones (5, 00:00:00, and Flex Consumption's 30-minute function timeout)."""
+
+    max_dequeue_count: int = 5
+    visibility_timeout: timedelta = timedelta(0)
+    function_timeout: timedelta = timedelta(minutes=30)
+
+    @classmethod
+    def load(cls, host_json: Path, environ: Mapping[str, str]) -> HostQueueRules:
+        data: dict[str, Any] = json.loads(host_json.read_text())
+        queues: dict[str, Any] = data.get("extensions", {}).get("queues", {})
+
+        def setting(path: str, value: Any) -> Any:
+            return environ.get(_OVERRIDE + path, value)
+
+        count = setting("extensions__queues__maxDequeueCount", queues.get("maxDequeueCount", cls.max_dequeue_count))
+        visibility = setting("extensions__queues__visibilityTimeout", queues.get("visibilityTimeout"))
+        timeout = setting("functionTimeout", data.get("functionTimeout"))
+        return cls(
+            max_dequeue_count=int(count),
+            visibility_timeout=cls.visibility_timeout if visibility is None else _timespan(visibility),
+            function_timeout=cls.function_timeout if timeout is None else _timespan(timeout),
         )
+
+    def retry_budget(self) -> timedelta:
+        """How long a message may need before the host gives up on it: every try may run to the
+        function timeout and is followed by the visibility timeout."""
+        return self.max_dequeue_count * (self.function_timeout + self.visibility_timeout)
+
+    def message_ttl(self, interval: timedelta) -> int:
+        """Seconds a fan-out message must live: its whole retry budget (a message that expires
+        before its last try is lost without reaching the poison queue), and at least one tick."""
+        return int(max(self.retry_budget(), interval, timedelta(seconds=60)).total_seconds())
+
+
+def _timespan(text: Any) -> timedelta:
+    m = _TIMESPAN.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a [d.]hh:mm:ss time span")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
 
 
 def poison_queue(queue: str) -> str:
@@ -73,7 +139,12 @@ def parse_message(body: bytes | str) -> FanoutMessage:
     if data.get("v") != VERSION:
         raise BadMessage(f"message version {data.get('v')!r} is not {VERSION}")
     target, tick, origin = data.get("target"), data.get("tick"), data.get("origin", "timer")
-    if not isinstance(target, str) or not _TARGET.match(target):
+    run, dry_run = data.get("run"), data.get("dry_run", False)
+    if run is not None and (not isinstance(run, str) or not _RUN.match(run)):
+        raise BadMessage(f"message run {run!r} is not a pass id")
+    if not isinstance(dry_run, bool) or (dry_run and run is None):
+        raise BadMessage("message dry_run must be true or false, and only with a run")
+    if (target is not None or run is None) and (not isinstance(target, str) or not _TARGET.match(target)):
         raise BadMessage(f"message target {target!r} is not a target name")
     if not isinstance(origin, str) or not origin.isidentifier() or len(origin) > 20:
         raise BadMessage(f"message origin {origin!r} is not a word")
@@ -85,7 +156,7 @@ def parse_message(body: bytes | str) -> FanoutMessage:
         raise BadMessage(f"message tick {tick!r} is not an ISO 8601 time") from exc
     if at.tzinfo is None:
         raise BadMessage(f"message tick {tick!r} has no timezone")
-    return FanoutMessage(target=target, tick=at, origin=origin)
+    return FanoutMessage(target=target, tick=at, origin=origin, run=run, dry_run=dry_run)
 
 
 class FanoutQueue:
@@ -112,8 +183,8 @@ class FanoutQueue:
             raise TransientError(f"fan-out queue {self.queue!r}: cannot create: {_first_line(exc)}") from exc
 
     async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int) -> int:
-        """Send one message per target; `ttl_s` lets a tick's messages expire before the next tick
-        sends fresh ones, so a stalled worker pool does not build a backlog of stale passes."""
+        """Send one message per target, living `ttl_s` (HostQueueRules.message_ttl: long enough for
+        every retry the host will make, so a failing target reaches the poison queue)."""
         sent = 0
         for m in messages:
             try:
@@ -124,6 +195,24 @@ class FanoutQueue:
                 ) from exc
             sent += 1
         return sent
+
+    async def send_later(self, message: FanoutMessage, delay_s: int, ttl_s: int) -> tuple[str, str]:
+        """Send `message` invisible for `delay_s` (a fallback that runs only if nobody `forget`s it
+        first); returns its (id, pop receipt)."""
+        try:
+            sent = await self._client.send_message(message.to_json(), visibility_timeout=delay_s, time_to_live=ttl_s)
+        except AzureError as exc:
+            raise TransientError(f"fan-out queue {self.queue!r}: cannot send: {_first_line(exc)}") from exc
+        return str(sent.id), str(sent.pop_receipt)
+
+    async def forget(self, receipt: tuple[str, str]) -> None:
+        """Delete a message sent by `send_later` (its work was done). Gone already is fine."""
+        try:
+            await self._client.delete_message(receipt[0], receipt[1])
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise TransientError(f"fan-out queue {self.queue!r}: cannot delete: {_first_line(exc)}") from exc
 
     async def close(self) -> None:
         await self._client.close()

@@ -207,12 +207,18 @@ class AlertStep:
         """After every target's alerts: their sum for the pass report, and the heartbeat when the
         pass had no error."""
         parts = [t.alerts for t in report.targets if t.alerts]
-        out: dict[str, Any] = {key: sum(int(p.get(key, 0)) for p in parts)
-                               for key in ("notifications", "messages", "enqueued")}
-        out["delivery"] = {key: sum(int(p["delivery"].get(key, 0)) for p in parts)
-                           for key in ("sent", "failed", "pending", "rejected")}
-        out["delivery"]["errors"] = [e for p in parts for e in p["delivery"].get("errors", ())]
-        out["problems"] = [e for p in parts for e in p.get("problems", ())]
+        deliveries = [d for p in parts if isinstance(d := p.get("delivery"), Mapping)]
+
+        def total(items: Sequence[Mapping[str, object]], key: str) -> int:
+            return sum(v for i in items if isinstance(v := i.get(key), int))
+
+        def joined(items: Sequence[Mapping[str, object]], key: str) -> list[str]:
+            return [str(e) for i in items if isinstance(v := i.get(key), list | tuple) for e in v]
+
+        out: dict[str, Any] = {key: total(parts, key) for key in ("notifications", "messages", "enqueued")}
+        out["delivery"] = {key: total(deliveries, key) for key in ("sent", "failed", "pending", "rejected")}
+        out["delivery"]["errors"] = joined(deliveries, "errors")
+        out["problems"] = joined(parts, "problems")
         if self.heartbeat_url and not report.errors:
             out["heartbeat"] = await heartbeat(self.heartbeat_url, self.client)
         return out
