@@ -237,6 +237,7 @@ class Notification:
     why_not: str | None = None  # the planner's reason for leaving it alone (policy, budget, window, …)
     at: datetime | None = None  # the pass that decided it (resolved-at for a resolution)
     folded: bool = False  # muted by inhibition: shown under its cause's card only, never on its own
+    changed_by: str = ""  # who made the change, when known (reconciler.attribution)
 
 
 # (what the channel heard, status after observing, muted) → (what to say, what it has heard now).

@@ -224,7 +224,7 @@ def incident_card(incident: Incident, links: Links, target: Target | None, pass_
     else:
         if not blind:
             facts += [("Expected", untrusted(cause.expected)), ("Observed", untrusted(cause.observed))]
-        facts += [("First seen", _when(cause.first_seen))]
+        facts += [("First seen", _when(cause.first_seen)), ("Changed by", untrusted(cause.changed_by, 200))]
         if kind == Kind.REMINDER:
             facts.append(("Firing for", _duration(cause.duration_s)))
     facts += _place(target)

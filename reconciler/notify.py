@@ -85,6 +85,7 @@ async def notify(
     *,
     skipped: Mapping[str, str] | None = None,
     fixes: Sequence[AutoFix] = (),
+    changed_by: Mapping[str, str] | None = None,
 ) -> NotifyReport:
     """Run the alert step for `targets`. Storage failures raise (TransientError/PermanentError);
     nothing else does: a card that cannot be built or sent is a problem in the report, and the
@@ -94,6 +95,9 @@ async def notify(
     link = links if isinstance(links, Links) else Links(links)
     states = await store.load_states(names)
     new_states, notes = evaluate(states, drifts, blind, names, now, rules, actions, skipped)
+    if changed_by:
+        # Who made the change that started this pass (per target), on what it announces now.
+        notes = [replace(n, changed_by=changed_by.get(n.target, n.changed_by)) for n in notes]
     cards, problems = build_cards(notes, link, {k: v for k, v in places.items() if v is not None}, pass_id,
                                   fixes, now)
     enqueued = 0
@@ -200,6 +204,7 @@ class AlertStep:
         result = await notify(
             self.store, self.sender, report.remaining, blind, {target.name: target}, actions, now, self.rules,
             pass_id, self.links, skipped=skipped, fixes=fixes,
+            changed_by={target.name: report.changed_by.describe()} if report.changed_by is not None else None,
         )
         return result.to_dict()
 
