@@ -22,6 +22,7 @@ from reconciler.lease import TargetLeases
 from reconciler.ledger import Ledger
 from reconciler.observed import AgentNeighborView, AgentView, Route
 from reconciler.plan import Intent
+from reconciler.runs import RunStore
 from reconciler.service import Services
 from reconciler.settings import Settings, load_settings
 
@@ -203,8 +204,10 @@ class Worker:
     def __init__(self, settings: Settings, root: Path | None = None) -> None:
         self.settings = settings
         self.root = root or Path.cwd()
-        self.fanout: FanoutQueue | None = None  # when ARS_FANOUT is on
-        self._stack = AsyncExitStack()  # closes the runtime and the queue client
+        self.fanout: FanoutQueue | None = None  # the queue, when ARS_FANOUT is on
+        self._queue: FanoutQueue | None = None
+        self._runs: RunStore | None = None
+        self._stack = AsyncExitStack()  # closes the runtime, the queue and the run store
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -256,7 +259,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # A new loop (a test, or the local host restarting): clients of the old one are unusable.
-            self._loop, self._lock, self._runtime, self.fanout = loop, asyncio.Lock(), None, None
+            self._loop, self._lock, self._runtime = loop, asyncio.Lock(), None
+            self.fanout = self._queue = self._runs = None
             self._stack = AsyncExitStack()
         assert self._lock is not None
         async with self._lock:
@@ -267,15 +271,34 @@ class Worker:
     async def _build(self) -> Runtime:
         async with AsyncExitStack() as stack:
             rt = await stack.enter_async_context(Runtime(self.settings))
-            if self.settings.fanout:
-                queue = FanoutQueue(self.settings.storage_connection.get_secret_value(), self.settings.fanout_queue)
-                stack.push_async_callback(queue.close)
-                await queue.ensure()
-                self.fanout = queue
+            conn = self.settings.storage_connection.get_secret_value()
+            queue = FanoutQueue(conn, self.settings.fanout_queue)
+            stack.push_async_callback(queue.close)
+            await queue.ensure()
+            runs = RunStore(conn)
+            stack.push_async_callback(runs.close)
+            await runs.ensure()
+            self._queue, self._runs = queue, runs
+            self.fanout = queue if self.settings.fanout else None
             self._stack = stack.pop_all()  # built: kept until aclose()
         return rt
 
     async def aclose(self) -> None:
         stack, self._stack = self._stack, AsyncExitStack()
-        self._runtime, self.fanout = None, None
+        self._runtime = None
+        self.fanout = self._queue = self._runs = None
         await stack.aclose()
+
+    @property
+    def queue(self) -> FanoutQueue:
+        """The fan-out queue, always built (HTTP runs fall back to it); after `runtime()`."""
+        if self._queue is None:
+            raise RuntimeError("the worker is not started: await Worker.runtime() first")
+        return self._queue
+
+    @property
+    def runs(self) -> RunStore:
+        """HTTP runs that outlive their request; after `runtime()`."""
+        if self._runs is None:
+            raise RuntimeError("the worker is not started: await Worker.runtime() first")
+        return self._runs
