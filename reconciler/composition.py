@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from reconciler import desired, notify
+from reconciler import desired, notify, storage
 from reconciler.agent_client import AgentClient, AgentState, BgpIntent
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
@@ -22,6 +22,7 @@ from reconciler.observed import AgentNeighborView, AgentView, Route
 from reconciler.plan import Intent
 from reconciler.service import Services
 from reconciler.settings import Settings, load_settings
+from reconciler.storage import StorageAccess
 
 
 def arm_options(settings: Settings) -> ArmOptions:
@@ -130,6 +131,7 @@ class Runtime:
         self._stack = AsyncExitStack()
         self.services: Services | None = None
         self.ledger: Any = None
+        self.storage_access: StorageAccess | None = None
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -151,7 +153,9 @@ class Runtime:
             from reconciler.lease import TargetLeases
             from reconciler.ledger import Ledger
 
-            conn = s.storage_connection.get_secret_value()
+            conn = storage.from_settings(s)  # a connection string, or the managed identity
+            self._stack.push_async_callback(conn.close)
+            self.storage_access = conn
             ledger = Ledger(conn, table_prefix=s.table_prefix)
             self._stack.push_async_callback(ledger.close)
             await ledger.ensure_tables()
@@ -199,7 +203,8 @@ class Worker:
     def from_environment(cls, root: Path | None = None) -> Worker:
         """Read and check every setting (ConfigurationError names the first bad one)."""
         settings = load_settings()
-        if settings.fanout and not os.environ.get("ARS_STORAGE_CONNECTION"):
+        identity = storage.from_settings(settings).identity  # checks the identity form's settings too
+        if settings.fanout and not (os.environ.get("ARS_STORAGE_CONNECTION") or identity):
             # The queue trigger binds to this setting by name; the AzureWebJobsStorage fallback
             # that the Python side accepts would leave the trigger listening nowhere.
             raise ConfigurationError(
@@ -256,7 +261,8 @@ class Worker:
             from reconciler.fanout import FanoutQueue
             from reconciler.runs import RunStore
 
-            conn = self.settings.storage_connection.get_secret_value()
+            conn = rt.storage_access
+            assert conn is not None  # a worker's runtime always has storage
             queue = FanoutQueue(conn, self.settings.fanout_queue)
             rt._stack.push_async_callback(queue.close)
             await queue.ensure()
