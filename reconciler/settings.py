@@ -1,15 +1,17 @@
 """App settings: one typed value read from the environment (Function App settings, local.settings.json).
 
 Owns the names, defaults and meaning of every setting, and the one-line error for a bad one.
-Must not build clients. Secrets are `SecretStr` so they never print.
+Must not build clients. Secrets are `SecretStr` so they never print. This is the one module that
+reads the process environment: everything else asks a `Settings` value.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reconciler.errors import ConfigurationError
@@ -141,6 +143,25 @@ class Settings(BaseSettings):
         description="Application Insights; when set, logs and traces go there through OpenTelemetry",
     )
     lease_seconds: int = Field(default=30, ge=15, le=60, validation_alias="ARS_LEASE_SECONDS")
+    # ---- event-driven passes (Event Grid; reconciler.events) ----
+    event_own_ids: str = Field(
+        default="",
+        validation_alias="ARS_EVENT_OWN_IDS",
+        description="comma-separated app/object IDs of the reconciler's own identity (besides AZURE_CLIENT_ID): "
+        "events they caused never start a pass",
+    )
+    event_max_age: float = Field(
+        default=900.0, ge=10, le=86400, validation_alias="ARS_EVENT_MAX_AGE",
+        description="seconds: an older event is stale and rejected (the timer covers what it was about)",
+    )  # fmt: skip
+    event_settle: float = Field(
+        default=2.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
+        description="seconds an event pass waits (queue visibility delay) so a burst of writes lands first",
+    )  # fmt: skip
+    event_min_interval: float = Field(
+        default=5.0, ge=0, le=3600, validation_alias="ARS_EVENT_MIN_INTERVAL",
+        description="seconds between two event passes of one target (the rate bound under an event storm)",
+    )  # fmt: skip
     http_wait: float = Field(
         default=25.0,
         ge=0,
@@ -179,10 +200,22 @@ class Settings(BaseSettings):
             raise ValueError("queue names may not contain consecutive hyphens")
         return v
 
+    # The environment these settings were read from, kept for the app settings whose names only
+    # the desired state knows (agent tokens). Read once, with everything else: in Azure a change
+    # of app settings restarts the app, so nothing is missed.
+    _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._environ = {k: v for k, v in os.environ.items() if v}
+
     def secret(self, name: str) -> str | None:
         """An app setting named by the desired state (agent tokens). Key Vault references arrive resolved."""
-        value = os.environ.get(name)
-        return value or None
+        return self._environ.get(name) or None
+
+    @property
+    def storage_named(self) -> bool:
+        """ARS_STORAGE_CONNECTION itself is set, not only the AzureWebJobsStorage fallback."""
+        return self.secret("ARS_STORAGE_CONNECTION") is not None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -190,7 +223,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     try:
         if env is None:
             return Settings()
-        return Settings.model_validate(env)
+        settings = Settings.model_validate(env)
+        settings._environ.update({k: v for k, v in env.items() if v})
+        return settings
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in first["loc"]) or "settings"
