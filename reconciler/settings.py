@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="seconds a drift must persist before it pages, for every code; unset = per-code defaults "
         "(180 s, the BGP hold time, for PEER_DOWN and ROUTE_*)",
     )
+    alert_fixed_notice: bool = Field(
+        default=True,
+        validation_alias="ARS_ALERT_FIXED_NOTICE",
+        description="post a compact \"fixed automatically\" card per target and pass when the reconciler put "
+        "drift back before anyone was paged; false = only incidents",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:7071",
         validation_alias="ARS_PUBLIC_BASE_URL",
