@@ -585,13 +585,21 @@ class Arm:
         await self._write(target.subscription_id, f"bgp.put {name}", put)
 
     async def enable_branch_to_branch(self, target: Target) -> None:
-        """GET the hub, set allowBranchToBranchTraffic, PUT it back (there is no PATCH for it)."""
+        """GET the hub, set allowBranchToBranchTraffic, PUT the whole hub back (there is no PATCH for it).
+
+        A PUT replaces the resource, so the body is everything the GET returned. `If-Match` carries the
+        ETag read: if someone changed the hub in between, ARM answers 412 and nothing is overwritten;
+        that is "deferred", re-read and tried on the next pass.
+        """
         c = self.client(target.subscription_id)
 
         async def put() -> None:
             hub = await c.virtual_hubs.get(target.resource_group, target.route_server)
             hub.allow_branch_to_branch_traffic = True
-            poller = await c.virtual_hubs.begin_create_or_update(target.resource_group, target.route_server, hub)
+            headers = {"If-Match": hub.etag} if hub.etag else {}
+            poller = await c.virtual_hubs.begin_create_or_update(
+                target.resource_group, target.route_server, hub, headers=headers
+            )
             await poller.result()
 
         await self._write(target.subscription_id, "hub.put", put)
@@ -603,6 +611,8 @@ class Arm:
             raise PermanentError(f"{what}: not authorised: {_first_line(exc)}") from exc
         except HttpResponseError as exc:
             code = _error_code(exc)
+            if exc.status_code == 412:
+                raise TransientError(f"{what}: changed since it was read (412); re-read next pass") from exc
             # Platform rule 9: a collision is "try later", never "failed".
             if exc.status_code == 409 or code == "AnotherOperationInProgress":
                 raise TransientError(

@@ -20,12 +20,18 @@ FIXER = ROOT / "infra" / "reconciler-fixer-role.json"
 ACTIONS: dict[tuple[str, str], str] = {
     ("virtual_hubs", "get"): "Microsoft.Network/virtualHubs/read",
     ("virtual_hub_bgp_connections", "list"): "Microsoft.Network/virtualHubs/bgpConnections/read",
-    ("virtual_hub_bgp_connections", "begin_list_learned_routes"):
-        "Microsoft.Network/virtualHubs/bgpConnections/learnedRoutes/action",
-    ("virtual_network_gateways", "begin_get_learned_routes"):
-        "Microsoft.Network/virtualNetworkGateways/getLearnedRoutes/action",
-    ("virtual_network_gateways", "begin_get_advertised_routes"):
-        "Microsoft.Network/virtualNetworkGateways/getAdvertisedRoutes/action",
+    (
+        "virtual_hub_bgp_connections",
+        "begin_list_learned_routes",
+    ): "Microsoft.Network/virtualHubs/bgpConnections/learnedRoutes/action",
+    (
+        "virtual_network_gateways",
+        "begin_get_learned_routes",
+    ): "Microsoft.Network/virtualNetworkGateways/getLearnedRoutes/action",
+    (
+        "virtual_network_gateways",
+        "begin_get_advertised_routes",
+    ): "Microsoft.Network/virtualNetworkGateways/getAdvertisedRoutes/action",
     ("azure_firewalls", "get"): "Microsoft.Network/azureFirewalls/read",
     ("subnets", "get"): "Microsoft.Network/virtualNetworks/subnets/read",
     ("virtual_networks", "get"): "Microsoft.Network/virtualNetworks/read",
@@ -57,9 +63,9 @@ def read_operations() -> set[str]:
     """Every operation name passed to `self.read(<subscription>, "<op>", ...)` in arm.py."""
     ops = set()
     for node in ast.walk(ast.parse(ARM.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "read":
-            if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
-                ops.add(node.args[1].value)
+        is_read = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "read"
+        if is_read and len(node.args) >= 2 and isinstance(op := node.args[1], ast.Constant):
+            ops.add(str(op.value))
     return ops
 
 
