@@ -12,19 +12,25 @@ malformed setting stops the app with one line naming it.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import azure.functions as func
 
-from reconciler import http_api
+from reconciler import http_api, retention
 from reconciler.composition import Runtime, Worker
 from reconciler.errors import ReconcilerError, TransientError
-from reconciler.fanout import BadMessage, FanoutMessage, parse_message, poison_queue
+from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_message, poison_queue
 from reconciler.schedule import parse as parse_schedule
-from reconciler.service import PassReport, TargetReport, reconcile
+from reconciler.service import PassReport, reconcile
 
 log = logging.getLogger("reconciler.functions")
+# The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
+# and response at INFO (azure.core's HttpLoggingPolicy): 60 of 65 records of one queue pass. Their
+# warnings and errors still pass. host.json's logLevel cannot tell them apart: the worker sends
+# all of a function's records under one category (Function.<name>.User).
+logging.getLogger("azure").setLevel(logging.WARNING)
 APP_ROOT = Path(__file__).resolve().parent
 
 WORKER = Worker.from_environment(APP_ROOT)
@@ -42,6 +48,8 @@ if SETTINGS.applicationinsights_connection_string is not None:
 
 # The storage setting the queue triggers bind to (the Python side reads the same one).
 STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
+# How the host retries a fan-out message (host.json, with the app-setting overrides the host honours).
+QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", os.environ)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -58,12 +66,23 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
     rt = await WORKER.runtime()
     if WORKER.fanout is not None:
         now = datetime.now(UTC)
-        ttl = max(60, int(parse_schedule(SETTINGS.timer_schedule).interval(now).total_seconds()))
+        # One tick is not enough: a failing try takes up to the function timeout plus the visibility
+        # timeout, and a message that expires before its last try never reaches the poison queue.
+        ttl = QUEUE_RULES.message_ttl(parse_schedule(SETTINGS.timer_schedule).interval(now))
         sent = await WORKER.fanout.enqueue((FanoutMessage(t.name, now) for t in state.targets), ttl)
         log.info("fan-out: enqueued %d target(s) on %s", sent, SETTINGS.fanout_queue)
         return
     assert rt.services is not None
     _log_report(await reconcile(rt.services, state, trigger="timer"))
+
+
+@app.function_name("retention_timer")
+@app.timer_trigger(arg_name="timer", schedule=retention.SCHEDULE, run_on_startup=False, use_monitor=True)
+async def retention_timer(timer: func.TimerRequest) -> None:
+    policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
+    conn = SETTINGS.storage_connection.get_secret_value()
+    async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
+        await purge.purge(datetime.now(UTC))
 
 
 # ---- fan-out queue ----------------------------------------------------------------------------
@@ -96,8 +115,10 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=poison_queue(SETTINGS.fanout_queue), connection=STORAGE_SETTING)
 async def reconcile_poison(msg: func.QueueMessage) -> None:
     rt = await WORKER.runtime()
-    count = getattr(msg, "dequeue_count", None)
-    await _poison(rt, msg, f"failed {count or 'too many'} time(s); moved to the poison queue by the host")
+    # The host moved it here after its last try; this delivery's own dequeue_count starts again at 1
+    # on the poison queue, so the number of tries is the host's maxDequeueCount.
+    tries = QUEUE_RULES.max_dequeue_count
+    await _poison(rt, msg, f"failed {tries} time(s) (maxDequeueCount); moved to the poison queue by the host")
 
 
 async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
@@ -113,10 +134,9 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         await rt.ledger.record_poison(body, reason, now)
     alerts = rt.services.alerts if rt.services is not None else None
     if alerts is not None and target is not None and target in {t.name for t in WORKER.desired().targets}:
-        # A target whose pass keeps failing is one the reconciler cannot see: say so as "blind".
-        report = PassReport(f"poison-{now:%Y%m%dT%H%M%S}", "queue", now, dry_run=False)
-        report.targets = [TargetReport(target, status="error", errors=[("fanout", f"poison message: {reason}")])]
-        await alerts.after_pass(report, now)
+        # A target whose pass keeps failing is one the reconciler cannot see: "reconciler blind",
+        # at once (its tries already took minutes; no hold-down applies).
+        await alerts.poisoned(target, reason, now)
 
 
 # ---- HTTP -------------------------------------------------------------------------------------
@@ -127,7 +147,7 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
 async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
         state = WORKER.desired()
-        ask = http_api.parse_reconcile(req.method, req.get_body(), req.params, [t.name for t in state.targets])
+        ask = http_api.parse_reconcile(req.get_body(), req.params, [t.name for t in state.targets])
         rt = await WORKER.runtime()
         assert rt.services is not None
         report = await reconcile(rt.services, state, trigger="http", dry_run=ask.dry_run, only=ask.target)
@@ -141,7 +161,7 @@ async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="drift", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def drift_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        q = http_api.parse_drift_query(req.method, req.params, [t.name for t in WORKER.desired().targets])
+        q = http_api.parse_drift_query(req.params, [t.name for t in WORKER.desired().targets])
         rt = await WORKER.runtime()
         drifts = await rt.ledger.open_drifts(target=q.target, severity=q.severity)
         return _http(http_api.ApiResponse(200, {"count": len(drifts), "drifts": http_api.records(drifts)}))
@@ -153,7 +173,7 @@ async def drift_http(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def runs_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        q = http_api.parse_runs_query(req.method, req.params, [t.name for t in WORKER.desired().targets])
+        q = http_api.parse_runs_query(req.params, [t.name for t in WORKER.desired().targets])
         rt = await WORKER.runtime()
         passes = await rt.ledger.passes(limit=q.limit, target=q.target)
         return _http(http_api.ApiResponse(200, {"count": len(passes), "runs": http_api.records(passes)}))
@@ -164,25 +184,43 @@ async def runs_http(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("health_http")
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health_http(req: func.HttpRequest) -> func.HttpResponse:
+    """Anonymous, for availability probes: status and staleness only (see http_api.health_summary)."""
     try:
-        http_api.parse_health(req.method, req.params)
-        targets = [t.name for t in WORKER.desired().targets]
-        rt = await WORKER.runtime()
-        now = datetime.now(UTC)
-        # With fan-out every target has its own pass per tick: read enough to reach each one's last.
-        passes = await rt.ledger.passes(limit=min(1000, 3 * len(targets) + 20))
-        return _http(
-            http_api.health(
-                targets,
-                passes,
-                now=now,
-                interval=parse_schedule(SETTINGS.timer_schedule).interval(now),
-                schedule=SETTINGS.timer_schedule,
-                fanout=SETTINGS.fanout,
-            )
-        )
+        http_api.parse_health(req.params)
+    except http_api.ApiError as exc:
+        return _http(exc.response())
+    try:
+        return _http(http_api.health_summary(await _health()))
+    except Exception as exc:
+        log.error("health: %s", exc, exc_info=not isinstance(exc, ReconcilerError))
+        return _http(http_api.health_unknown())
+
+
+@app.function_name("health_details_http")
+@app.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def health_details_http(req: func.HttpRequest) -> func.HttpResponse:
+    """Per target: last successful pass, its id, trigger and age; the schedule and fan-out mode."""
+    try:
+        http_api.parse_health(req.params)
+        return _http(await _health())
     except Exception as exc:
         return _failed("health", exc)
+
+
+async def _health() -> http_api.ApiResponse:
+    targets = [t.name for t in WORKER.desired().targets]
+    rt = await WORKER.runtime()
+    now = datetime.now(UTC)
+    # With fan-out every target has its own pass per tick: read enough to reach each one's last.
+    passes = await rt.ledger.passes(limit=min(1000, 3 * len(targets) + 20))
+    return http_api.health(
+        targets,
+        passes,
+        now=now,
+        interval=parse_schedule(SETTINGS.timer_schedule).interval(now),
+        schedule=SETTINGS.timer_schedule,
+        fanout=SETTINGS.fanout,
+    )
 
 
 def _http(resp: http_api.ApiResponse) -> func.HttpResponse:

@@ -8,9 +8,10 @@ SDK parses). It must not know HTTP, faults or locking: callers hold the world lo
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 
-from .world import ARS_ASN, SUCCEEDED, BgpConnection, Gateway, Nva, RouteServer, World
+from .world import ARS_ASN, SUCCEEDED, BgpConnection, Gateway, Nva, RouteServer, Subnet, World
 
 # ARS tears the BGP session down when one peer sends more than this many routes (DESIGN §11.3).
 ARS_ROUTE_LIMIT = 1000
@@ -155,6 +156,91 @@ def gateway_peers(world: World, gw: Gateway, sources: LearnedSources | None = No
     for p in gw.onprem_peers:
         peers.append(_peer(local, p.ip, p.asn, len(p.prefixes)))
     return peers
+
+
+# ---- what a subnet's NICs see: effectiveRouteTable ------------------------------------------------------
+
+# Default system routes of every subnet ("Virtual network traffic routing", Microsoft Learn,
+# learn.microsoft.com/azure/virtual-network/virtual-networks-udr-overview#default); the VNet's own
+# address space is added per subnet. The same shape as NetworkInterfaceEffectiveRouteTableList.json
+# (azure-rest-api-specs, Microsoft.Network stable examples).
+_SYSTEM_NONE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+# Among routes with the same prefix Azure uses User, then BGP, then system (same page, "How Azure
+# selects a route"); the others stay listed with state Invalid. Longest prefix wins before that,
+# which is the forwarding lookup's job, so every distinct prefix keeps its own Active entry.
+_SOURCE_RANK = {"User": 3, "VirtualNetworkGateway": 2, "Default": 1}
+
+
+def route_servers_of(world: World, sn: Subnet) -> list[RouteServer]:
+    """Route Servers whose VNet holds the subnet (by the hub's address space): they program its routes."""
+    net = ipaddress.ip_network(sn.address_prefix, strict=False)
+    return [
+        rs
+        for rs in world.route_servers
+        if rs.subscription.lower() == sn.subscription.lower()
+        and net.subnet_of(ipaddress.ip_network(rs.hub_prefix, strict=False))  # type: ignore[arg-type]
+    ]
+
+
+def effective_routes(world: World, sn: Subnet, sources: LearnedSources | None = None) -> list[RouteDict]:
+    """getEffectiveRouteTable for a NIC in `sn`: UDRs, BGP routes (unless propagation is off), system routes."""
+    entries: list[RouteDict] = []
+    rt = world.find_route_table(sn.subscription, sn.resource_group, sn.route_table) if sn.route_table else None
+    if rt is not None:
+        for r in rt.routes:
+            entries.append(
+                _effective("User", r.prefix, r.next_hop_type, [r.next_hop_ip] if r.next_hop_ip else [], r.name)
+            )
+    propagate = rt is None or not rt.disable_bgp_route_propagation
+    servers = route_servers_of(world, sn)
+    if propagate:
+        seen: set[tuple[str, str]] = set()
+        for rs in servers:
+            # Route Server programs what it accepted from its peers (both instances hold the same set).
+            for _inst, learned in _ars_routes(world, rs, sources):
+                key = (str(learned["network"]), str(learned.get("nextHop")))
+                if key not in seen:
+                    seen.add(key)
+                    hop = [str(learned["nextHop"])] if learned.get("nextHop") else []
+                    entries.append(_effective("VirtualNetworkGateway", key[0], "VirtualNetworkGateway", hop))
+            for gw in world.gateways_of(rs):
+                for peer in gw.onprem_peers:
+                    for prefix in peer.prefixes:
+                        if (prefix, peer.ip) not in seen:
+                            seen.add((prefix, peer.ip))
+                            entries.append(
+                                _effective("VirtualNetworkGateway", prefix, "VirtualNetworkGateway", [peer.ip])
+                            )
+    for rs in servers[:1]:
+        entries.append(_effective("Default", rs.hub_prefix, "VnetLocal", []))
+    entries.append(_effective("Default", "0.0.0.0/0", "Internet", []))
+    entries += [_effective("Default", p, "None", []) for p in _SYSTEM_NONE]
+    best: dict[str, int] = {}
+    for e in entries:
+        prefix = _first_prefix(e)
+        best[prefix] = max(best.get(prefix, 0), _SOURCE_RANK[str(e["source"])])
+    for e in entries:
+        e["state"] = "Active" if _SOURCE_RANK[str(e["source"])] == best[_first_prefix(e)] else "Invalid"
+    return entries
+
+
+def _effective(source: str, prefix: str, hop_type: str, hop_ips: list[str], name: str | None = None) -> RouteDict:
+    out: RouteDict = {
+        "source": source,
+        "state": "Active",
+        "addressPrefix": [prefix],
+        "nextHopIpAddress": hop_ips,
+        "nextHopType": hop_type,
+    }
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def _first_prefix(e: RouteDict) -> str:
+    prefixes = e["addressPrefix"]
+    assert isinstance(prefixes, list)
+    return str(ipaddress.ip_network(prefixes[0], strict=False))
 
 
 # ---- helpers ----------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ from typing import Any, Literal, TypeVar, cast, get_args, get_type_hints
 
 import yaml
 
-ARS_ASN = 65515
+from reconciler.asn import ARS_ASN as ARS_ASN  # re-exported for derive
+from reconciler.asn import peer_asn_problem
+
 SUCCEEDED = "Succeeded"
 
 FirewallKind = Literal["vnet", "vwan"]
@@ -251,11 +253,13 @@ class World:
             _check_prefix(rs.hub_prefix, f"{where}.hub_prefix")
             for j, c in enumerate(rs.connections):
                 _check_ip(c.peer_ip, f"{where}.connections[{j}].peer_ip")
+                _check_peer_asn(c.peer_asn, f"{where}.connections[{j}].peer_asn")
                 for inst in c.connected_instances:
                     if not 0 <= inst < len(rs.ips):
                         raise WorldError(f"{where}.connections[{j}].connected_instances: no instance {inst}")
         for i, nva in enumerate(self.nvas):
             _check_ip(nva.ip, f"$.nvas[{i}].ip")
+            _check_peer_asn(nva.asn, f"$.nvas[{i}].asn")
             for j, a in enumerate(nva.announcements):
                 _check_prefix(a.prefix, f"$.nvas[{i}].announcements[{j}].prefix")
                 _check_ip(a.next_hop, f"$.nvas[{i}].announcements[{j}].next_hop")
@@ -371,6 +375,13 @@ def _check_ip(value: str, where: str) -> None:
         ipaddress.ip_address(value)
     except ValueError as exc:
         raise WorldError(f"{where}: {value!r} is not an IP address") from exc
+
+
+def _check_peer_asn(value: int, where: str) -> None:
+    """Azure refuses a bgpConnection (and an NVA cannot peer) with a 32-bit or reserved ASN."""
+    problem = peer_asn_problem(value)
+    if problem is not None:
+        raise WorldError(f"{where}: {problem}")
 
 
 def _check_prefix(value: str, where: str) -> None:

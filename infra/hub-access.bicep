@@ -14,11 +14,16 @@ param allowAzureWrites bool = false
 
 var reader = loadJsonContent('reconciler-role.json')
 var fixer = loadJsonContent('reconciler-fixer-role.json')
+// A custom role's display name "must be unique at the scope of the Microsoft Entra tenant" (Azure
+// RBAC docs, "Azure custom roles", roleName; at most 512 characters). The group name alone collides
+// when a second subscription in the tenant has a group of the same name, so every name carries a
+// GUID derived from this subscription and group (stable across redeployments).
+var roleSuffix = guid(subscription().subscriptionId, resourceGroup().name)
 
 resource readerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, reader.Name)
   properties: {
-    roleName: '${reader.Name} (${resourceGroup().name})'
+    roleName: '${reader.Name} (${resourceGroup().name} ${roleSuffix})'
     description: reader.Description
     type: 'CustomRole'
     permissions: [
@@ -36,7 +41,7 @@ resource readerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
 resource fixerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (allowAzureWrites) {
   name: guid(resourceGroup().id, fixer.Name)
   properties: {
-    roleName: '${fixer.Name} (${resourceGroup().name})'
+    roleName: '${fixer.Name} (${resourceGroup().name} ${roleSuffix})'
     description: fixer.Description
     type: 'CustomRole'
     permissions: [

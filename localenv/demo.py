@@ -108,7 +108,8 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             ("POST", "/api/reconcile", {}),
             ("GET", "/api/drift", None),
             ("GET", "/api/health", None),
-            ("GET", "/api/reconcile", None),
+            ("GET", "/api/health/details", None),
+            ("GET", "/api/reconcile", None),  # wrong method: the host routes by method, so 404
         ]
         for method, path, body in calls:
             data = f" -d '{json.dumps(body)}'" if body is not None else ""

@@ -2,7 +2,8 @@
 
 Owns serving the app's HTTP routes on 127.0.0.1 through the *same function objects* the host
 would index, firing the timer, and pumping the fan-out queue (and its poison queue) from Azurite
-with the host's rules: base64 bodies, retry until host.json's maxDequeueCount, then `<queue>-poison`.
+with the host's rules (host.json, `reconciler.fanout.HostQueueRules`): base64 bodies, a failed
+message back on the queue after visibilityTimeout, until maxDequeueCount, then `<queue>-poison`.
 It runs every async function on one event loop in one thread, as a Functions worker does.
 Not the host: function keys are checked only if you give it one, and there is no scale-out.
 
@@ -39,10 +40,11 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from reconciler.fanout import HostQueueRules, poison_queue
+
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("localenv.host")
 _INDEX: dict[int, dict[str, Any]] = {}
-CALL_TIMEOUT_S = 600.0  # host.json functionTimeout
 
 
 def functions(app: func.FunctionApp) -> dict[str, Any]:
@@ -62,14 +64,9 @@ def trigger(fn: Any) -> dict[str, Any]:
     return next(b for b in bindings(fn) if b["direction"] == "IN" and b["type"].endswith("Trigger"))
 
 
-def max_dequeue_count(host_json: Path = ROOT / "host.json") -> int:
-    """host.json's extensions.queues.maxDequeueCount, or the app-setting override the host honours."""
-    # The host's own (mixed-case) setting name.
-    override = os.environ.get("AzureFunctionsJobHost__extensions__queues__maxDequeueCount")  # noqa: SIM112
-    if override:
-        return int(override)
-    data = json.loads(host_json.read_text())
-    return int(data.get("extensions", {}).get("queues", {}).get("maxDequeueCount", 5))
+def queue_rules(host_json: Path = ROOT / "host.json") -> HostQueueRules:
+    """host.json's queue rules, with the app-setting overrides the host honours."""
+    return HostQueueRules.load(host_json, os.environ)
 
 
 @dataclass(frozen=True)
@@ -99,7 +96,8 @@ class LocalHost:
         self.queue_names = dict(queue_names or {})
         self.storage_connection = storage_connection
         self.key = key
-        self.max_dequeue = max_dequeue_count()
+        self.rules = queue_rules()
+        self.max_dequeue = self.rules.max_dequeue_count
         self._on_close = on_close
         self._routes = [self._route(fn) for fn in self.functions.values() if trigger(fn)["type"] == "httpTrigger"]
         self.loop = asyncio.new_event_loop()
@@ -157,7 +155,7 @@ class LocalHost:
         """Await `value` on the worker loop if it is a coroutine; return it otherwise."""
         if inspect.iscoroutine(value):
             fut: Future[Any] = asyncio.run_coroutine_threadsafe(value, self.loop)
-            return fut.result(timeout=CALL_TIMEOUT_S)
+            return fut.result(timeout=self.rules.function_timeout.total_seconds())
         return value
 
     def invoke(self, name: str, value: Any) -> Any:
@@ -184,14 +182,17 @@ class LocalHost:
     def pump(self, name: str) -> int:
         """Deliver every visible message of function `name`'s queue once, with the host's rules.
 
-        Success deletes the message; failure leaves it for another try, or — at maxDequeueCount —
-        moves it to `<queue>-poison`. Returns how many deliveries were made.
+        Success deletes the message; failure puts it back, visible again after host.json's
+        visibilityTimeout (the host's interval between retries), or — at maxDequeueCount — moves it
+        to `<queue>-poison`. While the function runs the message stays invisible (the host renews
+        it; here it is hidden for the function timeout). Returns how many deliveries were made.
         """
         t = trigger(self.functions[name])
         qname = self.queue_names.get(t["queueName"], t["queueName"])
         q = self.queue(qname)
         delivered = 0
-        for m in q.receive_messages(messages_per_page=16, visibility_timeout=30):
+        hold = int(self.rules.function_timeout.total_seconds())
+        for m in q.receive_messages(messages_per_page=16, visibility_timeout=hold):
             delivered += 1
             count = m.dequeue_count or 1
             qm = QueueMessage(  # type: ignore[no-untyped-call]
@@ -202,16 +203,18 @@ class LocalHost:
             except Exception as exc:
                 log.warning("%s failed (dequeue_count=%s): %s", name, count, exc)
                 if count >= self.max_dequeue:
-                    self.queue(qname + "-poison").send_message(m.content)
+                    self.queue(poison_queue(qname)).send_message(m.content)
                     q.delete_message(m)
                 else:
-                    q.update_message(m, visibility_timeout=0)  # the host's retry, without its back-off
+                    retry_in = int(self.rules.visibility_timeout.total_seconds())
+                    q.update_message(m, visibility_timeout=retry_in)
                 continue
             q.delete_message(m)
         return delivered
 
     def drain(self, deadline_s: float = 60.0) -> int:
-        """Pump every queue function until all their queues are empty (or the deadline passes)."""
+        """Pump every queue function until all their queues are empty, messages waiting out their
+        visibility timeout included (or the deadline passes)."""
         names = [n for n, f in self.functions.items() if trigger(f)["type"] == "queueTrigger"]
         end = time.monotonic() + deadline_s
         total = 0
@@ -219,8 +222,16 @@ class LocalHost:
             n = sum(self.pump(name) for name in names)
             total += n
             if n == 0:
-                return total
+                if all(self._waiting(name) == 0 for name in names):
+                    return total
+                time.sleep(0.2)  # a failed message is invisible until its retry is due
         raise TimeoutError(f"queues not drained within {deadline_s} s")
+
+    def _waiting(self, name: str) -> int:
+        """Messages on function `name`'s queue, invisible ones included."""
+        t = trigger(self.functions[name])
+        props = self.queue(self.queue_names.get(t["queueName"], t["queueName"])).get_queue_properties()
+        return int(props.approximate_message_count or 0)
 
     def _pump_forever(self, name: str) -> None:
         while not self._stop.is_set():
@@ -249,36 +260,31 @@ class LocalHost:
                 admin = re.fullmatch(r"/admin/functions/(\w+)", u.path)
                 if admin and self.command == "POST" and admin.group(1) in host.functions:
                     return self._admin(admin.group(1), body)
-                matched = [(r, m) for r in host._routes if (m := r.pattern.match(u.path))]
-                if not matched:
+                # The host routes by path *and* method: a request whose method no route of that
+                # path takes matches no route at all, so it is a 404 like any unknown path, and
+                # never reaches the function (there is no 405 from the host).
+                found = [(r, m) for r in host._routes if self.command in r.methods and (m := r.pattern.match(u.path))]
+                if not found:
                     return self._json(404, {"error": {"code": "not_found", "message": f"no route for {u.path}"}})
-                for route, m in matched:
-                    if self.command not in route.methods:
-                        continue
-                    if route.auth != "ANONYMOUS" and host.key is not None:
-                        given = self.headers.get("x-functions-key") or params.get("code")
-                        if given != host.key:
-                            return self._json(401, {"error": {"code": "unauthorized", "message": "function key"}})
-                    req = func.HttpRequest(
-                        self.command,
-                        f"{host.url}{self.path}",
-                        headers=dict(self.headers),
-                        params=params,
-                        route_params=m.groupdict(),
-                        body=body,
-                    )
-                    try:
-                        resp = host.run(route.fn.get_user_function()(req))
-                    except Exception:
-                        log.exception("function %s raised", route.fn.get_function_name())
-                        return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
-                    return self._send(resp.status_code, resp.get_body(), dict(resp.headers))
-                allowed = sorted({x for r, _ in matched for x in r.methods})
-                return self._json(
-                    405,
-                    {"error": {"code": "method_not_allowed", "message": f"use {', '.join(allowed)}"}},
-                    {"Allow": ", ".join(allowed)},
+                route, m = found[0]
+                if route.auth != "ANONYMOUS" and host.key is not None:
+                    given = self.headers.get("x-functions-key") or params.get("code")
+                    if given != host.key:
+                        return self._json(401, {"error": {"code": "unauthorized", "message": "function key"}})
+                req = func.HttpRequest(
+                    self.command,
+                    f"{host.url}{self.path}",
+                    headers=dict(self.headers),
+                    params=params,
+                    route_params=m.groupdict(),
+                    body=body,
                 )
+                try:
+                    resp = host.run(route.fn.get_user_function()(req))
+                except Exception:
+                    log.exception("function %s raised", route.fn.get_function_name())
+                    return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
+                return self._send(resp.status_code, resp.get_body(), dict(resp.headers))
 
             def _admin(self, name: str, body: bytes) -> None:
                 # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.

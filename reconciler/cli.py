@@ -1,4 +1,4 @@
-"""Operator CLI: `python -m reconciler validate|plan|apply|status|schema|demo`.
+"""Operator CLI: `python -m reconciler validate|plan|apply|trace|status|schema|demo`.
 
 Owns argument parsing and human/JSON rendering. Calls the same service function as the
 Functions triggers. Exit codes: 0 no drift, 2 drift, 1 error.
@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_status)
 
+    tr = sub.add_parser("trace", help="the hop-by-hop path of internet traffic, with a verdict per hop")
+    tr.add_argument("file")
+    tr.add_argument("--target")
+    tr.add_argument("--prefix", help="trace this prefix (default: each of the target's prefixes)")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=_trace)
+
     sc = sub.add_parser("schema", help="print (or --write) the desired-state JSON Schema")
     sc.add_argument("--write", action="store_true")
     sc.set_defaults(func=_schema)
@@ -109,6 +116,45 @@ async def _pass(settings: Settings, state: desired.DesiredState, **kw: Any) -> A
     async with Runtime(settings, storage=storage) as rt:
         assert rt.services is not None
         return await reconcile(rt.services, state, **kw)
+
+
+def _trace(args: argparse.Namespace, out: TextIO) -> int:
+    from reconciler.composition import Runtime
+    from reconciler.service import trace_targets
+
+    state = desired.load(args.file)
+    settings = load_settings()
+
+    async def run() -> list[Any]:
+        async with Runtime(settings, storage=False) as rt:
+            assert rt.services is not None
+            return await trace_targets(rt.services, state, only=args.target, prefix=args.prefix)
+
+    traces = asyncio.run(run())
+    if args.json:
+        json.dump({"traces": [t.to_dict() for t in traces]}, out, indent=2)
+        out.write("\n")
+    else:
+        for t in traces:
+            render_trace(t.to_dict(), out)
+    return EXIT_OK if all(t.verdict.value == "ok" for t in traces) else EXIT_DRIFT
+
+
+def render_trace(t: dict[str, Any], out: TextIO) -> None:
+    """One block per path: the hops in order with their evidence; the root cause is marked with >."""
+    print(f"[{t['target']}] {t['prefix']}: {t['verdict'].upper()}", file=out)
+    for p in t["paths"]:
+        src = "on-premises" if p["source_kind"] == "onprem" else "subnet"
+        cause = f" (root cause: {p['root_cause']})" if p["root_cause"] else ""
+        print(f"  from {src} {p['source']}: {p['verdict'].upper()}{cause}", file=out)
+        for i, h in enumerate(p["hops"], 1):
+            mark = ">" if h["id"] == p["root_cause"] else " "
+            codes = sorted({d["code"] for d in h["drifts"]})
+            tail = f"  [{', '.join(codes)}]" if codes else ""
+            print(f"  {mark}{i:>2}. {h['verdict']:<8} {h['label']}{tail}", file=out)
+            for e in h["evidence"]:
+                where = f" [{e['instance']}]" if e["instance"] else ""
+                print(f"                {e['read']} {e['field']}{where}: {e['value']}", file=out)
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:

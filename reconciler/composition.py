@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from reconciler import desired
+from reconciler import desired, notify
 from reconciler.agent_client import AgentClient, AgentState, BgpIntent
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
@@ -157,7 +157,7 @@ class Runtime:
             await ledger.ensure_tables()
             leases = TargetLeases(conn, duration_s=s.lease_seconds)
             self._stack.push_async_callback(leases.close)
-            alerts = await _alerts(s, self._stack)
+            alerts = await notify.build(s, self._stack)
         self.ledger = ledger
         self.services = Services(
             arm=arm,
@@ -173,15 +173,6 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
-
-
-async def _alerts(settings: Settings, stack: AsyncExitStack) -> Any:
-    """The Teams alert pipeline, when a webhook is configured."""
-    try:
-        from reconciler.alert_pipeline import build_alert_pipeline
-    except ImportError:
-        return None
-    return await build_alert_pipeline(settings, stack)
 
 
 class Worker:

@@ -19,33 +19,32 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from reconciler.asn import ARS_ASN as ARS_ASN  # re-exported: the planner and the diff read it here
+from reconciler.asn import MAX_PEER_ASN, peer_asn_problem
 from reconciler.errors import DesiredStateError
 
-ARS_ASN = 65515
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 VPN_HALVES = (IPv4Network("0.0.0.0/1"), IPv4Network("128.0.0.0/1"))
 
-# ASNs an NVA may not use towards Route Server, with the reason the operator will read.
-RESERVED_ASNS: dict[int, str] = {
-    0: "ASN 0 is reserved (RFC 7607)",
-    8074: "8074 is reserved by Azure (Microsoft)",
-    8075: "8075 is reserved by Azure (Microsoft)",
-    12076: "12076 is reserved by Azure (ExpressRoute MSEE)",
-    23456: "23456 is AS_TRANS (RFC 6793)",
-    65515: "65515 is Azure Route Server's own ASN; routes carrying it are dropped",
-    65517: "65517 is reserved by Azure",
-    65518: "65518 is reserved by Azure",
-    65519: "65519 is reserved by Azure",
-    65520: "65520 is reserved by Azure",
-}
-DOC_ASN_RANGE = range(64496, 64512)  # RFC 5398 documentation ASNs
+# Route Server limits (https://learn.microsoft.com/azure/route-server/route-server-faq#limitations,
+# the "route-server-limits" include, 2025-02-07): "Number of routes each BGP peer can advertise to
+# Azure Route Server: 4,000"; "If your NVA advertises more routes than the limit, the BGP session
+# gets dropped."
+ROUTES_PER_PEER_LIMIT = 4000
+# Same page, the note below the table: "The total number of routes advertised from virtual network
+# address space and Route Server towards ExpressRoute circuit, when Branch-to-branch enabled, must not
+# exceed 1,000."
+ROUTES_TO_EXPRESSROUTE_LIMIT = 1000
 
 # Hostile-input bounds: a 3,000-target fleet is ~0.7 MB and ~200,000 values; these leave room.
 MAX_DOCUMENT_CHARS = 8 * 1024 * 1024
@@ -53,17 +52,60 @@ MAX_DOCUMENT_NODES = 1_000_000
 MAX_PROBLEMS = 50  # an error that lists every problem of a huge document is not a clear one
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
 
+# YAML 1.1 (what PyYAML speaks) reads these plain words as booleans and `1:30` as the base-60 number
+# 90; YAML 1.2 and every JSON tool read them as text. A document meaning one and parsed as the other
+# is refused rather than guessed at.
+_YAML_BOOL = "tag:yaml.org,2002:bool"
+_YAML_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_YAML12_BOOLS = {"true", "false"}
+
 
 def _check_peer_asn(asn: int) -> int:
-    if asn in RESERVED_ASNS:
-        raise ValueError(f"ASN {asn} cannot be used by an NVA peer: {RESERVED_ASNS[asn]}")
-    if asn in DOC_ASN_RANGE:
-        raise ValueError(f"ASN {asn} cannot be used by an NVA peer: 64496-64511 are documentation ASNs (RFC 5398)")
+    problem = peer_asn_problem(asn)
+    if problem is not None:
+        raise ValueError(problem)
     return asn
 
 
-Asn = Annotated[int, Field(ge=1, le=4294967295)]
-PeerAsn = Annotated[Asn, AfterValidator(_check_peer_asn)]
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    return f"a {type(value).__name__}" if value is not None else "null"
+
+
+def _text(what: str, example: str) -> Any:
+    """A validator refusing anything but a string: pydantic would read `false` as 0.0.0.0/32."""
+
+    def check(value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError(f'expected {what} as text, e.g. "{example}"; got {_kind(value)}')
+        return value
+
+    return BeforeValidator(check)
+
+
+def _has_length(value: str) -> str:
+    if "/" not in value:
+        raise ValueError("a prefix needs a length, e.g. 10.0.1.6/32 or 0.0.0.0/0")
+    return value
+
+
+def _exactly_int(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number; got {_kind(value)}")
+    return value
+
+
+# Strict scalar types: what the operator wrote is what is used, never a coerced bool or number.
+IPv4 = Annotated[IPv4Address, _text("an IPv4 address", "10.0.1.6")]
+Prefix = Annotated[IPv4Network, BeforeValidator(_has_length), _text("an IPv4 prefix", "0.0.0.0/0")]
+PeerAsn = Annotated[
+    StrictInt,
+    AfterValidator(_check_peer_asn),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_PEER_ASN - 1}),
+]
 Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 SettingName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -86,8 +128,8 @@ class Peer(Strict):
     """One NVA that must peer with both Route Server instances."""
 
     name: Name = Field(description="bgpConnection name on the Route Server")
-    ip: IPv4Address = Field(description="NVA peering IP")
-    asn: PeerAsn = Field(description="NVA ASN (not 65515 or another reserved ASN)")
+    ip: IPv4 = Field(description="NVA peering IP")
+    asn: PeerAsn = Field(description="NVA ASN: 16-bit, not 65515 or another ASN reserved by Azure or IANA")
     agent_url: str | None = Field(default=None, description="base URL of the NVA agent, e.g. https://10.0.1.6:8443")
     token_setting: SettingName | None = Field(
         default=None, description="name of the app setting that holds the agent's bearer token (never the token)"
@@ -112,7 +154,7 @@ class Firewall(Strict):
 
     name: Name | None = Field(default=None, description="Azure Firewall resource name; the next hop follows its IP")
     resource_group: Name | None = Field(default=None, description="defaults to the target's resource group")
-    private_ip: IPv4Address | None = Field(default=None, description="fixed next hop when no resource is named")
+    private_ip: IPv4 | None = Field(default=None, description="fixed next hop when no resource is named")
     unhealthy_policy: FirewallPolicy = Field(
         default=FirewallPolicy.ALERT,
         description="alert (default), or withdraw the default route so on-premises uses its own breakout",
@@ -129,15 +171,15 @@ class Gateway(Strict):
     name: Name
     resource_group: Name | None = None
     type: GatewayType
-    onprem_peers: list[IPv4Address] = Field(
+    onprem_peers: list[IPv4] = Field(
         default_factory=list, description="on-premises BGP peers the gateway must advertise the prefixes to"
     )
 
 
 class RouteRequirement(Strict):
-    prefix: IPv4Network
+    prefix: Prefix
     next_hop_type: Literal["Internet", "VirtualAppliance", "VirtualNetworkGateway", "VnetLocal", "None"]
-    next_hop_ip: IPv4Address | None = None
+    next_hop_ip: IPv4 | None = None
 
     @model_validator(mode="after")
     def _ip_for_appliance(self) -> RouteRequirement:
@@ -153,20 +195,26 @@ class SubnetInvariant(Strict):
     subnet: Name
     resource_group: Name | None = None
     routes: list[RouteRequirement] = Field(min_length=1)
-    disable_bgp_route_propagation: bool | None = None
+    disable_bgp_route_propagation: StrictBool | None = None
 
 
 class Policy(Strict):
     """What the reconciler may change for this target."""
 
-    nva_fixes: bool = Field(default=True, description="ask the NVA agent to fix NVA-side drift")
-    azure_writes: bool = Field(default=False, description="create/repair bgpConnections, enable branch-to-branch")
-    action_budget: int = Field(default=5, ge=0, le=100, description="most fix steps in one pass for this target")
+    nva_fixes: StrictBool = Field(default=True, description="ask the NVA agent to fix NVA-side drift")
+    azure_writes: StrictBool = Field(default=False, description="create/repair bgpConnections, enable branch-to-branch")
+    action_budget: StrictInt = Field(default=5, ge=0, le=100, description="most fix steps in one pass for this target")
+
+
+def _time(value: object) -> object:
+    if not isinstance(value, datetime | str):
+        raise ValueError(f"expected a time such as 2026-11-25T22:00:00Z; got {_kind(value)}")
+    return value
 
 
 class MaintenanceWindow(Strict):
-    start: datetime
-    end: datetime
+    start: Annotated[datetime, BeforeValidator(_time)]
+    end: Annotated[datetime, BeforeValidator(_time)]
     reason: str = ""
 
     @model_validator(mode="after")
@@ -185,16 +233,30 @@ class Target(Strict):
     subscription_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-]+$")]
     resource_group: Name
     route_server: Name
-    branch_to_branch: bool = True
+    branch_to_branch: StrictBool = True
     firewall: Firewall
     gateways: list[Gateway] = Field(default_factory=list)
-    prefixes: list[IPv4Network] = Field(default_factory=lambda: [DEFAULT_ROUTE], min_length=1)
+    prefixes: list[Prefix] = Field(default_factory=lambda: [DEFAULT_ROUTE], min_length=1)
     peers: list[Peer] = Field(min_length=1)
     subnets: list[SubnetInvariant] = Field(default_factory=list)
     policy: Policy = Field(default_factory=Policy)
-    suspend: bool = Field(default=False, description="observe and record, but change nothing")
+    suspend: StrictBool = Field(default=False, description="observe and record, but change nothing")
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
-    route_limit_warn: int = Field(default=900, ge=1, le=1000, description="warn when a peer sends this many routes")
+    route_limit_warn: StrictInt = Field(
+        default=3600,
+        ge=1,
+        le=ROUTES_PER_PEER_LIMIT,
+        description=f"warn when a peer sends Route Server this many routes (the limit is {ROUTES_PER_PEER_LIMIT})",
+    )
+    expressroute_route_limit_warn: StrictInt = Field(
+        default=900,
+        ge=1,
+        le=ROUTES_TO_EXPRESSROUTE_LIMIT,
+        description=(
+            "warn when an ExpressRoute gateway advertises this many routes to the circuit "
+            f"(VNet + Route Server routes with branch-to-branch on; the limit is {ROUTES_TO_EXPRESSROUTE_LIMIT})"
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Target:
@@ -218,7 +280,7 @@ class Target(Strict):
 class DesiredState(Strict):
     """The whole document: many targets (one Route Server each)."""
 
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], BeforeValidator(_exactly_int)] = 1
     targets: list[Target] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -330,6 +392,9 @@ def _yaml(text: str, source: str) -> Any:
                 source,
                 [("", f"aliases expand the document to more than {MAX_DOCUMENT_NODES} values; write it out")],
             )
+        ambiguous = _yaml11_only(node)
+        if ambiguous:
+            raise DesiredStateError(source, ambiguous[:MAX_PROBLEMS])
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -356,6 +421,39 @@ def _expanded_size(root: yaml.Node) -> int:
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in sizes)
     return sizes[id(root)]
+
+
+def _yaml11_only(root: yaml.Node) -> list[tuple[str, str]]:
+    """Plain scalars YAML 1.1 reads differently from YAML 1.2 and JSON (`no`, `on`, `1:30`), by path."""
+    found: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[int | str, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: PyYAML None, libyaml ""
+            text = str(node.value)
+            if node.tag == _YAML_BOOL and text.lower() not in _YAML12_BOOLS:
+                found.append(
+                    (
+                        _loc(path),
+                        f"`{text}` is a YAML 1.1 boolean here but text in YAML 1.2 and JSON; "
+                        f"write true or false, or quote it ('{text}') if you mean the text",
+                    )
+                )
+            elif node.tag in _YAML_NUMBERS and ":" in text:
+                found.append(
+                    (_loc(path), f"`{text}` is a base-60 number in YAML 1.1; quote it ('{text}') if you mean the text")
+                )
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((child, (*path, i)) for i, child in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                stack.append((value, (*path, str(key.value) if isinstance(key, yaml.ScalarNode) else "?")))
+                stack.append((key, (*path, "(key)")))
+    return found
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

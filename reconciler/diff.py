@@ -7,10 +7,28 @@ or log. Unknown observations become OBSERVATION_FAILED and never any other drift
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Network, ip_network
+from ipaddress import ip_network
 
-from reconciler.desired import ARS_ASN, DEFAULT_ROUTE, GatewayType, Peer, Target
+from reconciler.asn import ARS_ASN
+from reconciler.desired import (
+    DEFAULT_ROUTE,
+    ROUTES_PER_PEER_LIMIT,
+    ROUTES_TO_EXPRESSROUTE_LIMIT,
+    GatewayType,
+    Peer,
+    Target,
+)
 from reconciler.drift import Drift, DriftCode
+from reconciler.effective_routes import (
+    CandidateRoute,
+    HopType,
+    Requirement,
+    RouteSource,
+    resolve,
+    route_server_routes,
+    subnet_routes,
+    violations,
+)
 from reconciler.observed import (
     AgentView,
     Connection,
@@ -57,6 +75,11 @@ def diff(target: Target, obs: Observation) -> list[Drift]:
     _gateways(target, obs, found)
     _subnets(target, obs, found)
     return found.drifts
+
+
+def matched_connections(target: Target, obs: Observation) -> dict[str, str]:
+    """Peer name -> the name of the bgpConnection that carries it, by the diff's own matching rule."""
+    return {peer: conn.name for peer, conn in _peers(target, obs, _Collector(target.name)).items()}
 
 
 class _Collector:
@@ -198,7 +221,7 @@ def _learned_routes(target: Target, obs: Observation, connections: dict[str, Con
             found.add(
                 DriftCode.ROUTE_LIMIT_RISK,
                 f"peer={peer.name}",
-                f"{peer.name} sends {total} routes; above 1000 Route Server drops the session",
+                f"{peer.name} sends {total} routes; above {ROUTES_PER_PEER_LIMIT} Route Server drops the session",
                 f"< {target.route_limit_warn}",
                 total,
             )
@@ -376,6 +399,15 @@ def _gateways(target: Target, obs: Observation, found: _Collector) -> None:
             if isinstance(adv, Unknown):
                 found.unknown(adv)
                 continue
+            if want.type == GatewayType.EXPRESS_ROUTE and len(adv) >= target.expressroute_route_limit_warn:
+                found.add(
+                    DriftCode.ROUTE_LIMIT_RISK,
+                    f"gateway={want.name}/onprem={onprem}",
+                    f"gateway {want.name} advertises {len(adv)} routes to the ExpressRoute circuit; VNet and "
+                    f"Route Server routes together must stay within {ROUTES_TO_EXPRESSROUTE_LIMIT}",
+                    f"< {target.expressroute_route_limit_warn}",
+                    len(adv),
+                )
             have = {_norm(r.prefix) for r in adv}
             for prefix in advertisable:
                 if prefix not in have:
@@ -406,6 +438,20 @@ def _gateway_learning(found: _Collector, gw: Gateway, prefixes: list[str], firew
 
 
 def _subnets(target: Target, obs: Observation, found: _Collector) -> None:
+    """Judge each subnet invariant by the route Azure really uses, not by an exact table entry.
+
+    Longest prefix wins before source preference (effective_routes): a 0.0.0.0/0 -> Internet UDR
+    loses to 0.0.0.0/1 + 128.0.0.0/1 from Route Server. The BGP side is what Route Server programs
+    now plus the target's own prefixes via the firewall (what it programs when the design is
+    healthy), so a detached UDR is caught even while the NVA's route happens to be missing.
+    """
+    programmed = route_server_routes(sorted(obs.learned.items()))
+    now = set() if isinstance(programmed, Unknown) else {(c.prefix, c.next_hop_ip) for c in programmed}
+    design = tuple(
+        CandidateRoute(p, RouteSource.BGP, HopType.VIRTUAL_NETWORK_GATEWAY, obs.firewall_ip, "BGP, the design's route")
+        for p in target.prefixes
+        if (p, obs.firewall_ip) not in now
+    )
     for inv in target.subnets:
         key = f"{inv.vnet}:{inv.subnet}"
         sn = obs.subnets.get(key)
@@ -415,15 +461,25 @@ def _subnets(target: Target, obs: Observation, found: _Collector) -> None:
             found.unknown(sn)
             continue
         for req in inv.routes:
-            prefix = str(req.prefix)
-            want = f"{prefix} -> {req.next_hop_type}" + (f" {req.next_hop_ip}" if req.next_hop_ip else "")
-            have = _subnet_route(sn, req.prefix)
-            if have == want:
-                continue
+            hop_ip = str(req.next_hop_ip) if req.next_hop_ip else None
+            requirement = Requirement(req.prefix, HopType(req.next_hop_type), hop_ip)
+            want = requirement.describe()
+            if sn is None:
+                have = "subnet not found"
+            else:
+                propagates = not (sn.route_table is not None and sn.disable_bgp_route_propagation)
+                if isinstance(programmed, Unknown) and propagates:
+                    continue  # the routes Route Server programs are unknown (already reported): no verdict
+                bgp = design + (() if isinstance(programmed, Unknown) else programmed)
+                bad = violations(requirement, resolve(subnet_routes(sn, bgp), req.prefix))
+                if not bad:
+                    continue
+                table = sn.route_table or "no route table attached"
+                have = f"{'; '.join(d.describe() for d in bad[:4])} wins [{table}]"
             found.add(
                 DriftCode.UDR_INVARIANT_BROKEN,
-                f"subnet={key}/prefix={prefix}",
-                f"subnet {key} must route {want}",
+                f"subnet={key}/prefix={req.prefix}",
+                f"subnet {key} must route internet traffic {want}; longer-prefix or preferred routes send it elsewhere",
                 want,
                 have,
             )
@@ -437,17 +493,6 @@ def _subnets(target: Target, obs: Observation, found: _Collector) -> None:
                     inv.disable_bgp_route_propagation,
                     actual,
                 )
-
-
-def _subnet_route(sn: SubnetRouting | None, prefix: IPv4Network) -> str:
-    if sn is None:
-        return "subnet not found"
-    if sn.route_table is None:
-        return "no route table attached"
-    for r in sn.routes:
-        if _norm(r.prefix) == str(prefix):
-            return f"{prefix} -> {r.next_hop_type}" + (f" {r.next_hop_ip}" if r.next_hop_ip else "")
-    return f"no route for {prefix} in {sn.route_table}"
 
 
 def _norm(prefix: str) -> str:

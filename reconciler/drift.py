@@ -104,7 +104,7 @@ SUBJECTS: dict[DriftCode, str] = {
     DriftCode.ROUTE_NEXT_HOP_WRONG: "peer=<name>/instance=<instance>/prefix=<prefix>",
     DriftCode.ROUTE_REJECTED_LOOP: "peer=<name>/instance=<instance>/prefix=<prefix>",
     DriftCode.ROUTE_UNEXPECTED: "peer=<name>/instance=<instance>/prefix=<prefix>",
-    DriftCode.ROUTE_LIMIT_RISK: "peer=<name>",
+    DriftCode.ROUTE_LIMIT_RISK: "peer=<name> | gateway=<name>/onprem=<peer ip>",
     DriftCode.GATEWAY_NOT_LEARNING: "gateway=<name>/prefix=<prefix>",
     DriftCode.GATEWAY_NOT_ADVERTISING: "gateway=<name>/onprem=<peer ip>/prefix=<prefix>",
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: "gateway=<name>",

@@ -1,17 +1,20 @@
 """Fan-out for fleets: one Storage queue message per target, reconciled by a queue-triggered worker.
 
-Owns the message format (versioned JSON, strictly parsed) and the queue adapter that sends it
-base64-encoded, which is what the Functions queue trigger decodes by default. Must not know how a
-target is reconciled; the host, not this module, retries messages and moves them to the poison queue.
+Owns the message format (versioned JSON, strictly parsed), the queue adapter that sends it
+base64-encoded, which is what the Functions queue trigger decodes by default, and the host's queue
+rules as host.json states them (`HostQueueRules`: how often and how far apart the host retries,
+hence how long a message must live). Must not know how a target is reconciled; the host, not this
+module, retries messages and moves them to the poison queue.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
@@ -44,6 +47,61 @@ class FanoutMessage:
             {"v": VERSION, "target": self.target, "tick": self.tick.isoformat(), "origin": self.origin},
             separators=(",", ":"),
         )
+
+
+# App settings that override host.json, as the host reads them (`AzureFunctionsJobHost__` + the
+# JSON path joined by `__`): https://learn.microsoft.com/azure/azure-functions/functions-host-json#override-hostjson-values
+_OVERRIDE = "AzureFunctionsJobHost__"
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$")  # .NET TimeSpan, [d.]hh:mm:ss
+
+
+@dataclass(frozen=True)
+class HostQueueRules:
+    """What the Functions host does with a failing queue message (host.json `extensions.queues`,
+    https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#hostjson-settings):
+    it runs the function at most `max_dequeue_count` times, each try up to `function_timeout`, puts
+    the message back for `visibility_timeout` after each failure ("the time interval between retries
+    when processing of a message fails"), then moves it to `<queue>-poison`. Defaults are the
+    documented ones (5, 00:00:00, and Flex Consumption's 30-minute function timeout)."""
+
+    max_dequeue_count: int = 5
+    visibility_timeout: timedelta = timedelta(0)
+    function_timeout: timedelta = timedelta(minutes=30)
+
+    @classmethod
+    def load(cls, host_json: Path, environ: Mapping[str, str]) -> HostQueueRules:
+        data: dict[str, Any] = json.loads(host_json.read_text())
+        queues: dict[str, Any] = data.get("extensions", {}).get("queues", {})
+
+        def setting(path: str, value: Any) -> Any:
+            return environ.get(_OVERRIDE + path, value)
+
+        count = setting("extensions__queues__maxDequeueCount", queues.get("maxDequeueCount", cls.max_dequeue_count))
+        visibility = setting("extensions__queues__visibilityTimeout", queues.get("visibilityTimeout"))
+        timeout = setting("functionTimeout", data.get("functionTimeout"))
+        return cls(
+            max_dequeue_count=int(count),
+            visibility_timeout=cls.visibility_timeout if visibility is None else _timespan(visibility),
+            function_timeout=cls.function_timeout if timeout is None else _timespan(timeout),
+        )
+
+    def retry_budget(self) -> timedelta:
+        """How long a message may need before the host gives up on it: every try may run to the
+        function timeout and is followed by the visibility timeout."""
+        return self.max_dequeue_count * (self.function_timeout + self.visibility_timeout)
+
+    def message_ttl(self, interval: timedelta) -> int:
+        """Seconds a fan-out message must live: its whole retry budget (a message that expires
+        before its last try is lost without reaching the poison queue), and at least one tick."""
+        return int(max(self.retry_budget(), interval, timedelta(seconds=60)).total_seconds())
+
+
+def _timespan(text: Any) -> timedelta:
+    m = _TIMESPAN.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a [d.]hh:mm:ss time span")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
 
 
 def poison_queue(queue: str) -> str:
@@ -112,8 +170,8 @@ class FanoutQueue:
             raise TransientError(f"fan-out queue {self.queue!r}: cannot create: {_first_line(exc)}") from exc
 
     async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int) -> int:
-        """Send one message per target; `ttl_s` lets a tick's messages expire before the next tick
-        sends fresh ones, so a stalled worker pool does not build a backlog of stale passes."""
+        """Send one message per target, living `ttl_s` (HostQueueRules.message_ttl: long enough for
+        every retry the host will make, so a failing target reaches the poison queue)."""
         sent = 0
         for m in messages:
             try:

@@ -91,21 +91,12 @@ class RunsQuery:
     target: str | None = None
 
 
-def require_method(method: str, allowed: Sequence[str]) -> None:
-    if method.upper() not in allowed:
-        raise ApiError(
-            405,
-            "method_not_allowed",
-            f"{method.upper()} is not allowed here; use {', '.join(allowed)}",
-            {"Allow": ", ".join(allowed)},
-        )
+def parse_reconcile(body: bytes, params: Mapping[str, str], targets: Collection[str]) -> ReconcileRequest:
+    """`{"dry_run": bool, "target": str}` from the JSON body and/or the query string; strict.
 
-
-def parse_reconcile(
-    method: str, body: bytes, params: Mapping[str, str], targets: Collection[str]
-) -> ReconcileRequest:
-    """`{"dry_run": bool, "target": str}` from the JSON body and/or the query string; strict."""
-    require_method(method, ("POST",))
+    No method check: the host routes by method, so a wrong one never reaches the function (it
+    answers 404 itself); each route's `methods=[...]` in function_app.py is the one rule.
+    """
     fields: dict[str, Any] = {}
     if body.strip():
         if len(body) > MAX_BODY:
@@ -114,6 +105,9 @@ def parse_reconcile(
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {_json_reason(exc)}") from None
+        except RecursionError:
+            # json.loads recurses per nesting level: `[[[...` under MAX_BODY exceeds Python's limit.
+            raise ApiError(400, "invalid_json", "request body is not valid JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise ApiError(400, "invalid_body", f"request body must be a JSON object, got {_json_type(data)}")
         _no_unknown(data, {"dry_run", "target"}, "body")
@@ -131,8 +125,7 @@ def parse_reconcile(
     return ReconcileRequest(dry_run=bool(fields.get("dry_run", False)), target=_known(target, targets))
 
 
-def parse_drift_query(method: str, params: Mapping[str, str], targets: Collection[str]) -> DriftQuery:
-    require_method(method, ("GET",))
+def parse_drift_query(params: Mapping[str, str], targets: Collection[str]) -> DriftQuery:
     query = _query(params, {"target", "severity"})
     severity = query.get("severity")
     if severity is not None and severity not in SEVERITIES:
@@ -140,8 +133,7 @@ def parse_drift_query(method: str, params: Mapping[str, str], targets: Collectio
     return DriftQuery(target=_known(query.get("target"), targets), severity=severity)
 
 
-def parse_runs_query(method: str, params: Mapping[str, str], targets: Collection[str]) -> RunsQuery:
-    require_method(method, ("GET",))
+def parse_runs_query(params: Mapping[str, str], targets: Collection[str]) -> RunsQuery:
     query = _query(params, {"limit", "target"})
     limit = RUNS_DEFAULT
     if "limit" in query:
@@ -153,8 +145,7 @@ def parse_runs_query(method: str, params: Mapping[str, str], targets: Collection
     return RunsQuery(limit=limit, target=_known(query.get("target"), targets))
 
 
-def parse_health(method: str, params: Mapping[str, str]) -> None:
-    require_method(method, ("GET",))
+def parse_health(params: Mapping[str, str]) -> None:
     _query(params, set())
 
 
@@ -240,7 +231,8 @@ def health(
     A pass is a success for a target when it ran for real (not a dry run) and recorded no error
     against that target. A target is stale when that is older than two ticks plus a minute (one
     missed tick is tolerated: a cold start or a slow pass). 503 when any target is stale, so an
-    availability probe can alert on it; no secrets, so the route may be anonymous.
+    availability probe can alert on it. Names targets and pass ids: behind the function key
+    (`/api/health/details`); the anonymous route answers `health_summary` of it.
     """
     stale_after = 2 * interval + timedelta(seconds=60)
     last: dict[str, Any] = {}
@@ -278,6 +270,28 @@ def health(
         "targets": rows,
     }
     return ApiResponse(503 if stale else 200, body)
+
+
+# What anonymous /api/health may say: the verdict and how stale, nothing that names the fleet,
+# its passes, files or storage (those are in the keyed details).
+SUMMARY_KEYS = ("status", "checked_at", "stale_after_s", "max_age_s")
+
+
+def health_summary(details: ApiResponse) -> ApiResponse:
+    """The anonymous view of `health(...)`: same status code, status and staleness only.
+    `max_age_s` is the age of the stalest target's last success (null: one never succeeded)."""
+    body = details.body
+    ages = [r["age_s"] for r in body["targets"]]
+    max_age = None if not ages or None in ages else max(ages)
+    summary = {"status": body["status"], "checked_at": body["checked_at"], "stale_after_s": body["stale_after_s"],
+               "max_age_s": max_age}
+    return ApiResponse(details.status, {k: summary[k] for k in SUMMARY_KEYS})
+
+
+def health_unknown() -> ApiResponse:
+    """Anonymous /api/health when the verdict cannot be computed: say so without the reason (it
+    may name the desired-state file or the storage host); the reason is in the log and the details."""
+    return error(503, "unavailable", "health cannot be determined now; /api/health/details (function key) says why")
 
 
 def _json_default(value: Any) -> Any:

@@ -26,19 +26,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from reconciler.drift import Drift, DriftCode
+from reconciler.outcome import ActionOutcome
 
 
 class DriftStatus(StrEnum):
     OPEN = "open"
     RESOLVED = "resolved"
-
-
-class ActionOutcome(StrEnum):
-    FIXED = "fixed"
-    NOT_CONFIRMED = "not_confirmed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    PLANNED = "planned"  # dry run: what would have been done
 
 
 @dataclass(frozen=True)
@@ -47,13 +40,16 @@ class ActionRecord:
 
     identity: str
     action: str
-    outcome: str  # an ActionOutcome value
+    outcome: ActionOutcome
     detail: str = ""
 
     def __post_init__(self) -> None:
-        if self.outcome not in set(ActionOutcome):
-            known = ", ".join(o.value for o in ActionOutcome)
+        # Typed, and checked at run time too: a record is written to storage and read back by
+        # people, so a value outside the closed set (or a step not yet verified) is refused here.
+        if self.outcome not in set(ActionOutcome) or not ActionOutcome(self.outcome).final:
+            known = ", ".join(o.value for o in ActionOutcome if o.final)
             raise ValueError(f"unknown action outcome {self.outcome!r}; one of {known}")
+        object.__setattr__(self, "outcome", ActionOutcome(self.outcome))
 
 
 @dataclass(frozen=True)
@@ -113,6 +109,20 @@ class PassRecord:
     errors: tuple[str, ...] = ()
     dry_run: bool = False
 
+    def log_fields(self) -> dict[str, str | int | float | bool | tuple[str, ...]]:
+        """The record as flat log attributes (App Insights customDimensions take no nesting)."""
+        return {
+            "event": "ars.pass",
+            "pass_id": self.pass_id,
+            "trigger": self.trigger,
+            "started_at": self.started_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "targets": self.targets,
+            "errors": self.errors,
+            "dry_run": self.dry_run,
+            **{f"count_{k}": v for k, v in sorted(self.counts.items())},
+        }
+
 
 def is_blind(drifts: Sequence[Drift]) -> bool:
     """A pass that failed to read any part of a target cannot say a drift went away."""
@@ -129,7 +139,7 @@ def _refreshed(record: DriftRecord, d: Drift) -> DriftRecord:
 def _with_action(record: DriftRecord, action: ActionRecord | None) -> DriftRecord:
     if action is None:
         return record
-    return replace(record, last_action=action.action, last_outcome=action.outcome)
+    return replace(record, last_action=action.action, last_outcome=action.outcome.value)
 
 
 def transition(

@@ -1,32 +1,38 @@
-"""The alert step of one reconcile pass: load states → evaluate → cards → outbox → save → flush.
+"""The alert step: the one module the service (and the poison-queue trigger) calls to tell on-call.
 
-Owns the order of those steps (it is what makes alerts survive restarts and Teams outages) and the
-dead-man's-switch heartbeat. Must not know HTTP details, card layout or alert rules.
+Owns the order load states → evaluate → cards → outbox → save → flush (it is what makes alerts
+survive restarts and Teams outages), the mapping from a pass report to alert inputs, and the
+dead-man's-switch heartbeat. API: `AlertStep.after_pass`, `AlertStep.poisoned`, `build`.
+Must not decide alert rules (alerts), lay out cards (cards) or speak HTTP (teams).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
 
 from reconciler import teams
 from reconciler.alerts import AlertRules, AlertState, evaluate
 from reconciler.cards import build_messages, serialize
-from reconciler.drift import Drift
+from reconciler.drift import Drift, DriftCode
 from reconciler.errors import ReconcilerError
-from reconciler.outbox import FlushReport, Sender, idempotency_key
+from reconciler.outbox import AlertStore, FlushReport, Sender, idempotency_key
+from reconciler.settings import Settings
 
 if TYPE_CHECKING:
-    import httpx
+    from reconciler.service import PassReport
 
 log = logging.getLogger(__name__)
 
 
 class AlertRepository(Protocol):
-    """What notify needs from storage (reconciler.outbox.AlertStore)."""
+    """What the alert step needs from storage (reconciler.outbox.AlertStore)."""
 
     async def load_states(self, targets: Collection[str]) -> dict[str, AlertState]: ...
 
@@ -90,3 +96,79 @@ async def heartbeat(url: str, client: httpx.AsyncClient) -> bool:
         log.warning("heartbeat: %s", teams.redact(str(exc)))
         return False
     return True
+
+
+class AlertStep:
+    """The alert step of a worker: built once by `build`, called after every pass."""
+
+    def __init__(
+        self,
+        store: AlertRepository,
+        sender: Sender,
+        rules: AlertRules,
+        drift_url: str,
+        heartbeat_url: str | None,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.rules = rules
+        self.drift_url = drift_url
+        self.heartbeat_url = heartbeat_url
+        self.client = client
+
+    async def after_pass(self, report: PassReport, now: datetime) -> dict[str, Any]:
+        """Alerts for every target the pass observed, then the heartbeat when the pass had no error."""
+        # A locked target was not observed by this pass: leave its alerts to the pass that holds it.
+        seen = [t for t in report.targets if t.status != "locked"]
+        drifts = [d for t in seen for d in t.remaining]
+        blind: dict[str, str] = {}
+        for t in seen:
+            reasons = [d.message for d in t.remaining if d.code == DriftCode.OBSERVATION_FAILED]
+            reasons += [f"{stage}: {msg}" for stage, msg in t.errors]
+            if reasons:
+                blind[t.target] = "; ".join(reasons)[:500]
+        actions: dict[str, tuple[str, str]] = {}
+        for t in seen:
+            for o in t.outcomes:
+                for identity in o.step.fixes:
+                    actions[identity] = (o.step.describe(), o.outcome)
+        result = await notify(
+            self.store, self.sender, drifts, blind, [t.target for t in seen], actions, now, self.rules,
+            report.pass_id, self.drift_url,
+        )
+        out: dict[str, Any] = asdict(result)
+        if self.heartbeat_url and not report.errors:
+            out["heartbeat"] = await heartbeat(self.heartbeat_url, self.client)
+        return out
+
+    async def poisoned(self, target: str, reason: str, now: datetime) -> dict[str, Any]:
+        """A fan-out message for `target` was poisoned: its passes keep failing, so the reconciler
+        cannot see that target. Said as "reconciler blind" at once: the host's tries already took
+        minutes, so the blind hold-down (one failed read is routine) has been served."""
+        rules = replace(self.rules, blind_for=timedelta(0))
+        result = await notify(
+            self.store, self.sender, [], {target: f"fanout: poison message: {reason}"[:500]}, [target], None,
+            now, rules, f"poison-{now:%Y%m%dT%H%M%S}", self.drift_url,
+        )
+        return asdict(result)
+
+
+def rules_from(settings: Settings) -> AlertRules:
+    if settings.alert_hold_down is None:
+        return AlertRules()
+    hold = timedelta(seconds=settings.alert_hold_down)
+    return AlertRules(hold_down={c: hold for c in DriftCode}, default_hold_down=hold, blind_for=hold)
+
+
+async def build(settings: Settings, stack: AsyncExitStack) -> AlertStep | None:
+    """The alert step when a Teams webhook is configured; None otherwise (alerts off, by setting)."""
+    if settings.teams_webhook_url is None:
+        return None
+    client = httpx.AsyncClient()
+    stack.push_async_callback(client.aclose)
+    store = AlertStore(settings.storage_connection.get_secret_value(), settings.table_prefix)
+    stack.push_async_callback(store.close)
+    sender = teams.TeamsWebhook(settings.teams_webhook_url.get_secret_value(), client)
+    hb = settings.heartbeat_url.get_secret_value() if settings.heartbeat_url else None
+    return AlertStep(store, sender, rules_from(settings), f"{settings.public_base_url}/api/drift", hb, client)

@@ -12,18 +12,22 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from ipaddress import IPv4Network
 from typing import Any, Protocol
 
 from reconciler.desired import DesiredState, Peer, Target
-from reconciler.diff import diff
+from reconciler.diff import diff, matched_connections
 from reconciler.drift import Drift, DriftCode
 from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
-from reconciler.ledger_state import ActionRecord, PassRecord
+from reconciler.ledger_state import ActionRecord, LedgerChange, PassRecord
 from reconciler.observed import AgentView, Firewall, Hub, Observation, Unknown
+from reconciler.outcome import ActionOutcome
 from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
+from reconciler.trace import Trace, trace
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,16 @@ class AgentsPort(Protocol):
 
 class LedgerPort(Protocol):
     async def record_target(
-        self, target: str, drifts: Sequence[Drift], actions: Sequence[Any], now: datetime, *, blind: bool
-    ) -> Any: ...
-    async def record_pass(self, record: Any) -> None: ...
+        self,
+        target: str,
+        drifts: Sequence[Drift],
+        actions: Sequence[ActionRecord],
+        now: datetime,
+        *,
+        blind: bool,
+        pass_id: str = "",
+    ) -> LedgerChange: ...
+    async def record_pass(self, record: PassRecord) -> None: ...
 
 
 class LeasesPort(Protocol):
@@ -58,7 +69,10 @@ class LeasesPort(Protocol):
 
 
 class AlertsPort(Protocol):
-    async def after_pass(self, report: PassReport, now: datetime) -> dict[str, Any]: ...
+    """reconciler.notify.AlertStep."""
+
+    async def after_pass(self, report: PassReport, now: datetime) -> Mapping[str, object]: ...
+    async def poisoned(self, target: str, reason: str, now: datetime) -> Mapping[str, object]: ...
 
 
 @dataclass
@@ -74,6 +88,12 @@ class Services:
     verify_timeout: float = 90.0
     verify_interval: float = 5.0
     target_concurrency: int = 64
+    # Pass records this worker could not write (storage down), oldest first; the next pass of
+    # the same worker writes them before its own. Bounded: a long outage keeps the newest.
+    unwritten: deque[PassRecord] = field(default_factory=lambda: deque(maxlen=UNWRITTEN_MAX))
+
+
+UNWRITTEN_MAX = 500  # about 40 hours of 5-minute passes; each record is well under 1 KiB in memory
 
 
 # ---- report values ----------------------------------------------------------------------------
@@ -81,8 +101,10 @@ class Services:
 
 @dataclass(frozen=True)
 class StepOutcome:
+    """What became of one step of the plan (the ledger and the cards show the same value)."""
+
     step: Step
-    outcome: str  # fixed | not_confirmed | failed | deferred | planned
+    outcome: ActionOutcome
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +112,7 @@ class StepOutcome:
             "step": self.step.describe(),
             "kind": self.step.kind.value,
             "fixes": list(self.step.fixes),
-            "outcome": self.outcome,
+            "outcome": self.outcome.value,
             "detail": self.detail,
         }
 
@@ -138,7 +160,7 @@ class PassReport:
     duration_s: float = 0.0
     targets: list[TargetReport] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
-    alerts: dict[str, Any] = field(default_factory=dict)
+    alerts: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -156,8 +178,9 @@ class PassReport:
             "drifts": sum(len(t.drifts) for t in self.targets),
             "remaining": sum(len(t.remaining) for t in self.targets),
             "steps": sum(len(t.outcomes) for t in self.targets),
-            "fixed": sum(1 for t in self.targets for o in t.outcomes if o.outcome == "fixed"),
-            "failed": sum(1 for t in self.targets for o in t.outcomes if o.outcome == "failed"),
+            "fixed": sum(1 for t in self.targets for o in t.outcomes if o.outcome is ActionOutcome.FIXED),
+            "failed": sum(1 for t in self.targets for o in t.outcomes if o.outcome is ActionOutcome.FAILED),
+            "deferred": sum(1 for t in self.targets for o in t.outcomes if o.outcome is ActionOutcome.DEFERRED),
             "locked": sum(1 for t in self.targets if t.status == "locked"),
             "errors": len(self.errors) + sum(len(t.errors) for t in self.targets),
         }
@@ -172,7 +195,7 @@ class PassReport:
             "counts": self.counts(),
             "targets": [t.to_dict() for t in self.targets],
             "errors": [{"stage": s, "message": m} for s, m in self.errors],
-            "alerts": self.alerts,
+            "alerts": dict(self.alerts),
         }
 
 
@@ -256,10 +279,10 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     obs = await observe(svc, target)
     rep.drifts = diff(target, obs)
     now = svc.clock()
-    rep.plan = plan(target, rep.drifts, known_from(obs), now)
+    rep.plan = plan(target, rep.drifts, known_from(target, obs), now)
     rep.remaining = rep.drifts
     if dry_run:
-        rep.outcomes = [StepOutcome(s, "planned", "dry run") for s in rep.plan.steps]
+        rep.outcomes = [StepOutcome(s, ActionOutcome.PLANNED, "dry run") for s in rep.plan.steps]
     elif rep.plan.steps:
         rep.outcomes = await execute(svc, target, rep.plan)
         rep.remaining, rep.outcomes = await verify(svc, target, rep.outcomes, obs)
@@ -267,21 +290,23 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     if not dry_run and svc.ledger is not None:
         actions = _actions(rep)
         try:
-            opened = None
+            first: LedgerChange | None = None
             if rep.outcomes:
                 # Record what was found before the fix too, so a drift fixed within one pass still
                 # appears in the ledger as opened and then resolved (with the action that fixed it).
                 # Both writes carry the same `now`, so nothing is counted twice.
                 before_blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in rep.drifts)
-                first = await svc.ledger.record_target(target.name, rep.drifts, [], now, blind=before_blind)
-                opened = len(getattr(first, "opened", ()))
-            change = await svc.ledger.record_target(target.name, rep.remaining, actions, now, blind=rep.blind)
-            counts = {
-                "opened": opened if opened is not None else len(getattr(change, "opened", ())),
-                "persisting": len(getattr(change, "persisting", ())),
-                "resolved": len(getattr(change, "resolved", ())),
+                first = await svc.ledger.record_target(
+                    target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id
+                )
+            change = await svc.ledger.record_target(
+                target.name, rep.remaining, actions, now, blind=rep.blind, pass_id=pass_id
+            )
+            rep.ledger = {
+                "opened": len((first or change).opened),
+                "persisting": len(change.persisting),
+                "resolved": len(change.resolved),
             }
-            rep.ledger = counts
         except ReconcilerError as exc:
             rep.errors.append(("ledger", str(exc)))
             rep.status = "error"
@@ -306,8 +331,17 @@ async def _agent_view(svc: Services, target: Target, peer: Peer) -> AgentView | 
         return Unknown("agent.state", peer.name, str(exc)[:200])
 
 
-def known_from(obs: Observation) -> Known:
+def known_from(target: Target, obs: Observation) -> Known:
     ips = obs.hub.ips if isinstance(obs.hub, Hub) and obs.hub.ips else None
+    hub_ready: bool | None
+    if isinstance(obs.hub, Hub):
+        hub_ready = obs.hub.provisioning_state == "Succeeded" and obs.hub.routing_state == "Provisioned"
+    else:
+        hub_ready = None if isinstance(obs.hub, Unknown) else False  # None here: the hub is gone
+    connection_of = matched_connections(target, obs)
+    routes_unknown = frozenset(
+        peer for peer, conn in connection_of.items() if isinstance(obs.learned.get(conn), Unknown)
+    )
     fw = obs.firewall
     healthy: bool | None
     if isinstance(fw, Firewall):
@@ -317,7 +351,13 @@ def known_from(obs: Observation) -> Known:
     else:
         # None: either no firewall resource is declared (fixed IP) or it is gone.
         healthy = obs.firewall_ip is not None
-    return Known(ars_ips=ips, firewall_ip=obs.firewall_ip, firewall_healthy=healthy)
+    return Known(
+        ars_ips=ips,
+        firewall_ip=obs.firewall_ip,
+        firewall_healthy=healthy,
+        hub_ready=hub_ready,
+        routes_unknown=routes_unknown,
+    )
 
 
 async def execute(svc: Services, target: Target, p: Plan) -> list[StepOutcome]:
@@ -326,12 +366,12 @@ async def execute(svc: Services, target: Target, p: Plan) -> list[StepOutcome]:
     for step in p.steps:
         try:
             detail = await _run_step(svc, target, step)
-            outcomes.append(StepOutcome(step, "applied", detail))
+            outcomes.append(StepOutcome(step, ActionOutcome.APPLIED, detail))
         except TransientError as exc:
             # e.g. 409 AnotherOperationInProgress or an agent 503: try again next pass, not "failed".
-            outcomes.append(StepOutcome(step, "deferred", str(exc)[:300]))
+            outcomes.append(StepOutcome(step, ActionOutcome.DEFERRED, str(exc)[:300]))
         except (PermanentError, ConfigurationError) as exc:
-            outcomes.append(StepOutcome(step, "failed", str(exc)[:300]))
+            outcomes.append(StepOutcome(step, ActionOutcome.FAILED, str(exc)[:300]))
     return outcomes
 
 
@@ -358,7 +398,7 @@ async def verify(
     svc: Services, target: Target, outcomes: list[StepOutcome], before: Observation
 ) -> tuple[list[Drift], list[StepOutcome]]:
     """Re-observe (bounded wait) until the applied steps' drifts are gone; mark each step fixed or not."""
-    applied = [o for o in outcomes if o.outcome == "applied"]
+    applied = [o for o in outcomes if o.outcome is ActionOutcome.APPLIED]
     drifts = diff(target, before)
     if not applied:
         return drifts, outcomes
@@ -373,46 +413,77 @@ async def verify(
         await asyncio.sleep(svc.verify_interval)
     final: list[StepOutcome] = []
     for o in outcomes:
-        if o.outcome != "applied":
+        if o.outcome is not ActionOutcome.APPLIED:
             final.append(o)
         elif blind:
-            final.append(StepOutcome(o.step, "not_confirmed", f"{o.detail}; re-observation failed"))
+            final.append(StepOutcome(o.step, ActionOutcome.NOT_CONFIRMED, f"{o.detail}; re-observation failed"))
         elif set(o.step.fixes) & present:
             left = sorted(set(o.step.fixes) & present)
-            final.append(StepOutcome(o.step, "not_confirmed", f"{o.detail}; still present: {', '.join(left)}"))
+            detail = f"{o.detail}; still present: {', '.join(left)}"
+            final.append(StepOutcome(o.step, ActionOutcome.NOT_CONFIRMED, detail))
         else:
-            final.append(StepOutcome(o.step, "fixed", o.detail))
+            final.append(StepOutcome(o.step, ActionOutcome.FIXED, o.detail))
     return drifts, final
 
 
-def _actions(rep: TargetReport) -> list[Any]:
-    out = []
-    for o in rep.outcomes:
-        for identity in o.step.fixes:
-            out.append(ActionRecord(identity, o.step.describe(), o.outcome, o.detail))
+def _actions(rep: TargetReport) -> list[ActionRecord]:
+    out = [ActionRecord(i, o.step.describe(), o.outcome, o.detail) for o in rep.outcomes for i in o.step.fixes]
     if rep.plan is not None:
-        out.extend(ActionRecord(s.identity, "none", "skipped", s.reason) for s in rep.plan.skipped)
+        out.extend(ActionRecord(s.identity, "none", ActionOutcome.SKIPPED, s.reason) for s in rep.plan.skipped)
     return out
 
 
 async def _record_pass(svc: Services, report: PassReport) -> None:
-    if svc.ledger is None:
-        return
+    """Log the pass record, then write it with any this worker could not write before.
+
+    The log event (App Insights keeps it) survives a worker that dies before storage is back;
+    the in-memory backlog makes the ledger whole again once storage answers.
+    """
     errors = tuple(f"{s}: {m}" for s, m in report.errors) + tuple(
         f"{t.target}/{s}: {m}" for t in report.targets for s, m in t.errors
     )
-    try:
-        await svc.ledger.record_pass(
-            PassRecord(
-                pass_id=report.pass_id,
-                trigger=report.trigger,
-                started_at=report.started_at,
-                duration_s=report.duration_s,
-                targets=tuple(t.target for t in report.targets),
-                counts=report.counts(),
-                errors=errors,
-                dry_run=report.dry_run,
-            )
-        )
-    except TransientError as exc:
-        report.errors.append(("ledger", f"pass record not written: {exc}"))
+    record = PassRecord(
+        pass_id=report.pass_id,
+        trigger=report.trigger,
+        started_at=report.started_at,
+        duration_s=report.duration_s,
+        targets=tuple(t.target for t in report.targets),
+        counts=report.counts(),
+        errors=errors,
+        dry_run=report.dry_run,
+    )
+    log.info(
+        "pass record %s: %s, %d target(s), %d error(s)",
+        record.pass_id, record.trigger, len(record.targets), len(record.errors),
+        extra=record.log_fields(),
+    )
+    if svc.ledger is None:
+        return
+    if len(svc.unwritten) == svc.unwritten.maxlen:
+        dropped = svc.unwritten[0]
+        log.warning("pass record %s dropped: %d unwritten already", dropped.pass_id, len(svc.unwritten))
+    svc.unwritten.append(record)
+    while svc.unwritten:
+        try:
+            await svc.ledger.record_pass(svc.unwritten[0])
+        except TransientError as exc:
+            behind = len(svc.unwritten)
+            report.errors.append(("ledger", f"pass record not written ({behind} kept for the next pass): {exc}"))
+            return
+        svc.unwritten.popleft()
+
+
+async def trace_targets(
+    svc: Services, state: DesiredState, *, only: str | None = None, prefix: str | None = None
+) -> list[Trace]:
+    """Observe each target (read-only: no lease, no ledger, no fix) and trace its paths (reconciler.trace)."""
+    if only is not None and only not in {t.name for t in state.targets}:
+        raise ConfigurationError(f"unknown target {only!r}; known: {', '.join(t.name for t in state.targets)}")
+    if prefix is not None:
+        try:
+            IPv4Network(prefix, strict=False)
+        except ValueError as exc:
+            raise ConfigurationError(f"prefix {prefix!r} is not an IPv4 prefix like 0.0.0.0/0") from exc
+    targets = [t for t in state.targets if only is None or t.name == only]
+    observations = await asyncio.gather(*(observe(svc, t) for t in targets))
+    return [tr for t, obs in zip(targets, observations, strict=True) for tr in trace(t, obs, prefix)]

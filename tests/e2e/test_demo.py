@@ -23,7 +23,7 @@ def test_demo_tells_the_whole_story_and_saves_the_cards(tmp_path: Path) -> None:
     assert out.rstrip().endswith("=== Done.")
     assert out.count("fixed: agent_intent nva1") == 3
     assert "left alone (policy: Azure-side writes are off" in out
-    assert "HTTP 405" in out and "HTTP 500" not in out
+    assert "HTTP 404" in out and "HTTP 405" not in out and "HTTP 500" not in out
     cards = sorted((tmp_path / "cards").glob("*.json"))
     kinds = [json.loads(c.read_text())["attachments"][0]["content"]["version"] for c in cards]
     assert kinds and set(kinds) == {"1.4"}

@@ -149,3 +149,20 @@ async def test_two_targets_are_independent(emulator: ArmEmulator) -> None:
         assert await gateway_learned(client, "rg-hub2", "vpngw") == {"0.0.0.0/1", "128.0.0.0/1"}
         routes = await learned(client, "nva2", "rg-hub2", "ars-hub2")
     assert {r.local_address for r in routes[IN_0]} == {"10.1.2.4"}
+
+
+def test_effective_routes_of_the_vpn_firewall_subnet_follow_azure_selection() -> None:
+    from emulator import World, derive
+
+    world = World.load(TWO_TARGETS)
+    sn = world.subnet("sub-2", "rg-hub2", "hub2-vnet", "AzureFirewallSubnet")
+    routes = {
+        (r["source"], r["addressPrefix"][0], r["nextHopType"]): r["state"] for r in derive.effective_routes(world, sn)
+    }  # type: ignore[index]
+    # Same prefix: the UDR is Active and Route Server's /1 Invalid; the system 0/0 loses to the 0/0 UDR.
+    assert routes[("User", "0.0.0.0/1", "Internet")] == "Active"
+    assert routes[("VirtualNetworkGateway", "0.0.0.0/1", "VirtualNetworkGateway")] == "Invalid"
+    assert routes[("Default", "0.0.0.0/0", "Internet")] == "Invalid"
+    assert routes[("Default", "10.1.0.0/16", "VnetLocal")] == "Active"
+    world.route_table("sub-2", "rg-hub2", "fw-rt2").disable_bgp_route_propagation = True
+    assert all(r["source"] != "VirtualNetworkGateway" for r in derive.effective_routes(world, sn))

@@ -4,7 +4,9 @@ QueueMessage), against the ARM emulator and Azurite; plus the local host serving
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import logging
 import subprocess
 import sys
 import urllib.error
@@ -26,6 +28,7 @@ from localenv import scenarios
 from localenv.azurite import Azurite
 from localenv.demo import EXAMPLE, TOKEN_SETTING
 from localenv.host import LocalHost, functions, trigger
+from localenv.webhook import WebhookReceiver
 from reconciler.composition import Worker
 from reconciler.errors import TransientError
 from reconciler.fanout import poison_queue
@@ -165,16 +168,15 @@ async def test_post_reconcile_on_a_locked_target_is_409_with_the_report(live: Wo
         ("POST", "reconcile", b'{"dry_run": false}', {"dry_run": "true"}, 400, "conflicting_fields"),
         ("POST", "reconcile", b"", {"force": "1"}, 400, "unknown_query_field"),
         ("POST", "reconcile", b"x" * 20000, {}, 413, "body_too_large"),
-        ("GET", "reconcile", b"", {}, 405, "method_not_allowed"),
+        ("POST", "reconcile", b"[" * 10_000, {}, 400, "invalid_json"),  # not a RecursionError 500
+        ("POST", "reconcile", b'{"target": ' * 1400, {}, 400, "invalid_json"),
         ("GET", "drift", b"", {"severity": "high"}, 400, "invalid_query"),
         ("GET", "drift", b"", {"target": "nope"}, 404, "unknown_target"),
         ("GET", "drift", b"", {"sort": "x"}, 400, "unknown_query_field"),
-        ("DELETE", "drift", b"", {}, 405, "method_not_allowed"),
         ("GET", "runs", b"", {"limit": "0"}, 400, "invalid_query"),
         ("GET", "runs", b"", {"limit": "101"}, 400, "invalid_query"),
         ("GET", "runs", b"", {"limit": "-1"}, 400, "invalid_query"),
         ("GET", "runs", b"", {"limit": "ten"}, 400, "invalid_query"),
-        ("POST", "runs", b"", {}, 405, "method_not_allowed"),
         ("GET", "health", b"", {"verbose": "1"}, 400, "unknown_query_field"),
     ],
 )
@@ -219,18 +221,60 @@ async def test_storage_outage_is_a_503_json_error_not_a_traceback(
 
 
 async def test_health_is_stale_before_any_pass_and_ok_after_one(live: Worker, fns: dict[str, Any]) -> None:
-    before = await fns["health_http"](http("GET", "health"))
+    before = await fns["health_details_http"](http("GET", "health/details"))
     assert before.status_code == 503
     assert data(before)["stale_targets"] == list(TARGETS)
+    assert (await fns["health_http"](http("GET", "health"))).status_code == 503
 
     await fns["reconcile_timer"](TimerRequest(past_due=False))
-    after = await fns["health_http"](http("GET", "health"))
+    after = await fns["health_details_http"](http("GET", "health/details"))
     body = data(after)
     assert after.status_code == 200, body
     assert body["status"] == "ok" and body["interval_s"] == 300.0
     assert {r["target"]: r["trigger"] for r in body["targets"]} == {t: "timer" for t in TARGETS}
     assert all(r["age_s"] is not None and r["age_s"] < 60 for r in body["targets"])
     assert "token" not in json.dumps(body).lower()
+    summary = await fns["health_http"](http("GET", "health"))
+    assert summary.status_code == 200
+    assert data(summary)["status"] == "ok" and data(summary)["max_age_s"] < 60
+
+
+async def test_anonymous_health_says_status_and_staleness_only(
+    live: Worker, fns: dict[str, Any], env: dict[str, str]
+) -> None:
+    await fns["reconcile_http"](http("POST", "reconcile", params={"target": TARGETS[0]}))
+    resp = await fns["health_http"](http("GET", "health"))
+    body = data(resp)
+    assert resp.status_code == 503 and set(body) == {"status", "checked_at", "stale_after_s", "max_age_s"}
+    assert body["status"] == "stale" and body["max_age_s"] is None  # hub-weu-2 never passed
+    rt = await live.runtime()
+    (p,) = await rt.ledger.passes(limit=5)
+    text = resp.get_body().decode()
+    for secret in (*TARGETS, p.pass_id, "http", env["ARS_DESIRED_STATE"], "127.0.0.1", "schedule"):
+        assert secret not in text
+
+
+async def test_anonymous_health_hides_why_it_cannot_answer(
+    live: Worker, fns: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = await live.runtime()
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise TransientError("drift ledger: read passes: cannot reach 127.0.0.1:10002")
+
+    real = rt.ledger.passes
+    monkeypatch.setattr(rt.ledger, "passes", down)
+    resp = await fns["health_http"](http("GET", "health"))
+    assert resp.status_code == 503 and data(resp)["error"]["code"] == "unavailable"
+    assert "127.0.0.1" not in resp.get_body().decode()
+    details = await fns["health_details_http"](http("GET", "health/details"))
+    assert "127.0.0.1" in data(details)["error"]["message"]  # behind the key, the reason is given
+    monkeypatch.setattr(rt.ledger, "passes", real)
+
+    Path(env["ARS_DESIRED_STATE"]).write_text("{not: valid")  # the document broke after start
+    resp = await fns["health_http"](http("GET", "health"))
+    assert resp.status_code == 503 and data(resp)["error"]["code"] == "unavailable"
+    assert Path(env["ARS_DESIRED_STATE"]).name not in resp.get_body().decode()
 
 
 async def test_a_dry_run_does_not_count_as_a_successful_pass(live: Worker, fns: dict[str, Any]) -> None:
@@ -275,8 +319,34 @@ async def test_fanout_end_to_end_timer_queue_worker_ledger(
     rt = await live.runtime()
     passes = await rt.ledger.passes(limit=10)
     assert sorted((p.trigger, p.targets) for p in passes) == [("queue", (t,)) for t in TARGETS]
-    health = data(await fns["health_http"](http("GET", "health")))
+    health = data(await fns["health_details_http"](http("GET", "health/details")))
     assert health["status"] == "ok" and health["fanout"] is True
+
+
+async def test_fanout_messages_live_through_every_retry_of_the_host(
+    fanout: None, live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str
+) -> None:
+    await fns["reconcile_timer"](TimerRequest(past_due=False))
+    raw = QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix)
+    peeked = raw.peek_messages(max_messages=32)
+    assert len(peeked) == 2
+    rules = function_app.QUEUE_RULES
+    for m in peeked:
+        assert m.expires_on is not None and m.inserted_on is not None
+        lives = m.expires_on - m.inserted_on
+        # 5 tries x (function timeout + visibility timeout), not one 300 s tick.
+        assert lives >= rules.max_dequeue_count * (rules.function_timeout + rules.visibility_timeout)
+
+
+async def test_a_queue_pass_logs_a_few_records_not_the_sdks_requests(
+    live: Worker, fns: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # the real Python worker forwards INFO and up to the host
+    body = b'{"v":1,"target":"hub-weu","tick":"2026-11-25T08:00:00+00:00"}'
+    await fns["reconcile_queue"](queue_message(id="m", body=body, dequeue_count=1))
+    names = [r.name for r in caplog.records]
+    assert [n for n in names if n.startswith("azure")] == [], names
+    assert 1 <= len(names) <= 8, names
 
 
 @pytest.mark.parametrize(
@@ -297,11 +367,29 @@ async def test_poison_queue_function_records_the_message_in_the_ledger(
     live: Worker, fns: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     body = b'{"v":1,"target":"hub-weu","tick":"2026-11-25T08:00:00+00:00","origin":"timer"}'
+    # The first delivery on the poison queue has dequeue count 1: the tries were the host's five.
     await fns["reconcile_poison"](queue_message(id="p1", body=body, dequeue_count=1))
     rt = await live.runtime()
     (event,) = await rt.ledger.history(limit=5)
     assert event["kind"] == "poison" and json.loads(str(event["message"]))["target"] == "hub-weu"
-    assert any(r.levelname == "ERROR" and "poison" in r.getMessage() for r in caplog.records)
+    assert "failed 5 time(s)" in str(event["detail"])
+    assert any(r.levelname == "ERROR" and "failed 5 time(s)" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_poisoned_target_is_alerted_blind_at_once_not_after_a_hold_down(
+    env: dict[str, str], webhook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, fns: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("ARS_TEAMS_WEBHOOK_URL", webhook.url)  # production alert rules: no hold-down override
+    monkeypatch.delenv("ARS_ALERT_HOLD_DOWN", raising=False)
+    w = Worker.from_environment(function_app.APP_ROOT)
+    monkeypatch.setattr(function_app, "WORKER", w)
+    try:
+        body = b'{"v":1,"target":"hub-weu","tick":"2026-11-25T08:00:00+00:00","origin":"timer"}'
+        await fns["reconcile_poison"](queue_message(id="p1", body=body, dequeue_count=1))
+    finally:
+        await w.aclose()
+    cards = [r.body.decode() for r in webhook.accepted()]
+    assert len(cards) == 1 and "RECONCILER BLIND" in cards[0].upper() and "failed 5 time(s)" in cards[0]
 
 
 async def test_a_failing_target_raises_so_the_host_retries_it(
@@ -356,16 +444,32 @@ def test_local_host_serves_reconcile_and_drift_over_http(host: LocalHost, emulat
     assert status == 200 and report["targets"][0]["status"] == "drift"
     status, drift = _call(f"{host.url}/api/drift?severity=critical")
     assert status == 200 and "BRANCH_TO_BRANCH_DISABLED" in {d["code"] for d in drift["drifts"]}
-    assert _call(f"{host.url}/api/reconcile", "GET")[0] == 405
+    # The host routes by method: a wrong method matches no route, so 404 (never 405), and the
+    # function does not run (no pass is recorded for the GET).
+    runs_before = len(_call(f"{host.url}/api/runs")[1]["runs"])
+    for method, path in (("GET", "reconcile"), ("PUT", "reconcile"), ("DELETE", "drift"), ("POST", "runs"),
+                         ("POST", "health")):
+        assert _call(f"{host.url}/api/{path}", method)[0] == 404, (method, path)
+    assert len(_call(f"{host.url}/api/runs")[1]["runs"]) == runs_before
     assert _call(f"{host.url}/api/drift", key=None)[0] == 401  # FUNCTION level needs the key
     assert _call(f"{host.url}/api/drift", key="wrong")[0] == 401
+    assert _call(f"{host.url}/api/health/details", key=None)[0] == 401
     status, health = _call(f"{host.url}/api/health", key=None)  # ANONYMOUS: no key needed
-    assert (status, health["stale_targets"]) == (503, [TARGETS[1]])  # only hub-weu has passed
+    assert (status, health["status"], health["max_age_s"]) == (503, "stale", None)  # hub-weu-2 never passed
+    status, details = _call(f"{host.url}/api/health/details")
+    assert (status, details["stale_targets"]) == (503, [TARGETS[1]])  # only hub-weu has passed
     assert _call(f"{host.url}/api/nothing")[0] == 404
 
 
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """host.json's 30 s between retries, shortened the way an app setting overrides it on the host."""
+    monkeypatch.setenv("AzureFunctionsJobHost__extensions__queues__visibilityTimeout", "00:00:01")
+
+
 def test_local_host_fanout_moves_a_failing_message_to_poison_after_max_dequeue(
-    fanout: None, host: LocalHost, env: dict[str, str], storage_prefix: str, monkeypatch: pytest.MonkeyPatch
+    fanout: None, quick_retries: None, host: LocalHost, env: dict[str, str], storage_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     status, _ = _call(f"{host.url}/admin/functions/reconcile_timer", "POST", b"{}")
     assert status == 202
@@ -383,8 +487,12 @@ def test_local_host_fanout_moves_a_failing_message_to_poison_after_max_dequeue(
     passes = host.run(rt.ledger.passes(limit=20))
     ok = [p for p in passes if not p.errors]
     assert [p.targets for p in ok] == [(TARGETS[0],)]
-    failed = [p for p in passes if p.errors]
+    failed = sorted((p for p in passes if p.errors), key=lambda p: p.started_at)
     assert len(failed) == host.max_dequeue  # one pass per delivery attempt
+    # Like the host, the shim puts a failed message back for visibilityTimeout before the next try.
+    gaps = [(b.started_at - a.started_at).total_seconds() for a, b in itertools.pairwise(failed)]
+    assert host.rules.visibility_timeout.total_seconds() == 1.0
+    assert all(g >= 0.9 for g in gaps), gaps
     kinds = [h["kind"] for h in host.run(rt.ledger.history(limit=50)) if h["kind"] == "poison"]
     assert kinds == ["poison"]
 

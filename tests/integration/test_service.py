@@ -189,3 +189,62 @@ async def test_storage_outage_mid_pass_is_reported_and_the_next_pass_restores_th
         assert await led.open_drifts() == []
         resolved = {h["code"] for h in await led.history(limit=50) if h["kind"] == "resolved"}
         assert "BRANCH_TO_BRANCH_DISABLED" in resolved
+
+
+@pytest.mark.parametrize(
+    ("op", "fault"),
+    [
+        ("agent.intent", Fault.error(503, count=None, retry_after=0.01)),
+        ("agent.intent", Fault.throttle(count=None, retry_after=0.01)),
+        ("bgp.put", Fault.busy(count=None)),  # 409 AnotherOperationInProgress on an Azure write
+    ],
+    ids=["agent-503", "agent-429", "arm-409"],
+)
+async def test_a_deferred_step_is_recorded_in_the_ledger_and_never_ends_the_target_in_error(
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, state: desired.DesiredState, op: str, fault: Fault
+) -> None:
+    if op == "bgp.put":
+        doc = state.model_dump(mode="json")
+        doc["targets"][0]["policy"]["azure_writes"] = True
+        state = desired.parse(doc)
+        with emulator.world.lock:
+            emulator.world.route_server("sub-1", "rg-hub", "ars-hub").connections.clear()
+    else:
+        scenarios.next_hop_not_set(emulator)
+    emulator.inject(op, fault)
+    async with Runtime(load_settings(env(emulator, azurite.connection_string, storage_prefix))) as rt:
+        report = await run(rt, state)
+        t = report.targets[0]
+        deferred = [o for o in t.outcomes if o.outcome == "deferred"]
+        assert deferred and t.status == "drift" and t.errors == [], t.to_dict()
+        assert report.counts()["deferred"] == len(deferred)
+        events = [h for h in await rt.ledger.history(target=t.target, limit=100) if h["kind"] == "action"]
+        recorded = {(h["identity"], h["outcome"], h["pass_id"]) for h in events}
+        for o in deferred:
+            for identity in o.step.fixes:
+                assert (identity, "deferred", report.pass_id) in recorded, events
+        open_ = {d.identity: d for d in await rt.ledger.open_drifts(target=t.target)}
+        assert all(open_[i].last_outcome == "deferred" for o in deferred for i in o.step.fixes)
+
+
+async def test_a_pass_record_storage_refused_is_written_by_the_next_pass_of_the_same_worker(
+    emulator: ArmEmulator, private_azurite: Azurite, storage_prefix: str, state: desired.DesiredState,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = load_settings(env(emulator, private_azurite.connection_string, storage_prefix))
+    async with Runtime(settings) as rt:
+        await run(rt, state)
+        private_azurite.stop()
+        lost = await run(rt, state)
+        assert any(s == "ledger" for s, _ in lost.errors), lost.to_dict()
+        private_azurite.start()
+        with caplog.at_level("INFO", logger="reconciler.service"):
+            later = await run(rt, state)
+        assert later.errors == [], later.to_dict()
+        recorded = [p.pass_id for p in await rt.ledger.passes(limit=10)]
+        assert lost.pass_id in recorded and later.pass_id in recorded
+    # Every pass record is also a structured log event (App Insights keeps it if the worker dies).
+    events = [r for r in caplog.records if getattr(r, "event", None) == "ars.pass"]
+    assert [getattr(r, "pass_id", None) for r in events] == [later.pass_id]
+    assert getattr(events[0], "targets", None) == (state.targets[0].name,)
+    assert isinstance(getattr(events[0], "count_drifts", None), int)

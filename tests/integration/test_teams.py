@@ -20,7 +20,7 @@ from localenv.webhook import ACCEPT, Reply, WebhookReceiver, fail, hang, throttl
 from reconciler.alerts import AlertRules, AlertState, Announced, Status
 from reconciler.drift import Drift, DriftCode
 from reconciler.errors import PermanentError, TransientError
-from reconciler.notify import heartbeat, notify
+from reconciler.notify import AlertStep, heartbeat, notify
 from reconciler.outbox import AlertStore, MessageRejected, idempotency_key
 from reconciler.teams import Pacer, TeamsWebhook
 
@@ -360,6 +360,16 @@ async def test_mixed_failures_lose_nothing_duplicate_nothing_and_keep_order(
     assert len(keys) == len(set(keys)) == 12  # none lost, none twice
     for t in targets:
         assert [r.headers["idempotency-key"] for r in accepted if r.json()["t"] == t] == queued[t]
+
+
+async def test_a_poisoned_target_is_announced_blind_without_a_hand_built_report(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    step = AlertStep(store, hook_for(webhook, client), AlertRules(blind_for=timedelta(0)), DRIFT_URL, None, client)
+    result = await step.poisoned("hub-weu", "failed 5 time(s)", T0)
+    assert result["enqueued"] == 1 and result["delivery"]["sent"] == 1
+    assert titles(webhook) == [("hub-weu", "RECONCILER BLIND")]
+    assert "poison message: failed 5 time(s)" in webhook.accepted()[0].body.decode()
 
 
 # --- secrets in logs --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 
 import function_app
 from localenv.host import bindings, functions, trigger
+from reconciler.fanout import HostQueueRules
 from reconciler.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,7 @@ HTTP_ROUTES = {
     "drift_http": ("drift", ["GET"], "FUNCTION"),
     "runs_http": ("runs", ["GET"], "FUNCTION"),
     "health_http": ("health", ["GET"], "ANONYMOUS"),
+    "health_details_http": ("health/details", ["GET"], "FUNCTION"),
 }
 
 
@@ -30,7 +32,7 @@ def fns() -> dict[str, Any]:
 
 
 def test_the_app_has_exactly_these_functions(fns: dict[str, Any]) -> None:
-    assert set(fns) == {"reconcile_timer", "reconcile_queue", "reconcile_poison", *HTTP_ROUTES}
+    assert set(fns) == {"reconcile_timer", "retention_timer", "reconcile_queue", "reconcile_poison", *HTTP_ROUTES}
 
 
 def test_every_parameter_name_matches_a_binding_name(fns: dict[str, Any]) -> None:
@@ -49,6 +51,14 @@ def test_http_route_method_and_auth_level(fns: dict[str, Any], name: str) -> Non
     t = trigger(fns[name])
     assert (t["type"], t["route"], t["methods"], t["authLevel"]) == ("httpTrigger", *HTTP_ROUTES[name])
     assert any(b["type"] == "http" and b["name"] == "$return" for b in bindings(fns[name]))
+
+
+def test_retention_runs_daily_on_a_timer(fns: dict[str, Any]) -> None:
+    from reconciler.schedule import parse
+
+    t = trigger(fns["retention_timer"])
+    assert (t["type"], t["runOnStartup"], t["useMonitor"]) == ("timerTrigger", False, True)
+    assert parse(t["schedule"]).interval(datetime(2026, 1, 1, tzinfo=UTC)) == timedelta(days=1)
 
 
 def test_timer_schedule_comes_from_the_setting(fns: dict[str, Any]) -> None:
@@ -86,6 +96,33 @@ def test_host_json_queue_settings_and_bundle() -> None:
     assert h["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
     assert h["extensions"]["http"]["routePrefix"] == "api"
     assert h["logging"]["logLevel"]["Function"] == "Information"
+
+
+def test_queue_rules_are_read_from_host_json_and_its_app_setting_overrides() -> None:
+    rules = HostQueueRules.load(ROOT / "host.json", {})
+    assert (rules.max_dequeue_count, rules.visibility_timeout, rules.function_timeout) == (
+        5, timedelta(seconds=30), timedelta(minutes=10)
+    )
+    assert rules == function_app.QUEUE_RULES
+    over = HostQueueRules.load(ROOT / "host.json", {
+        "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "3",
+        "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+        "AzureFunctionsJobHost__functionTimeout": "1.00:00:00",
+    })  # fmt: skip
+    assert (over.max_dequeue_count, over.visibility_timeout, over.function_timeout) == (
+        3, timedelta(seconds=1), timedelta(days=1)
+    )
+    with pytest.raises(ValueError, match="time span"):
+        HostQueueRules.load(ROOT / "host.json", {"AzureFunctionsJobHost__functionTimeout": "10m"})
+
+
+def test_a_fanout_message_lives_through_every_retry_the_host_makes() -> None:
+    rules = HostQueueRules.load(ROOT / "host.json", {})
+    tick = timedelta(minutes=5)
+    # Each try may run to functionTimeout, then waits visibilityTimeout: 5 x (600 s + 30 s).
+    assert rules.message_ttl(tick) == 5 * (600 + 30)
+    assert rules.message_ttl(tick) > tick.total_seconds()  # one tick (the old TTL) is far too short
+    assert HostQueueRules(1, timedelta(0), timedelta(seconds=10)).message_ttl(tick) == 300  # never below a tick
 
 
 def setting_names() -> set[str]:

@@ -86,7 +86,7 @@ BAD: list[tuple[str, str, str, str]] = [
         "asn out of range",
         GOOD.replace("asn: 65001", "asn: 4294967296"),
         "targets[0].peers[0].asn",
-        "less than or equal",
+        "only 16-bit ASNs",
     ),
     (
         "duplicate peers",

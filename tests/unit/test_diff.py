@@ -222,7 +222,12 @@ CASES: list[Case] = [
                 (default_route(), Route("8.8.8.0/24", FW, "65001", "EBgp", "10.0.1.6")), (default_route(),)
             ),
         ),
-        {(C.ROUTE_UNEXPECTED, f"peer=nva1/instance={INST[0]}/prefix=8.8.8.0/24")},
+        # Route Server programs the /24 into AzureFirewallSubnet too: longer than the 0/0 UDR, so the
+        # firewall's own traffic to 8.8.8.0/24 would loop back to itself.
+        {
+            (C.ROUTE_UNEXPECTED, f"peer=nva1/instance={INST[0]}/prefix=8.8.8.0/24"),
+            (C.UDR_INVARIANT_BROKEN, "subnet=hub-vnet:AzureFirewallSubnet/prefix=0.0.0.0/0"),
+        },
     ),
     (
         "route limit risk",
@@ -243,10 +248,11 @@ CASES: list[Case] = [
         lambda o: replace(
             o,
             learned=learned(
-                (default_route(), Route("8.8.8.0/24", FW, "65009", "EBgp", "10.0.1.9")), (default_route(),)
+                (default_route(), Route("8.8.8.0/24", "10.0.1.9", "65009", "EBgp", "10.0.1.9")), (default_route(),)
             ),
         ),
-        set(),
+        # Not this peer's route, yet Route Server programs it: the firewall subnet sends 8.8.8.0/24 to 10.0.1.9.
+        {(C.UDR_INVARIANT_BROKEN, "subnet=hub-vnet:AzureFirewallSubnet/prefix=0.0.0.0/0")},
     ),
     # --- gateways
     (
@@ -444,3 +450,21 @@ def test_identities_are_stable_and_unique() -> None:
     a, b = diff(target(), obs), diff(target(), obs)
     assert [d.identity for d in a] == [d.identity for d in b]
     assert len({d.identity for d in a}) == len(a)
+
+
+def test_vpn_halves_from_route_server_beat_a_default_udr_on_the_firewall_subnet() -> None:
+    halves = tuple(Route(p, FW, "65001", "EBgp", "10.0.1.6") for p in ("0.0.0.0/1", "128.0.0.0/1"))
+    t = target(prefixes=["0.0.0.0/1", "128.0.0.0/1"], gateways=[])
+    obs = replace(observation(), learned=learned(halves, halves), gateways={}, agents={})
+    (d,) = [d for d in diff(t, obs) if d.code is C.UDR_INVARIANT_BROKEN]
+    assert d.subject == "subnet=hub-vnet:AzureFirewallSubnet/prefix=0.0.0.0/0"
+    assert d.observed.startswith("0.0.0.0/1 -> VirtualNetworkGateway 10.0.3.4 (BGP from Route Server, peer nva1)")
+    # The cure: the two halves -> Internet as UDRs too.
+    udrs = tuple(RouteEntry(p, p, "Internet", None) for p in ("0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1"))
+    fixed = replace(
+        obs,
+        subnets={
+            "hub-vnet:AzureFirewallSubnet": SubnetRouting("hub-vnet", "AzureFirewallSubnet", "fw-rt", udrs, False)
+        },
+    )
+    assert [d for d in diff(t, fixed) if d.code is C.UDR_INVARIANT_BROKEN] == []

@@ -245,3 +245,12 @@ def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
     p.write_bytes("targets: [{name: caf\xe9}]".encode("latin-1"))
     with pytest.raises(DesiredStateError, match="cannot read file"):
         desired.load(p)
+
+
+def test_property_runs_use_a_known_seed(pytestconfig: pytest.Config) -> None:
+    # A failure found on one seed must be replayable: tests/conftest.py always fixes the seed
+    # (CI: a constant; a developer's machine: a fresh one, printed) and prints it beside failures.
+    import hypothesis.core
+
+    seed = pytestconfig.getoption("hypothesis_seed")
+    assert seed is not None and str(hypothesis.core.global_force_seed) == str(seed)

@@ -7,15 +7,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.diff import diff
-from reconciler.drift import Drift
+from reconciler.drift import Drift, DriftCode
 from reconciler.observed import Firewall, Hub, Observation, Unknown
 from reconciler.plan import Known, Plan, StepKind, plan
-from tests.unit.factories import ARS, FW, default_route, observation, target
+from reconciler.service import known_from
+from tests.unit.factories import ARS, FW, INST, default_route, observation, target
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-KNOWN = Known(ars_ips=ARS, firewall_ip=FW, firewall_healthy=True)
+KNOWN = Known(ars_ips=ARS, firewall_ip=FW, firewall_healthy=True, hub_ready=True)
 WRONG_HOP = {
     "nva1": {
         "RouteServiceRole_IN_0": (default_route("10.0.1.6"),),
@@ -24,9 +27,10 @@ WRONG_HOP = {
 }
 
 
-def run(obs: Observation, known: Known = KNOWN, **target_overrides: Any) -> Plan:
+def run(obs: Observation, known: Known | None = None, **target_overrides: Any) -> Plan:
+    """Plan from the observation, with what is known taken from it as the service does."""
     t = target(**target_overrides)
-    return plan(t, diff(t, obs), known, NOW)
+    return plan(t, diff(t, obs), known or known_from(t, obs), NOW)
 
 
 def reasons(p: Plan) -> dict[str, str]:
@@ -66,6 +70,7 @@ def test_no_nva_action_from_unknown_state(unknown: dict[str, Any]) -> None:
         ars_ips=None if "hub" in unknown else ARS,
         firewall_ip=obs.firewall_ip,
         firewall_healthy=None if "firewall" in unknown else True,
+        hub_ready=None if "hub" in unknown else True,
     )
     p = plan(t, diff(t, obs), known, NOW)
     assert p.steps == ()
@@ -161,7 +166,7 @@ def test_observe_only_policy() -> None:
 
 def test_firewall_unhealthy_alert_policy_does_not_point_route_at_it() -> None:
     obs = replace(observation(), firewall=Firewall("fw-hub", "Failed", FW), learned=WRONG_HOP)
-    p = run(obs, known=Known(ARS, FW, False))
+    p = run(obs, known=Known(ARS, FW, False, True))
     assert p.steps == ()
     assert "firewall unhealthy" in reasons(p)["ROUTE_NEXT_HOP_WRONG"]
 
@@ -169,7 +174,7 @@ def test_firewall_unhealthy_alert_policy_does_not_point_route_at_it() -> None:
 def test_firewall_unhealthy_withdraw_policy_withdraws_and_restores_later() -> None:
     obs = replace(observation(), firewall=Firewall("fw-hub", "Succeeded", None), firewall_ip=None)
     fw = {"name": "fw-hub", "unhealthy_policy": "withdraw"}
-    p = run(obs, known=Known(ARS, None, False), firewall=fw)
+    p = run(obs, known=Known(ARS, None, False, True), firewall=fw)
     assert [s.kind for s in p.steps] == [StepKind.AGENT_WITHDRAW]
     assert p.steps[0].intent is not None and p.steps[0].intent.prefixes == ()
     # Firewall back, route withdrawn: the normal intent restores it.
@@ -198,3 +203,122 @@ def test_every_drift_is_either_planned_or_skipped_with_a_reason() -> None:
     p = plan(t, drifts, KNOWN, NOW)
     covered = {i for s in p.steps for i in s.fixes} | {s.identity for s in p.skipped}
     assert {d.identity for d in drifts} <= covered
+
+
+# ---- Azure writes wait for a ready hub (issue #11 item 4) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hub",
+    [
+        Hub("Updating", "Provisioned", 65515, ARS, False, None),
+        Hub("Succeeded", "Provisioning", 65515, ARS, False, None),
+        None,  # the hub is gone (404)
+    ],
+    ids=["updating", "routing-provisioning", "absent"],
+)
+def test_no_azure_write_into_an_unhealthy_or_absent_hub(hub: Hub | None) -> None:
+    obs = replace(observation(), hub=hub, connections=(), learned={})
+    p = run(obs, policy={"azure_writes": True})
+    assert not [s for s in p.steps if s.kind in (StepKind.ENABLE_BRANCH_TO_BRANCH, StepKind.PUT_CONNECTION)], p
+    assert "Route Server not ready" in reasons(p)["PEER_MISSING"]
+
+
+def test_failed_learned_routes_of_a_connection_named_otherwise_block_its_peer() -> None:
+    from reconciler.observed import Connection
+
+    obs = replace(
+        observation(),
+        connections=(Connection("nva1-conn", "10.0.1.6", 65001, "Succeeded", "Connected"),),
+        learned={"nva1-conn": Unknown("routes.learned", "nva1-conn", "LRO failed")},
+    )
+    agent = obs.agents["nva1"]
+    assert not isinstance(agent, Unknown)
+    wrong = tuple(replace(n, advertised=(default_route("10.0.1.6"),)) for n in agent.neighbors)
+    obs = replace(obs, agents={"nva1": replace(agent, neighbors=wrong)})
+    p = run(obs)
+    assert p.steps == (), p
+    assert "learned routes of nva1 could not be read" in reasons(p)["ROUTE_NEXT_HOP_WRONG"]
+
+
+def test_withdraw_fixes_the_unhealthy_firewall_and_does_not_also_skip_it() -> None:
+    obs = replace(observation(), firewall=Firewall("fw-hub", "Succeeded", None), firewall_ip=None)
+    p = run(obs, firewall={"name": "fw-hub", "unhealthy_policy": "withdraw"})
+    fw = [d for d in p.fixed if "|FIREWALL_UNHEALTHY|" in d]
+    assert fw and not {s.identity for s in p.skipped} & set(fw), p
+
+
+# ---- property: every drift is fixed by a step or skipped with one reason, never both ----------
+
+PEER_NAMES = ("nva1", "nva2", "ghost")  # ghost: in a drift, not declared
+CODES_WITH_PEER = {
+    DriftCode.PEER_MISSING, DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED, DriftCode.PEER_UNEXPECTED,
+    DriftCode.ROUTE_LIMIT_RISK,
+}
+PER_INSTANCE = {DriftCode.ROUTE_MISSING, DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_REJECTED_LOOP,
+                DriftCode.ROUTE_UNEXPECTED}
+READS = ("hub.get", "bgp.list", "routes.learned", "firewall.get", "agent.state", "gateway.learned", "vnet.get")
+
+
+@st.composite
+def drifts(draw: st.DrawFn) -> Drift:
+    code = draw(st.sampled_from(list(DriftCode)))
+    peer = draw(st.sampled_from(PEER_NAMES))
+    if code in CODES_WITH_PEER:
+        subject = f"peer={peer}"
+    elif code == DriftCode.PEER_DOWN:
+        subject = f"peer={peer}/instance={draw(st.sampled_from(INST))}"
+    elif code in PER_INSTANCE:
+        subject = f"peer={peer}/instance={draw(st.sampled_from(INST))}/prefix=0.0.0.0/0"
+    elif code == DriftCode.OBSERVATION_FAILED:
+        subject = f"read={draw(st.sampled_from(READS))}/resource={draw(st.sampled_from((*PEER_NAMES, 'ars-hub')))}"
+    else:
+        subject = f"thing={draw(st.integers(0, 3))}"
+    return Drift("hub", code, subject, "m")
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    found=st.lists(drifts(), max_size=25),
+    azure_writes=st.booleans(),
+    nva_fixes=st.booleans(),
+    withdraw=st.booleans(),
+    budget=st.integers(0, 4),
+    agents=st.booleans(),
+    known=st.builds(
+        Known,
+        ars_ips=st.sampled_from([None, (), ARS]),
+        firewall_ip=st.sampled_from([None, FW]),
+        firewall_healthy=st.sampled_from([None, True, False]),
+        hub_ready=st.sampled_from([None, True, False]),
+        routes_unknown=st.frozensets(st.sampled_from(PEER_NAMES)),
+    ),
+)
+def test_every_drift_is_fixed_by_a_step_or_skipped_with_one_reason_never_both(
+    found: list[Drift], azure_writes: bool, nva_fixes: bool, withdraw: bool, budget: int, agents: bool, known: Known
+) -> None:
+    peers = [
+        {"name": n, "ip": f"10.0.1.{i + 6}", "asn": 65001 + i, "token_setting": "T",
+         **({"agent_url": f"https://10.0.1.{i + 6}:8443"} if agents else {})}
+        for i, n in enumerate(("nva1", "nva2"))
+    ]
+    t = target(
+        peers=peers,
+        policy={"azure_writes": azure_writes, "nva_fixes": nva_fixes, "action_budget": max(budget, 1)},
+        firewall={"name": "fw-hub", "unhealthy_policy": "withdraw" if withdraw else "alert"},
+    )
+    p = plan(t, found, known, NOW)
+    identities = {d.identity for d in found}
+    fixed, skipped = p.fixed, [s.identity for s in p.skipped]
+    assert len(skipped) == len(set(skipped)), "a drift skipped with two reasons"
+    assert not fixed & set(skipped), f"fixed and skipped at once: {sorted(fixed & set(skipped))}"
+    assert fixed | set(skipped) == identities  # leftovers: drifts - fixed - skipped is empty
+    assert len(p.steps) <= t.policy.action_budget
+    failed = {d.part("read") for d in found if d.code == DriftCode.OBSERVATION_FAILED}
+    for s in p.steps:
+        if s.kind in (StepKind.ENABLE_BRANCH_TO_BRANCH, StepKind.PUT_CONNECTION):
+            assert azure_writes and known.hub_ready is True and not failed & {"hub.get", "bgp.list"}
+        else:
+            assert nva_fixes and agents and known.ars_ips and s.subject not in known.routes_unknown
+            assert not failed & {"hub.get", "bgp.list", "firewall.get"}
+            assert (s.kind == StepKind.AGENT_WITHDRAW) == (withdraw and known.firewall_healthy is False)

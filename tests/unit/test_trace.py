@@ -1,0 +1,143 @@
+"""The trace over every drift scenario of the diff table: the first broken hop is the expected cause."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from reconciler.diff import diff
+from reconciler.drift import DriftCode as C
+from reconciler.observed import Observation, Route, Unknown
+from reconciler.trace import HopKind, Verdict, root_causes, trace
+from tests.unit.factories import FW, INST, observation, target
+from tests.unit.test_diff import CASES
+
+ONPREM = "ergw:10.0.0.12"
+FW_SUBNET = "hub-vnet:AzureFirewallSubnet"
+EGRESS = f"subnet:{FW_SUBNET}"
+
+# Scenario (a row of the diff table) -> root-cause hop of the on-premises path; None = whole path.
+EXPECTED_CAUSE: dict[str, str | None] = {
+    "healthy": None,
+    "hub missing": "route_server",
+    "hub failed": "route_server",
+    "routing still provisioning": "route_server",
+    "branch-to-branch off": "branch_to_branch",
+    "look-alike: b2b off but not wanted": None,
+    "peer missing": "peering:nva1",
+    "peer asn differs": "peering:nva1",
+    "peer ip differs": "peering:nva1",
+    "peer failed though ip/asn match": "peering:nva1",
+    "look-alike: same peer under another name": None,
+    "unexpected peer": None,  # a warning beside the path, not on it
+    "peer down on one instance (agent view)": "peering:nva1",
+    "neighbor missing in NVA config": "peering:nva1",
+    "peer down seen from ARM only": "peering:nva1",
+    "route missing everywhere": "nva:nva1",  # FRR stopped sending it: Route Server lacking it follows
+    "route missing on one instance": "learned:nva1",  # FRR sends it; one instance does not hold it
+    "next hop is the NVA itself": "nva:nva1",
+    "firewall redeployed with new IP": "nva:nva1",  # the NVA still points at the old IP
+    "NVA sends ARS routes back (65515 in path)": None,  # 10.0.0.0/16 is not on the internet path
+    "default route sent with 65515 in path": "nva:nva1",
+    "unexpected prefix learned": EGRESS,  # Route Server pushes 8.8.8.0/24 into the firewall subnet
+    "route limit risk": None,
+    "look-alike: other peer's route in the map": EGRESS,
+    "gateway not learning": "gateway_learned:ergw",
+    "gateway learned with wrong next hop": "gateway_learned:ergw",
+    "gateway not advertising on-premises": f"gateway_advertised:{ONPREM}",
+    "gateway gone": "gateway_learned:ergw",
+    "look-alike: VPN gateway not advertising 0/0 is by design": None,
+    "firewall deallocated": "firewall",
+    "firewall failed": "firewall",
+    "firewall gone": "firewall",
+    "look-alike: fixed firewall IP needs no firewall resource": None,
+    "UDR detached": EGRESS,
+    "UDR points 0/0 elsewhere": EGRESS,
+    "subnet gone": EGRESS,
+    "look-alike: extra routes in the table are fine": None,
+}
+
+
+def test_every_diff_scenario_has_an_expected_cause() -> None:
+    assert {c[0] for c in CASES} == set(EXPECTED_CAUSE)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "change", "name"), [(c[1], c[2], c[0]) for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_first_broken_hop_is_the_expected_cause(
+    overrides: dict[str, Any], change: Callable[[Observation], Observation], name: str
+) -> None:
+    t, obs = target(**overrides), change(observation())
+    (tr,) = trace(t, obs)
+    onprem = tr.paths[0]
+    cause = onprem.root_cause
+    assert (cause.id if cause else None) == EXPECTED_CAUSE[name]
+    assert onprem.verdict is (Verdict.OK if cause is None else Verdict.BROKEN)
+    # Every drift on the path is explained by some hop, and the cause explains at least one drift.
+    drifts = diff(t, obs)
+    explained = {d.identity for p in tr.paths for h in p.hops for d in h.drifts}
+    on_path = {d.identity for d in drifts if d.code not in {C.PEER_UNEXPECTED, C.ROUTE_LIMIT_RISK, C.ROUTE_UNEXPECTED}}
+    on_path -= {d.identity for d in drifts if d.part("prefix") == "10.0.0.0/16"}
+    assert on_path <= explained
+    if cause is not None:
+        assert cause.drifts
+
+
+def test_healthy_world_gives_a_whole_path_with_evidence_on_every_hop() -> None:
+    (tr,) = trace(target(), observation())
+    assert tr.verdict is Verdict.OK
+    onprem = tr.paths[0]
+    assert [h.kind for h in onprem.hops] == [
+        HopKind.ROUTE_SERVER,
+        HopKind.PEERING,
+        HopKind.NVA,
+        HopKind.ROUTE_SERVER_LEARNED,
+        HopKind.BRANCH_TO_BRANCH,
+        HopKind.GATEWAY_LEARNED,
+        HopKind.GATEWAY_ADVERTISED,
+        HopKind.FIREWALL,
+        HopKind.SUBNET_ROUTE,
+    ]
+    assert all(h.evidence for h in onprem.hops)
+    learned = next(h for h in onprem.hops if h.kind is HopKind.ROUTE_SERVER_LEARNED)
+    assert {e.instance for e in learned.evidence} == set(INST)
+    assert learned.evidence[0].value == f"0.0.0.0/0 via {FW} path 65001"
+    egress = onprem.hops[-1]
+    assert "0.0.0.0/0 -> Internet (UDR default-internet in fw-rt)" in egress.evidence[0].value
+
+
+def test_unreadable_learned_routes_make_the_hop_unknown_not_broken() -> None:
+    obs = replace(observation(), learned={"nva1": Unknown("routes.learned", "nva1", "LRO failed")})
+    (tr,) = trace(target(), obs)
+    hop = next(h for h in tr.paths[0].hops if h.id == "learned:nva1")
+    assert hop.verdict is Verdict.UNKNOWN
+    assert [d.code for d in hop.drifts] == [C.OBSERVATION_FAILED]
+    assert tr.paths[0].verdict is Verdict.UNKNOWN and tr.paths[0].root_cause is None
+
+
+def test_root_causes_group_downstream_drifts_under_the_first_broken_hop() -> None:
+    # The firewall moved: the NVA's next hop is stale, so the gateway learns the wrong one too.
+    obs = observation()
+    case = next(c for c in CASES if c[0] == "firewall redeployed with new IP")
+    obs = case[2](obs)
+    causes = root_causes(trace(target(), obs))
+    assert {hop.id for hop in causes.values()} == {"nva:nva1"}
+    assert any("GATEWAY_NOT_LEARNING" in identity for identity in causes)
+
+
+def test_vpn_hub_traces_each_half_and_its_firewall_subnet_loops_without_the_half_udrs() -> None:
+    halves = tuple(Route(p, FW, "65001", "EBgp", "10.0.1.6") for p in ("0.0.0.0/1", "128.0.0.0/1"))
+    t = target(prefixes=["0.0.0.0/1", "128.0.0.0/1"], gateways=[])
+    obs = replace(observation(), learned={"nva1": {INST[0]: halves, INST[1]: halves}}, gateways={}, agents={})
+    traces = trace(t, obs)
+    assert [tr.prefix for tr in traces] == ["0.0.0.0/1", "128.0.0.0/1"]
+    for tr in traces:
+        (path,) = tr.paths
+        assert path.source == FW_SUBNET
+        assert path.root_cause is not None and path.root_cause.id == EGRESS
+    (whole,) = trace(t, obs, prefix="0.0.0.0/0")
+    assert whole.verdict is Verdict.BROKEN
