@@ -20,7 +20,8 @@ from reconciler.diff import diff
 from reconciler.drift import DriftCode as C
 from reconciler.errors import TransientError
 from reconciler.observed import FirewallHealth, Gateway, HealthStatus, Observation, Unknown
-from reconciler.plan import Known, plan
+from reconciler.plan import plan
+from reconciler.service import known_from
 
 REFERENCE = desired.load("schemas/examples/reference-lab.yaml").targets[0]
 TWO = desired.load("schemas/examples/two-targets.yaml")
@@ -56,9 +57,7 @@ def learned_body(**extra: Any) -> dict[str, Any]:
 
 
 def nothing_planned(obs: Observation, target: desired.Target = REFERENCE) -> None:
-    fw = obs.firewall_ip
-    ips = obs.hub.ips if not isinstance(obs.hub, Unknown) and obs.hub is not None else None
-    p = plan(target, diff(target, obs), Known(ips, fw, True), datetime.now(UTC))
+    p = plan(target, diff(target, obs), known_from(target, obs), datetime.now(UTC))
     assert p.steps == (), p
 
 
