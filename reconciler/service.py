@@ -506,13 +506,16 @@ async def _record_pass(svc: Services, report: PassReport) -> None:
         log.warning("pass record %s dropped: %d unwritten already", dropped.pass_id, len(svc.unwritten))
     svc.unwritten.append(record)
     while svc.unwritten:
+        oldest = svc.unwritten[0]
         try:
-            await svc.ledger.record_pass(svc.unwritten[0])
+            await svc.ledger.record_pass(oldest)
         except TransientError as exc:
             behind = len(svc.unwritten)
             report.errors.append(("ledger", f"pass record not written ({behind} kept for the next pass): {exc}"))
             return
-        svc.unwritten.popleft()
+        # Passes of one worker share this backlog on one loop: another may have removed it meanwhile.
+        if svc.unwritten and svc.unwritten[0] is oldest:
+            svc.unwritten.popleft()
 
 
 async def trace_targets(
