@@ -281,13 +281,17 @@ class Rig:
         return got
 
     def _forget_alerts(self) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
         from azure.data.tables import TableClient
 
         name = f"{self.fa.SETTINGS.table_prefix}alertstate"
         table = TableClient.from_connection_string(self.az.connection_string, name)
         with table:
-            for row in list(table.list_entities()):
-                table.delete_entity(row["PartitionKey"], row["RowKey"])
+            try:
+                for row in list(table.list_entities()):
+                    table.delete_entity(row["PartitionKey"], row["RowKey"])
+            except ResourceNotFoundError:
+                pass  # no alert has been decided yet
 
 
 def summarise(samples: list[float | None]) -> dict[str, Any]:
