@@ -21,7 +21,7 @@ from reconciler.composition import Runtime
 from reconciler.errors import LockedError
 from reconciler.lease import TargetLeases
 from reconciler.settings import load_settings
-from tests.e2e.harness import A, B, SUB, fleet_desired, run_pass, set_agent_tokens, settings_env, target_report
+from tests.e2e.harness import SUB, A, B, fleet_desired, run_pass, set_agent_tokens, settings_env, target_report
 from tests.fixtures.emulator import TWO_TARGETS
 
 pytestmark = pytest.mark.azurite
