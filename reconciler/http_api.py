@@ -266,8 +266,9 @@ def health(
     ticks plus a minute (one missed tick is tolerated: a cold start or a slow pass). 503 when any
     target is stale, so an availability probe can alert on it. "degraded" (200) when the newest
     pass of a target recorded alert-step problems (a card that could not be built or was
-    dead-lettered, the outbox unreachable): drift is watched, but on-call may not hear of it. Names targets and pass ids: behind the function key
-    (`/api/health/details`); the anonymous route answers `health_summary` of it.
+    dead-lettered, the outbox unreachable): drift is watched, but on-call may not hear of it.
+    Names targets and pass ids: behind the function key (`/api/health/details`); the anonymous
+    route answers `health_summary` of it.
     """
     stale_after = 2 * interval + timedelta(seconds=60)
     last: dict[str, Any] = {}
