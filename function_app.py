@@ -20,7 +20,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from reconciler import http_api, retention
+from reconciler import http_api, retention, storage
 from reconciler.attribution import latest
 from reconciler.composition import Runtime, Worker
 from reconciler.desired import DesiredState
@@ -88,9 +88,12 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule=retention.SCHEDULE, run_on_startup=False, use_monitor=True)
 async def retention_timer(timer: func.TimerRequest) -> None:
     policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
-    conn = SETTINGS.storage_connection.get_secret_value()
-    async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
-        await purge.purge(datetime.now(UTC))
+    conn = storage.from_settings(SETTINGS)
+    try:
+        async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
+            await purge.purge(datetime.now(UTC))
+    finally:
+        await conn.close()
 
 
 # ---- fan-out queue ----------------------------------------------------------------------------
