@@ -25,7 +25,7 @@ from reconciler.attribution import latest
 from reconciler.composition import Runtime, Worker
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
-from reconciler.event_intake import EventIntake, envelope
+from reconciler.event_intake import EventIntake, change_report_answer, envelope
 from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_message, poison_queue
 from reconciler.runs import Run, RunStatus
 from reconciler.schedule import parse as parse_schedule
@@ -174,6 +174,17 @@ async def reconcile_event(event: func.EventGridEvent) -> None:
     # Screen the event and queue a targeted pass per affected target (reconciler.event_intake);
     # the pass runs on the fan-out queue worker, under the same lease, plan and budget as the timer.
     await EVENTS.handle(envelope(event), WORKER.desired())
+
+
+@app.function_name("agent_report_http")
+@app.route(route="agent/changes", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def agent_report_http(req: func.HttpRequest) -> func.HttpResponse:
+    # An NVA agent saw FRR change (reconciler.change_report: HMAC, timestamp, nonce): queue a pass.
+    try:
+        outcome = await EVENTS.handle_report(dict(req.headers), req.get_body(), WORKER.desired())
+        return _http(http_api.ApiResponse(*change_report_answer(outcome)))
+    except Exception as exc:
+        return _failed("agent/changes", exc)
 
 
 # ---- HTTP -------------------------------------------------------------------------------------
