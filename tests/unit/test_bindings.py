@@ -24,6 +24,7 @@ HTTP_ROUTES = {
     "run_http": ("runs/{pass_id}", ["GET"], "FUNCTION"),
     "health_http": ("health", ["GET"], "ANONYMOUS"),
     "health_details_http": ("health/details", ["GET"], "FUNCTION"),
+    "agent_report_http": ("agent/changes", ["POST"], "FUNCTION"),
 }
 
 
