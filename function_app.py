@@ -50,7 +50,10 @@ if SETTINGS.applicationinsights_connection_string is not None:
     # Imported only when used: the distro is heavy and instruments libraries as it loads.
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(logger_name="reconciler")
+    from reconciler.telemetry import RedactingSpanProcessor
+
+    # Before the exporter: no webhook, heartbeat or query secret leaves in a span (reconciler.telemetry).
+    configure_azure_monitor(logger_name="reconciler", span_processors=[RedactingSpanProcessor()])
 
 # The storage setting the queue triggers bind to (the Python side reads the same one).
 STORAGE_SETTING = "ARS_STORAGE_CONNECTION"

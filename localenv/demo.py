@@ -127,7 +127,9 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
             env = demo_env(emu, az.connection_string, hook.url)
             env["ARS_VERIFY_TIMEOUT"] = "20"
             doc = yaml.safe_load(EXAMPLE.read_text())
-            doc["targets"][0]["peers"][0].update(ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING)
+            doc["targets"][0]["peers"][0].update(
+                ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING, agent_lab=True
+            )
             state = desired.parse(doc, str(EXAMPLE))
 
             def frr(text: str, **broken: Any) -> Break:
