@@ -86,7 +86,7 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             data = f" -d '{json.dumps(body)}'" if body is not None else ""
             print(f"\n  $ curl -X {method} {host.url}{path}{data}", file=out)
             resp = httpx.request(method, host.url + path, json=body, timeout=60)
-            print(f"  HTTP {resp.status_code}: {_summary(resp.json())}", file=out)
+            print(f"  HTTP {resp.status_code}: {_summary(resp.json()) if resp.content else '(no body)'}", file=out)
             if resp.status_code >= 500:
                 problems += 1
     return problems
