@@ -811,8 +811,8 @@ class ArmEmulator:
         with self._agent_lock, self.world.lock:
             try:
                 applied = agent.apply_intent(self.world, self.world.nva(ip), intent, uptime)
-            except agent.IntentConflict as exc:
-                return _json(409, {"detail": str(exc)})
+            except agent.Refused as exc:  # 403 outside the NVA's policy, 409 conflict: the real agent's bodies
+                return _json(exc.status, exc.body())
             if self.on_intent is not None:
                 self.on_intent(ip)  # under the world lock: the agent's own change, seen as such
             return _json(200, applied)
