@@ -43,6 +43,7 @@ from reconciler.desired import SubnetInvariant, Target
 from reconciler.errors import PermanentError, TransientError
 from reconciler.observed import (
     Connection,
+    EffectiveRoute,
     Firewall,
     Gateway,
     Hub,
@@ -353,6 +354,7 @@ class Arm:
             for g in target.gateways
         ]
         sn_t = asyncio.create_task(self._subnets(target))
+        nic_t = asyncio.create_task(self._probe_nics(target))
         conns_v = await self.read(sub, "bgp.list", rs, connections)
 
         learned: dict[str, InstanceRoutes | Unknown] = {}
@@ -377,7 +379,27 @@ class Arm:
             firewall=fw_obj,
             firewall_ip=fw_ip,
             subnets=subnets,
+            nics=await nic_t,
         )
+
+    async def _probe_nics(self, target: Target) -> dict[str, tuple[EffectiveRoute, ...] | Unknown | None]:
+        """Each probe NIC's real effective route table (a long-running POST, like the route queries)."""
+        sub = target.subscription_id
+        c = self.client(sub)
+
+        def read_nic(rg: str, name: str) -> Coroutine[Any, Any, Any]:
+            async def table() -> tuple[EffectiveRoute, ...]:
+                poller = await c.network_interfaces.begin_get_effective_route_table(
+                    rg, name, polling=self._route_polling()
+                )
+                res = await poller.result()
+                return _effective_routes(res)
+
+            return self.read(sub, "nic.routes", name, table)
+
+        probes = target.probes
+        values = await asyncio.gather(*(read_nic(p.resource_group or target.resource_group, p.nic) for p in probes))
+        return {p.nic: v for p, v in zip(probes, values, strict=True)}
 
     async def _learned(self, sub: str, rg: str, rs: str, conn: str) -> InstanceRoutes | Unknown:
         c = self.client(sub)
@@ -575,6 +597,28 @@ def _route(r: Any) -> Route:
         origin=_s(r.origin),
         source_peer=str(r.source_peer or ""),
     )
+
+
+def _effective_routes(res: Any) -> tuple[EffectiveRoute, ...]:
+    """EffectiveRouteListResult -> values; a body that is not a route list is a failed read, not "no routes"."""
+    value = getattr(res, "value", None)
+    if not isinstance(value, list):
+        raise ValueError("effectiveRouteTable result has no route list")
+    out = []
+    for r in value:
+        prefixes, hops = getattr(r, "address_prefix", None), getattr(r, "next_hop_ip_address", None) or []
+        if not isinstance(prefixes, list) or not isinstance(hops, list):
+            raise ValueError("effective route without an addressPrefix list")
+        out.append(
+            EffectiveRoute(
+                prefixes=tuple(str(p) for p in prefixes),
+                source=_s(r.source),
+                state=_s(r.state),
+                next_hop_type=_s(r.next_hop_type),
+                next_hop_ips=tuple(str(h) for h in hops),
+            )
+        )
+    return tuple(out)
 
 
 def _s(value: Any) -> str:

@@ -144,7 +144,7 @@ def render_trace(t: dict[str, Any], out: TextIO) -> None:
     """One block per path: the hops in order with their evidence; the root cause is marked with >."""
     print(f"[{t['target']}] {t['prefix']}: {t['verdict'].upper()}", file=out)
     for p in t["paths"]:
-        src = "on-premises" if p["source_kind"] == "onprem" else "subnet"
+        src = {"onprem": "on-premises", "subnet": "subnet", "nic": "NIC"}.get(p["source_kind"], p["source_kind"])
         cause = f" (root cause: {p['root_cause']})" if p["root_cause"] else ""
         print(f"  from {src} {p['source']}: {p['verdict'].upper()}{cause}", file=out)
         for i, h in enumerate(p["hops"], 1):

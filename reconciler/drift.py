@@ -26,6 +26,8 @@ class DriftCode(StrEnum):
     GATEWAY_NOT_ADVERTISING = "GATEWAY_NOT_ADVERTISING"
     FIREWALL_UNHEALTHY = "FIREWALL_UNHEALTHY"
     UDR_INVARIANT_BROKEN = "UDR_INVARIANT_BROKEN"
+    NIC_ROUTE_WRONG = "NIC_ROUTE_WRONG"
+    NIC_ROUTE_MISMATCH = "NIC_ROUTE_MISMATCH"
     OBSERVATION_FAILED = "OBSERVATION_FAILED"
 
 
@@ -63,6 +65,10 @@ SEVERITY: dict[DriftCode, Severity] = {
     DriftCode.GATEWAY_NOT_ADVERTISING: Severity.CRITICAL,
     DriftCode.FIREWALL_UNHEALTHY: Severity.CRITICAL,
     DriftCode.UDR_INVARIANT_BROKEN: Severity.CRITICAL,
+    DriftCode.NIC_ROUTE_WRONG: Severity.CRITICAL,
+    # The real route is fine or wrong on its own (NIC_ROUTE_WRONG); a mismatch means our model of
+    # Azure's routing is off for this NIC: worth a look, not a page.
+    DriftCode.NIC_ROUTE_MISMATCH: Severity.WARNING,
     DriftCode.OBSERVATION_FAILED: Severity.WARNING,
 }
 
@@ -83,6 +89,8 @@ FIXER: dict[DriftCode, Fixer] = {
     DriftCode.GATEWAY_NOT_ADVERTISING: Fixer.HUMAN,
     DriftCode.FIREWALL_UNHEALTHY: Fixer.HUMAN,
     DriftCode.UDR_INVARIANT_BROKEN: Fixer.HUMAN,
+    DriftCode.NIC_ROUTE_WRONG: Fixer.HUMAN,
+    DriftCode.NIC_ROUTE_MISMATCH: Fixer.HUMAN,
     DriftCode.OBSERVATION_FAILED: Fixer.NOBODY,
 }
 
@@ -106,6 +114,8 @@ SUBJECTS: dict[DriftCode, str] = {
     DriftCode.GATEWAY_NOT_ADVERTISING: "gateway=<name>/onprem=<peer ip>/prefix=<prefix>",
     DriftCode.FIREWALL_UNHEALTHY: "firewall=<name or ip>",
     DriftCode.UDR_INVARIANT_BROKEN: "subnet=<vnet>:<subnet>/prefix=<prefix>",
+    DriftCode.NIC_ROUTE_WRONG: "nic=<name>/prefix=<prefix>",
+    DriftCode.NIC_ROUTE_MISMATCH: "nic=<name>/prefix=<prefix>",
     DriftCode.OBSERVATION_FAILED: "read=<operation>/resource=<name>",
 }
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from ipaddress import IPv4Network
 
-from reconciler.observed import InstanceRoutes, SubnetRouting, Unknown
+from reconciler.observed import EffectiveRoute, InstanceRoutes, SubnetRouting, Unknown
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -204,3 +204,50 @@ def violations(requirement: Requirement, decisions: Iterable[Decision]) -> tuple
         if not d.routes or not all(r.delivers_to(requirement.hop, requirement.ip) for r in d.routes):
             bad.setdefault(d.routes, Decision(d.routes[0].prefix if d.routes else d.prefix, d.routes))
     return tuple(bad.values())
+
+
+def from_effective(routes: Iterable[EffectiveRoute]) -> tuple[CandidateRoute, ...]:
+    """A NIC's real effectiveRouteTable as candidate routes: the Active entries (Invalid ones lost a tie).
+
+    Next-hop types the model does not know (service endpoints, peering) carry Azure-service or VNet
+    traffic, never general internet traffic: they are left out.
+    """
+    out: list[CandidateRoute] = []
+    for r in routes:
+        if r.state.lower() != "active":
+            continue
+        hop = HopType.parse(r.next_hop_type)
+        source = RouteSource.from_arm(r.source) or RouteSource.SYSTEM
+        if hop is None:
+            continue
+        for p in r.prefixes:
+            try:
+                prefix = IPv4Network(p, strict=False)
+            except ValueError:
+                continue
+            ip = r.next_hop_ips[0] if r.next_hop_ips else None
+            out.append(CandidateRoute(prefix, source, hop, ip, f"{r.source}, read from ARM"))
+    return tuple(out)
+
+
+def disagreements(real: Sequence[Decision], computed: Sequence[Decision]) -> tuple[tuple[Decision, Decision], ...]:
+    """Internet blocks where two resolutions of the same prefix send traffic to different places.
+
+    Both are piecewise constant over their blocks, so comparing at every block start of either is exact.
+    """
+
+    def where(ds: Sequence[Decision], addr: IPv4Network) -> Decision:
+        return next(d for d in ds if addr.subnet_of(d.prefix))
+
+    def target(d: Decision) -> frozenset[tuple[HopType, str | None]]:
+        return frozenset((r.hop, r.next_hop_ip) for r in d.routes)
+
+    out: dict[tuple[IPv4Network, IPv4Network], tuple[Decision, Decision]] = {}
+    for d in (*real, *computed):
+        if not d.internet:
+            continue
+        start = IPv4Network(f"{d.prefix.network_address}/32")
+        a, b = where(real, start), where(computed, start)
+        if target(a) != target(b):
+            out.setdefault((a.prefix, b.prefix), (a, b))
+    return tuple(out.values())
