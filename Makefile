@@ -19,11 +19,11 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 
 ## demo: emulated Azure + Azurite + emulated NVA agent; break the design, watch it being fixed
 demo: deps
-	$(BIN)/python -m reconciler demo
+	$(BIN)/python -m localenv.demo
 
 ## demo-lab: the same story with a real FRR NVA and route servers in network namespaces (root, Debian frr)
 demo-lab: deps
-	$(BIN)/python -m reconciler demo --lab
+	$(BIN)/python -m localenv.demo --lab
 
 ## serve: the Functions app's HTTP routes on 127.0.0.1:7071 over the demo world (curl it; see README)
 serve: deps

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
-from localenv.frrlab import FrrLab, LabUnavailable, nva_config, wait_until
+from localenv.frrlab import FrrLab, LabUnavailable, nva_config, strong_token, wait_until
 
 BREAKS: dict[str, dict[str, Any]] = {
     "wrong_firewall_ip": {"next_hop": "10.0.3.5"},
@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per kind of break (default 3)")
     args = parser.parse_args()
     lab = FrrLab(name="arsrbench")
-    token = "bench-token-0123456789abcdef"
+    token = strong_token()
     try:
         t0 = time.monotonic()
         lab.up()

@@ -1,15 +1,19 @@
 """The demo: emulated Azure + Azurite + an emulated NVA agent + a local Teams receiver, one story.
 
 Owns the script of the story (healthy → broken in named ways → fixed → resolved in the ledger,
-cards sent). Everything it shows goes through the same service function as the Functions triggers.
+cards sent) and its command, `python -m localenv.demo [--lab] [--out DIR]` (`make demo`). Everything
+it shows goes through the same service function as the Functions triggers; the product never
+imports this module.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,48 +23,14 @@ import yaml
 from emulator import ArmEmulator, World
 from localenv import scenarios
 from localenv.azurite import Azurite
+from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
 from reconciler import desired
-from reconciler.cli import render_report
 from reconciler.composition import Runtime
+from reconciler.errors import ReconcilerError
+from reconciler.report_text import render_report
 from reconciler.service import reconcile
 from reconciler.settings import load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
-WORLD = ROOT / "emulator" / "worlds" / "reference-lab.yaml"
-EXAMPLE = ROOT / "schemas" / "examples" / "reference-lab.yaml"
-TOKEN_SETTING = "NVA1_AGENT_TOKEN"
-
-
-def demo_desired(emu: ArmEmulator, example: Path = EXAMPLE) -> desired.DesiredState:
-    """An example document with every NVA agent served by the emulator instead of the NVA's own IP."""
-    doc: dict[str, Any] = yaml.safe_load(example.read_text())
-    for target in doc["targets"]:
-        for peer in target["peers"]:
-            peer["agent_url"] = emu.agent_url(peer["ip"])
-            peer["token_setting"] = TOKEN_SETTING
-    return desired.parse(doc, str(example))
-
-
-def demo_env(emu: ArmEmulator, storage: str | None = None, webhook_url: str | None = None) -> dict[str, str]:
-    """App settings that point the reconciler at the local emulator (and storage, and a webhook)."""
-    env = {
-        "ARS_ARM_ENDPOINT": emu.base_url,
-        "ARS_ARM_CA_BUNDLE": emu.ca_file,
-        "ARS_ARM_STATIC_TOKEN": "emulator-token",
-        "ARS_ARM_POLL_INTERVAL": "0",
-        "ARS_AGENT_CA_BUNDLE": emu.ca_file,
-        # The demo pages at once; production keeps the 180 s BGP hold-time default.
-        "ARS_ALERT_HOLD_DOWN": "0",
-        "ARS_VERIFY_INTERVAL": "0.2",
-        "ARS_VERIFY_TIMEOUT": "10",
-    }
-    if storage is not None:
-        env["ARS_STORAGE_CONNECTION"] = storage
-    if webhook_url is not None:
-        env["ARS_TEAMS_WEBHOOK_URL"] = webhook_url
-    return env
-
 
 Break = tuple[str, Callable[[], object]]
 
@@ -139,7 +109,7 @@ def _summary(body: Any) -> str:
 def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
     """The same story, but the NVA is real FRR in a network namespace with the real agent, and the
     emulator answers the Route Server's learned routes from what two real FRR route servers got."""
-    from localenv.frrlab import FrrLab, LabUnavailable, nva_config
+    from localenv.frrlab import FrrLab, LabUnavailable, nva_config, strong_token
 
     lab = FrrLab(name="arsrdemo")
     try:
@@ -148,7 +118,7 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
         print(f"demo --lab needs root, Debian frr + frr-pythontools and network namespaces: {exc}", file=out)
         return 1
     try:
-        agent = lab.start_agent(token=f"demo-{os.urandom(16).hex()}")
+        agent = lab.start_agent(token=strong_token())
         world = World.load(WORLD)
         scenarios.nva_at(world, lab.addr.nva_ip)
         with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:
@@ -248,3 +218,19 @@ async def _story(
     if not hook.accepted():
         problems += 1
     return problems
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    p = argparse.ArgumentParser(prog="python -m localenv.demo", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="out/demo", help="where cards and reports are saved")
+    p.add_argument("--lab", action="store_true", help="use real FRR in network namespaces (root, Debian frr)")
+    args = p.parse_args(argv)
+    try:
+        return run_demo(Path(args.out), out, lab=args.lab)
+    except ReconcilerError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # one clear line, as the operator CLI does
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

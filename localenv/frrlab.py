@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -85,6 +86,21 @@ exit
 """
 """The operator's inbound bogon filter (DESIGN.md §1): unrelated to the agent, must survive it."""
 
+def lab_policy(addr: Addresses = Addresses(), extra_neighbors: tuple[str, ...] = ()) -> str:
+    """The agent's local policy file for this lab (nva_agent.policy): the two route servers, the
+    default route (or the VPN design's two halves), next hops in AzureFirewallSubnet (10.0.3.0/26).
+
+    No `local_asn` line, so an intent with another local AS still reaches FRR and gets its 409.
+    """
+    neighbors = "".join(f"  - {{ip: {ip}, asn: {addr.rs_asn}}}\n" for ip in (*addr.rs_ips, *extra_neighbors))
+    return f"neighbors:\n{neighbors}prefixes: [0.0.0.0/0, 0.0.0.0/1, 128.0.0.0/1]\nnext_hops: [10.0.3.0/26]\n"
+
+
+def strong_token() -> str:
+    """A token the agent accepts: 32 random bytes, base64url."""
+    return secrets.token_urlsafe(32)
+
+
 OPERATOR_UNRELATED_LINES = (
     "ip route 192.0.2.0/24 blackhole",
     "bgp as-path access-list bogon-asns seq 5 permit _0_",
@@ -104,11 +120,19 @@ def nva_config(
     next_hop: str | None = "10.0.3.4",
     neighbors: tuple[str, ...] | None = None,
     out_filter: bool = True,
+    operator_out_map: bool = False,
+    redistribute: bool = False,
 ) -> str:
-    """The operator's NVA config, healthy by default; the keywords produce the broken variants.
+    """The NVA's config as the agent left it (its `nva-agent-*` objects) plus the operator's own
+    lines; healthy by default, the keywords produce the broken variants.
 
-    Policy objects come before `router bgp`: a route-map referenced before it exists filters
-    everything until `bgp route-map delay-timer` (5 s) fires (frr-lab.md pitfall 1).
+    Broken variants edit the agent's objects (someone changed them by hand): `next_hop` lost or
+    wrong, `announce=False` (its network statement removed), a neighbor removed, `out_filter=False`
+    (the 65515 deny gone and the final deny widened to a permit). `operator_out_map` binds an
+    operator route-map outbound on the route servers instead (the agent must answer 409), and
+    `redistribute` makes the NVA hold an extra route (the static 192.0.2.0/24) that must never
+    reach them. Policy objects come before `router bgp`: a route-map referenced before it exists
+    filters everything until `bgp route-map delay-timer` (5 s) fires (frr-lab.md pitfall 1).
     """
     host = socket.gethostname()  # vtysh prints its own hostname (pitfall 8)
     rs = addr.rs_ips if neighbors is None else neighbors
@@ -121,25 +145,28 @@ def nva_config(
         "ip route 192.0.2.0/24 blackhole",
         "!",
         OPERATOR_POLICY.rstrip("\n"),
-        "ip prefix-list default-route seq 5 permit 0.0.0.0/0",
+        "ip prefix-list nva-agent-prefixes seq 5 permit 0.0.0.0/0",
         "!",
     ]
     if out_filter:  # without it the route servers get their own routes back (path 65001 65515)
         out += [
-            f"bgp as-path access-list azure-asns seq 5 permit _{addr.rs_asn}_",
+            f"bgp as-path access-list nva-agent-ars-asns seq 5 permit _{addr.rs_asn}_",
             "!",
-            "route-map rmap-azure-asns deny 5",
-            " match as-path azure-asns",
+            "route-map nva-agent-ars-out deny 5",
+            " match as-path nva-agent-ars-asns",
             "exit",
             "!",
         ]
     out += [
-        "route-map rmap-azure-asns permit 10",
-        " match ip address prefix-list default-route",
+        "route-map nva-agent-ars-out permit 10",
+        " match ip address prefix-list nva-agent-prefixes",
     ]
     if next_hop:
         out.append(f" set ip next-hop {next_hop}")
-    out += ["exit", "!", "route-map rmap-azure-asns permit 20", "exit", "!"]
+    out += ["exit", "!", f"route-map nva-agent-ars-out {'deny' if out_filter else 'permit'} 100", "exit", "!"]
+    out += ["route-map nva-agent-originate permit 10", "exit", "!"]
+    if operator_out_map:  # the operator's own outbound policy: sends everything
+        out += ["route-map rmap-sdwan-out permit 10", "exit", "!"]
     out += [
         f"router bgp {addr.nva_asn}",
         f" bgp router-id {addr.nva_ip}",
@@ -155,12 +182,15 @@ def nva_config(
         ]
     out += [" !", " address-family ipv4 unicast"]
     if announce:
-        out.append("  network 0.0.0.0/0")
+        out.append("  network 0.0.0.0/0 route-map nva-agent-originate")
+    if redistribute:
+        out.append("  redistribute static")
+    out_map = "rmap-sdwan-out" if operator_out_map else "nva-agent-ars-out"
     for ip in rs:
         out.append(f"  neighbor {ip} route-map rmap-bogon-asns in")
         # detaching the route-map instead would send nothing at all: FRR 8.4's default
         # `bgp ebgp-requires-policy` withholds every route from an eBGP peer without policy
-        out.append(f"  neighbor {ip} route-map rmap-azure-asns out")
+        out.append(f"  neighbor {ip} route-map {out_map} out")
     out += [" exit-address-family", "exit", "!"]
     return "\n".join(out) + "\n"
 
@@ -545,12 +575,17 @@ class FrrLab:
         timeout: float = 20,
         scheme: str = "http",
         ca: str | None = None,
+        policy: str | None = None,
+        lab_mode: bool = False,
+        client_cert: tuple[str, str] | None = None,
     ) -> AgentProcess:
         """Start `python -m nva_agent` inside the NVA namespace, served on 127.0.0.1 of the host.
 
         The listening socket is made here, in the host namespace, and handed over by file
         descriptor: the agent lives in the NVA namespace yet the tests reach it on loopback,
-        without a veth into the host.
+        without a veth into the host. The agent gets `policy` (default: `lab_policy`) as its
+        policy file, root-owned in the lab folder; `lab_mode` starts it with `--lab` and no policy.
+        `token` goes in NVA_AGENT_TOKEN unless `extra_env` names a NVA_AGENT_TOKEN_FILE.
         """
         import httpx  # only the agent part of the lab needs it
 
@@ -562,12 +597,18 @@ class FrrLab:
         d = self.node_dir("nva")
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "NVA_AGENT_TOKEN": token,
             "NVA_AGENT_FRR_CONFIG_DIR": str(d),
             "NVA_AGENT_FRR_VTY_SOCKET": str(d / "run"),
             "NVA_AGENT_FRR_RUNDIR": str(d / "run"),
-            **(extra_env or {}),
         }
+        if "NVA_AGENT_TOKEN_FILE" not in (extra_env or {}):
+            env["NVA_AGENT_TOKEN"] = token
+        if not lab_mode:
+            policy_path = self.work / f"agent-policy-{port}.yaml"
+            policy_path.write_text(lab_policy(self.addr) if policy is None else policy)
+            policy_path.chmod(0o644)
+            env["NVA_AGENT_POLICY_FILE"] = str(policy_path)
+        env.update(extra_env or {})
         log_path = self.work / f"agent-{port}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -581,6 +622,7 @@ class FrrLab:
                     "nva_agent",
                     "--listen-fd",
                     str(sock.fileno()),
+                    *(["--lab"] if lab_mode else []),
                 ],
                 pass_fds=(sock.fileno(),),
                 env=env,
@@ -596,7 +638,9 @@ class FrrLab:
             if proc.poll() is not None:
                 raise LabError(f"agent exited with {proc.returncode}:\n{agent.log()}")
             try:
-                verify = ssl.create_default_context(cafile=ca) if ca else False
+                verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else False
+                if client_cert and isinstance(verify, ssl.SSLContext):
+                    verify.load_cert_chain(*client_cert)
                 return httpx.get(f"{agent.url}/v1/health", timeout=1, verify=verify).status_code in (200, 503)
             except httpx.TransportError:
                 return False

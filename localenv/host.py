@@ -337,7 +337,7 @@ def demo_environment() -> Iterator[dict[str, str]]:
     """The demo's emulated world: ARM emulator + Azurite + emulated agent, as app settings."""
     from emulator import ArmEmulator, World
     from localenv.azurite import Azurite
-    from localenv.demo import TOKEN_SETTING, WORLD, demo_desired, demo_env
+    from localenv.demo_world import TOKEN_SETTING, WORLD, demo_desired, demo_env
 
     world = World.load(WORLD)
     with ArmEmulator(world) as emu, Azurite() as az, tempfile.TemporaryDirectory(prefix="ars-host-") as tmp:

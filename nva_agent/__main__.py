@@ -1,20 +1,25 @@
 """`python -m nva_agent`: start the agent (uvicorn), or write its OpenAPI document.
 
-Owns the command line only; settings come from the environment (nva_agent.settings).
+Owns the command line and the server's wiring (TLS/mTLS, connection limits, SIGHUP); settings
+come from the environment (nva_agent.settings), which refuses an unsafe start.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
 import uvicorn
 
-from nva_agent.app import create_app, openapi_json
-from nva_agent.settings import AgentSettings, SettingsError
+from nva_agent.app import Sources, create_app, openapi_json
+from nva_agent.connections import guarded_protocol
+from nva_agent.settings import AgentSettings, SettingsError, check_exposure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,34 +32,55 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="serve on an inherited listening socket (the lab passes one across namespaces)",
     )
+    parser.add_argument(
+        "--lab",
+        action="store_true",
+        help="lab only: start without a policy file and allow plain HTTP on any address",
+    )
     args = parser.parse_args(argv)
 
     if args.write_openapi:
-        # the schema does not depend on the token; a placeholder keeps settings valid
-        app = create_app(AgentSettings(token="openapi-only-placeholder"))
+        # the schema depends on neither the token nor the policy
+        app = create_app(AgentSettings(token="openapi-only-placeholder", lab=True))
         args.write_openapi.write_text(openapi_json(app))
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = AgentSettings.from_env()
+        settings = AgentSettings.from_env(lab=args.lab)
+        sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+        host = args.host or settings.host
+        check_exposure(sock.getsockname()[0] if sock is not None else host, settings)
     except SettingsError as exc:
         print(f"nva_agent: {exc}", file=sys.stderr)
         return 2
+    if settings.lab:
+        logging.getLogger("nva_agent").warning("--lab: no policy file required, plain HTTP allowed; never on an NVA")
+    sources = Sources(settings)
     config = uvicorn.Config(
-        create_app(settings),
-        host=args.host or settings.host,
+        create_app(settings, sources=sources),
+        host=host,
         port=args.port if args.port is not None else settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        # mutual TLS: the handshake fails unless the client shows a certificate from this file
+        ssl_ca_certs=str(settings.tls_client_ca) if settings.tls_client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if settings.tls_client_ca else ssl.CERT_NONE,
+        http=guarded_protocol(settings.read_timeout, settings.max_connections, settings.max_connections_per_client),
+        timeout_keep_alive=5,
         log_level="info",
         # the access log shows method, path and status; headers (the token) are never logged
         access_log=True,
         server_header=False,
     )
     server = uvicorn.Server(config)
-    sockets = [socket.socket(fileno=args.listen_fd)] if args.listen_fd is not None else None
-    server.run(sockets=sockets)
+
+    async def serve() -> None:
+        # SIGHUP re-reads the token and policy files (they are also re-read when they change)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, sources.reload)
+        await server.serve(sockets=[sock] if sock is not None else None)
+
+    asyncio.run(serve())
     return 0
 
 

@@ -1,13 +1,15 @@
 """The agent's HTTP surface (FastAPI): health, state, intent; bearer auth and a body-size cap.
 
-Owns status codes and the mapping of FrrError/IntentConflict to 503/409. The work itself is
-IntentService's; this module must not know vtysh or config syntax. Never logs or echoes the token.
+Owns status codes and the mapping of PolicyViolation/IntentConflict/FrrError to 403/409/503,
+and where the tokens and the policy come from (files re-read on change or SIGHUP). The work
+itself is IntentService's; this module must not know vtysh or config syntax. Never logs or
+echoes a token; the unauthenticated /v1/health says only fixed reason codes.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
@@ -15,9 +17,20 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from nva_agent import policy, tokens
+from nva_agent.files import FileProblem, Watched
 from nva_agent.frr import Frr, FrrError, FrrPort
 from nva_agent.intent import IntentConflict, IntentService
-from nva_agent.models import AgentState, BgpIntent, ErrorBody, Health, IntentResult
+from nva_agent.models import (
+    AgentState,
+    BgpIntent,
+    ConflictBody,
+    ErrorBody,
+    Health,
+    HealthReason,
+    IntentResult,
+    PolicyRefusal,
+)
 from nva_agent.settings import AgentSettings
 
 Scope = MutableMapping[str, Any]
@@ -26,11 +39,48 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_bearer = HTTPBearer(auto_error=False, description="Bearer token from NVA_AGENT_TOKEN / NVA_AGENT_TOKEN_FILE")
+_bearer = HTTPBearer(
+    auto_error=False, description="Bearer token from NVA_AGENT_TOKEN_FILE (current or next) / NVA_AGENT_TOKEN"
+)
+log = logging.getLogger(__name__)
 
 
 class Unauthorized(Exception):
     pass
+
+
+class Sources:
+    """Where the accepted tokens and the policy in force come from; `reload()` is SIGHUP."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self._tokens: Watched[tokens.TokenSet] | None = None
+        self._static = tokens.TokenSet(settings.token)
+        if settings.token_file is not None:
+            self._tokens = Watched(settings.token_file, tokens.parse_file, "token file")
+        self._policy: Watched[policy.Policy] | None = None
+        if not settings.lab or settings.policy_file.exists():
+            self._policy = Watched(settings.policy_file, policy.parse, "policy file")
+
+    def tokens(self) -> tokens.TokenSet | None:
+        if self._tokens is None:
+            return self._static
+        try:
+            return self._tokens.get()
+        except FileProblem:
+            return None  # fail closed: every call is 401 until the file is fixed (logged by Watched)
+
+    def policy(self) -> policy.Policy | None:
+        if self._policy is None:
+            return None
+        try:
+            return self._policy.get()
+        except FileProblem as exc:
+            raise policy.PolicyViolation(policy.PolicyRule.POLICY_FILE, str(exc)) from exc
+
+    def reload(self) -> None:
+        for w in (self._tokens, self._policy):
+            if w is not None:
+                w.reload()
 
 
 class BodyLimit:
@@ -95,28 +145,35 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(settings: AgentSettings, frr: FrrPort | None = None) -> FastAPI:
-    service = IntentService(frr or Frr(settings.frr), settings.timing)
-    token = settings.token.encode()
+def create_app(settings: AgentSettings, frr: FrrPort | None = None, sources: Sources | None = None) -> FastAPI:
+    sources = sources or Sources(settings)
+    service = IntentService(frr or Frr(settings.frr), settings.timing, policy_source=sources.policy)
 
     async def authorized(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        # compare_digest: the time taken must not tell an attacker how much of a guess was right
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token):
+        accepted = sources.tokens()
+        if creds is None or accepted is None or not accepted.accepts(creds.credentials):
             raise Unauthorized
 
+    docs = settings.docs  # unauthenticated: off unless asked for (NVA_AGENT_DOCS=1)
     app = FastAPI(
         title="NVA agent",
-        version="1.0.0",
+        version="1.1.0",
         description=(
             "Runs on the NVA next to FRR and brings its BGP config to an intent. "
             "A change that does not verify is rolled back and answered with **200**, "
             "`applied: false`, `rolled_back: true` and the reason in `message` (an outcome, not an error). "
-            "409 means the intent cannot be applied safely as asked (e.g. FRR runs another local AS). "
-            "503 means FRR or vtysh is not answering."
+            "403 means the intent is outside the NVA's local policy file (the body names the rule); "
+            "409 means it cannot be applied without changing config the agent did not write "
+            "(another local AS, an operator's outbound route-map on a Route Server neighbor). "
+            "Neither touches FRR. 503 means FRR or vtysh is not answering."
         ),
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
+    app.state.sources = sources
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, __: Exception) -> JSONResponse:
@@ -128,7 +185,15 @@ def create_app(settings: AgentSettings, frr: FrrPort | None = None) -> FastAPI:
 
     @app.exception_handler(IntentConflict)
     async def _conflict(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 409)
+        assert isinstance(exc, IntentConflict)
+        log.warning("intent refused (409): %s", exc)
+        return JSONResponse(ConflictBody(detail=str(exc), conflicts=exc.conflicts).model_dump(), 409)
+
+    @app.exception_handler(policy.PolicyViolation)
+    async def _refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, policy.PolicyViolation)
+        log.warning("intent refused by the local policy (403): %s", exc)
+        return JSONResponse(PolicyRefusal(detail=exc.detail, rule=exc.rule.value).model_dump(), 403)
 
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
@@ -143,11 +208,13 @@ def create_app(settings: AgentSettings, frr: FrrPort | None = None) -> FastAPI:
         responses={503: {"model": Health, "description": "FRR or vtysh not answering"}},
     )
     async def health() -> Any:
-        """No auth: says whether bgpd answers through vtysh."""
+        """No auth: says whether bgpd answers through vtysh (checked at most once a second; the
+        reason is a fixed code)."""
         try:
             await service.health()
         except FrrError as exc:
-            return JSONResponse({"status": "unavailable", "frr": False, "reason": str(exc)}, 503)
+            reason: HealthReason = exc.reason
+            return JSONResponse({"status": "unavailable", "frr": False, "reason": reason.value}, 503)
         return Health(status="ok", frr=True)
 
     @app.get("/v1/state", response_model=AgentState, responses=errors, dependencies=[Depends(authorized)])
@@ -160,12 +227,17 @@ def create_app(settings: AgentSettings, frr: FrrPort | None = None) -> FastAPI:
         response_model=IntentResult,
         responses={
             **errors,
-            409: {"model": ErrorBody, "description": "intent conflicts with FRR (e.g. local AS)"},
+            403: {"model": PolicyRefusal, "description": "intent outside the NVA's local policy; FRR untouched"},
+            409: {
+                "model": ConflictBody,
+                "description": "intent conflicts with config the agent did not write (local AS, operator "
+                "outbound route-map on a Route Server neighbor); FRR untouched",
+            },
         },
         dependencies=[Depends(authorized)],
     )
     async def put_intent(intent: BgpIntent) -> IntentResult:
-        """Idempotent: render, validate (vtysh -C), reload, soft-clear, verify, or roll back."""
+        """Idempotent: check the local policy, render, validate (vtysh -C), reload, soft-clear, verify, or roll back."""
         return await service.apply(intent)
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -14,9 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from nva_agent.models import HealthReason
+
 
 class FrrError(Exception):
-    """FRR or vtysh could not be reached or failed; the agent answers 503 with this reason."""
+    """FRR or vtysh could not be reached or failed; the agent answers 503.
+
+    The message (for the authenticated endpoints and the log) may name commands and paths;
+    `reason` is the fixed code the unauthenticated /v1/health may show.
+    """
+
+    def __init__(self, message: str, reason: HealthReason | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or _classify(message)
+
+
+def _classify(message: str) -> HealthReason:
+    text = message.lower()
+    if "failed to connect" in text:  # vtysh: "Exiting: failed to connect to any daemons."
+        return HealthReason.VTY_UNREACHABLE
+    if "is not running" in text:  # vtysh: "% bgpd is not running"
+        return HealthReason.BGPD_NOT_RUNNING
+    return HealthReason.VTYSH_FAILED
 
 
 class ConfigRejected(Exception):
@@ -68,13 +87,13 @@ class Frr:
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
-            raise FrrError(f"{what}: cannot run {args[0]}: {exc.strerror or exc}") from exc
+            raise FrrError(f"{what}: cannot run {args[0]}: {exc.strerror or exc}", HealthReason.VTYSH_MISSING) from exc
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.paths.timeout)
         except TimeoutError as exc:
             proc.kill()
             await proc.wait()
-            raise FrrError(f"{what}: no answer within {self.paths.timeout:.0f} s") from exc
+            raise FrrError(f"{what}: no answer within {self.paths.timeout:.0f} s", HealthReason.VTYSH_TIMEOUT) from exc
         assert proc.returncode is not None
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 

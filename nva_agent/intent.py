@@ -1,7 +1,9 @@
-"""Applying a BGP intent to FRR: read, render, validate, reload, soft-clear, verify, roll back.
+"""Applying a BGP intent to FRR: check the local policy, read, render, validate, reload,
+soft-clear, verify, roll back; and the cached health check.
 
-Owns the order of those steps, the one-writer lock and the verification deadline. It talks to
-FRR only through FrrPort and renders only through `render`; it must not know HTTP.
+Owns the order of those steps, the one-writer lock, the verification deadline and the health
+cache. It talks to FRR only through FrrPort, renders only through `render` and judges intents
+only through `policy`; it must not know HTTP or where the policy comes from.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nva_agent import render, state
+from nva_agent import policy, render, state
 from nva_agent.frr import ConfigRejected, FrrError, FrrPort
 from nva_agent.models import AgentState, BgpIntent, IntentResult
 
@@ -21,7 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class IntentConflict(Exception):
-    """The intent cannot be applied safely as asked (e.g. another local AS); answered with 409."""
+    """The intent cannot be applied without touching what is not the agent's (another local AS,
+    an operator's outbound route-map); answered with 409 listing `conflicts`. Nothing changed."""
+
+    def __init__(self, detail: str, conflicts: list[str]) -> None:
+        super().__init__(detail)
+        self.conflicts = conflicts
+
+
+PolicySource = Callable[[], "policy.Policy | None"]
+"""Returns the policy in force (None: --lab, no file); raises PolicyViolation(POLICY_FILE) if unusable."""
 
 
 @dataclass(frozen=True)
@@ -29,19 +40,44 @@ class Timing:
     verify_timeout: float = 10.0
     """How long the read-back may take; a new neighbor needs ~1-2 s to reach Established."""
     poll_interval: float = 0.02
+    health_interval: float = 1.0
+    """/v1/health needs no token: its answer is reused this long, so a storm of calls runs
+    vtysh at most once per interval (single flight: callers during a check share its result)."""
+
+
+def _no_policy() -> policy.Policy | None:
+    return None
 
 
 class IntentService:
-    def __init__(self, frr: FrrPort, timing: Timing = Timing(), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        frr: FrrPort,
+        timing: Timing = Timing(),
+        clock: Callable[[], float] = time.monotonic,
+        policy_source: PolicySource = _no_policy,
+    ) -> None:
         self.frr = frr
         self.timing = timing
         self.clock = clock
+        self.policy_source = policy_source
         self._lock = asyncio.Lock()  # concurrent intents are applied one after another
+        self._health_lock = asyncio.Lock()
+        self._health: tuple[float, FrrError | None] | None = None
 
     async def health(self) -> None:
-        """Raises FrrError unless bgpd answers through vtysh."""
-        summary = await self.frr.show_json(BGP_SUMMARY)
-        del summary
+        """Raises FrrError unless bgpd answers through vtysh; at most one vtysh per health_interval."""
+        async with self._health_lock:  # single flight: a caller waiting here gets the fresh result
+            cached = self._health
+            if cached is None or self.clock() - cached[0] >= self.timing.health_interval:
+                try:
+                    await self.frr.show_json(BGP_SUMMARY)
+                    cached = (self.clock(), None)
+                except FrrError as exc:
+                    cached = (self.clock(), exc)
+                self._health = cached
+        if cached[1] is not None:
+            raise cached[1]
 
     async def state(self, running: str | None = None, config_hash: str | None = None) -> AgentState:
         summary = await self.frr.show_json(BGP_SUMMARY)
@@ -57,6 +93,8 @@ class IntentService:
         return state.build_state(summary, dict(zip(peers, outputs, strict=True)), config_hash)
 
     async def apply(self, intent: BgpIntent) -> IntentResult:
+        # Before any FRR call: an intent outside the NVA's own policy is refused with FRR untouched.
+        policy.check(self.policy_source(), intent)
         async with self._lock:
             return await self._apply(intent)
 
@@ -68,7 +106,9 @@ class IntentService:
         try:
             candidate = render.render(running, intent)
         except render.AsnMismatch as exc:
-            raise IntentConflict(str(exc)) from exc
+            raise IntentConflict(str(exc), [f"router bgp {exc.running}"]) from exc
+        except render.OutboundConflict as exc:
+            raise IntentConflict(str(exc), exc.conflicts) from exc
         changes = render.changes(render.parse(running), render.parse(candidate))
 
         def result(applied: bool, rolled_back: bool, now: AgentState, message: str) -> IntentResult:

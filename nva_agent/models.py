@@ -7,6 +7,7 @@ FRR as free text) and the JSON shapes of the contract. Must not know FRR or HTTP
 from __future__ import annotations
 
 import ipaddress
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -129,11 +130,39 @@ class IntentResult(_Strict):
     message: str
 
 
+class HealthReason(StrEnum):
+    """Why /v1/health says unavailable: fixed codes, because the endpoint needs no token and a
+    free-text reason would tell anyone on the network file paths and process state."""
+
+    VTY_UNREACHABLE = "vty_unreachable"
+    """vtysh could not connect to any FRR daemon (FRR stopped, or the vty socket moved)."""
+    BGPD_NOT_RUNNING = "bgpd_not_running"
+    VTYSH_TIMEOUT = "vtysh_timeout"
+    VTYSH_MISSING = "vtysh_missing"
+    """vtysh (or frr-reload.py) is not installed where the agent was told to find it."""
+    VTYSH_FAILED = "vtysh_failed"
+    """Anything else: vtysh exited non-zero or answered something that is not JSON."""
+
+
 class Health(_Strict):
     status: Literal["ok", "unavailable"]
     frr: bool
-    reason: str | None = None
+    reason: HealthReason | None = None
 
 
 class ErrorBody(_Strict):
     detail: str
+
+
+class PolicyRefusal(_Strict):
+    """403: the intent is outside the NVA's local policy file (or a rule that always holds)."""
+
+    detail: str
+    rule: str = Field(description="the policy rule that refused it, e.g. `prefixes`, `next_hops`, `neighbors`")
+
+
+class ConflictBody(_Strict):
+    """409: the intent cannot be applied without changing config the agent did not write."""
+
+    detail: str
+    conflicts: list[str] = Field(description="each conflicting config line or fact, as FRR shows it")

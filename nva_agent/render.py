@@ -3,13 +3,17 @@
 Owns which config lines the agent manages and the order they are written in. It must not
 know how config reaches FRR (no subprocess, no clock, no I/O): text in, text out.
 
-Managed (everything else is the operator's and is kept verbatim):
-  * `ip prefix-list nva-agent-prefixes ...`, `bgp as-path access-list azure-asns ...` and every
-    entry of `route-map rmap-azure-asns` (deny paths with the neighbors' ASNs, set the next
-    hop for the intent's prefixes only, permit the rest);
-  * in the default-VRF `router bgp`: `neighbor X remote-as` / `ebgp-multihop` / `solo` for the intent's
-    neighbors, every `network` line of `address-family ipv4 unicast` (the agent decides what
-    the NVA originates), and `neighbor X route-map ... out` for the intent's neighbors.
+The agent owns only what it wrote, and marks it (everything else is the operator's, kept verbatim):
+  * every policy object named `nva-agent-*` (OWNED): the prefix-list of the intent's prefixes, the
+    AS-path list of the neighbours' ASNs, the outbound route-map toward Route Server (each entry
+    carries a `description`), and the route-map its `network` statements point at;
+  * in the default-VRF `router bgp`: `neighbor X remote-as` / `ebgp-multihop` / `solo` for the
+    intent's neighbors, `network P route-map nva-agent-originate` (the route-map is the mark: an
+    operator's own `network` lines are never removed), and `neighbor X route-map nva-agent-ars-out out`.
+The outbound route-map ends in an explicit deny: nothing but the intent's prefixes reaches Route
+Server, whatever else the NVA learns or originates (SD-WAN, iBGP, redistribute). If the operator
+bound outbound policy of their own on one of the intent's neighbors, rendering refuses
+(OutboundConflict) instead of replacing it.
 Policy objects are written before `router bgp`: a route-map referenced before it exists
 filters everything until bgpd's route-map delay timer (5 s) fires (frr-lab.md pitfall 1).
 """
@@ -24,10 +28,20 @@ from dataclasses import dataclass, field
 
 from nva_agent.models import BgpIntent
 
+OWNED = "nva-agent-"
+"""Name prefix of every policy object the agent writes: reserved for it, the operator's are other names."""
 PREFIX_LIST = "nva-agent-prefixes"
-ASPATH_LIST = "azure-asns"
-ROUTE_MAP = "rmap-azure-asns"
+ASPATH_LIST = "nva-agent-ars-asns"
+ROUTE_MAP = "nva-agent-ars-out"
+ORIGINATE_MAP = "nva-agent-originate"
 ARS_ASN = 65515  # DESIGN.md §11 rule 1-2: never hand Azure Route Server its own routes back
+MARK = "nva-agent:"
+"""Start of the `description` on each route-map entry the agent writes (for the human reading it)."""
+# Per-neighbor lines that change what a neighbor is sent outside the outbound route-map: the
+# agent refuses (409) rather than overriding or ignoring them. `default-originate` sends
+# 0.0.0.0/0 whatever the route-map says; `unsuppress-map` leaks suppressed more-specifics;
+# a peer-group carries outbound policy the agent would not see per neighbor.
+_OUTBOUND_OVERRIDES = ("default-originate", "unsuppress-map", "peer-group")
 
 _IGNORED = ("Building configuration...", "Current configuration:", "!", "end")
 _POLICY_PREFIXES = (
@@ -44,6 +58,17 @@ _POLICY_PREFIXES = (
 # Anything the agent writes from intent values must look like this; the models already
 # parsed them with ipaddress, this is the last line of defence before text reaches vtysh.
 _SAFE_TOKEN = re.compile(r"^[0-9./]+$")
+
+
+class OutboundConflict(ValueError):
+    """Outbound policy the agent did not write is bound on an intent neighbor: changing nothing."""
+
+    def __init__(self, conflicts: list[str]) -> None:
+        self.conflicts = conflicts
+        super().__init__(
+            "outbound policy the agent did not write is bound on a Route Server neighbor; the agent "
+            f"will not replace or bypass it (remove it, or rename it out of {OWNED}*): " + "; ".join(conflicts)
+        )
 
 
 class AsnMismatch(ValueError):
@@ -236,37 +261,58 @@ def _ip_key(ip: str) -> int:
 
 
 def _managed_top(st: Stanza) -> bool:
-    h = st.header
-    return (
-        not st.block and h.startswith((f"ip prefix-list {PREFIX_LIST} ", f"bgp as-path access-list {ASPATH_LIST} "))
-    ) or (st.block and h.startswith(f"route-map {ROUTE_MAP} "))
+    return st.header.startswith((f"ip prefix-list {OWNED}", f"bgp as-path access-list {OWNED}", f"route-map {OWNED}"))
+
+
+def _entry(header: str, description: str, *body: str) -> Stanza:
+    return Stanza(header, body=(f" description {MARK} {description}", *(f" {b}" for b in body)), block=True)
 
 
 def policy_stanzas(intent: BgpIntent) -> list[Stanza]:
-    """The prefix-list, AS-path list and outbound route-map the intent needs."""
+    """The prefix-list, AS-path list and route-maps the intent needs, all named nva-agent-*."""
     prefixes = sorted(intent.prefixes, key=_prefix_key)
     asns = sorted({ARS_ASN, *(n.asn for n in intent.neighbors)} - {intent.local_asn})
     out = [Stanza(f"ip prefix-list {PREFIX_LIST} seq {5 * (i + 1)} permit {_safe(p)}") for i, p in enumerate(prefixes)]
     out += [Stanza(f"bgp as-path access-list {ASPATH_LIST} seq {5 * (i + 1)} permit _{a}_") for i, a in enumerate(asns)]
-    out.append(Stanza(f"route-map {ROUTE_MAP} deny 5", body=(f" match as-path {ASPATH_LIST}",), block=True))
-    if prefixes and intent.next_hop:
+    out.append(
+        _entry(f"route-map {ROUTE_MAP} deny 5", "never send Route Server its routes", f"match as-path {ASPATH_LIST}")
+    )
+    if prefixes:
+        sets = (f"set ip next-hop {_safe(intent.next_hop)}",) if intent.next_hop else ()
         out.append(
-            Stanza(
+            _entry(
                 f"route-map {ROUTE_MAP} permit 10",
-                body=(
-                    f" match ip address prefix-list {PREFIX_LIST}",
-                    f" set ip next-hop {_safe(intent.next_hop)}",
-                ),
-                block=True,
+                "the intent's prefixes",
+                f"match ip address prefix-list {PREFIX_LIST}",
+                *sets,
             )
         )
-    out.append(Stanza(f"route-map {ROUTE_MAP} permit 20", block=True))
+    # The explicit end: whatever else the NVA holds (SD-WAN, iBGP, redistributed) is not sent.
+    out.append(_entry(f"route-map {ROUTE_MAP} deny 100", "nothing else reaches Route Server"))
+    out.append(_entry(f"route-map {ORIGINATE_MAP} permit 10", "marks the network statements the agent wrote"))
     return out
 
 
 def _neighbor_of(line: str) -> str | None:
     parts = line.split()
     return parts[1] if len(parts) > 2 and parts[0] == "neighbor" else None
+
+
+def outbound_conflicts(existing: Stanza | None, intent: BgpIntent) -> list[str]:
+    """Operator lines that decide what an intent neighbor is sent, outside the agent's route-map."""
+    if existing is None:
+        return []
+    ips = {n.ip for n in intent.neighbors}
+    out = []
+    lines = [*existing.bgp_lines, *(ln for sec in existing.sections for ln in sec.lines)]
+    for ln in lines:
+        p = ln.split()
+        if _neighbor_of(ln) not in ips:
+            continue
+        foreign_map = p[2] == "route-map" and len(p) >= 5 and p[4] == "out" and not p[3].startswith(OWNED)
+        if foreign_map or p[2] in _OUTBOUND_OVERRIDES:
+            out.append(ln)
+    return out
 
 
 def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
@@ -282,15 +328,15 @@ def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
     kept_top = [ln for ln in top if not owned_top(ln)]
     managed: dict[str, list[str]] = {}
     for n in neighbors:
-        lines = [f"neighbor {_safe(n.ip)} remote-as {n.asn}"]
-        if n.asn != intent.local_asn:
-            lines.append(f"neighbor {n.ip} ebgp-multihop 255")  # ARS peers are not on the NVA's subnet
-        # `solo` gives each neighbor its own update-group. bgpd delays a re-announcement by
-        # 500 ms for a shared update sub-group and 100 ms for a peer alone (measured on 8.4.4:
-        # route servers updated ~650 ms vs ~190 ms after the soft clear). It also means "never
-        # send a peer its own routes back", which the route-map already enforces for ARS.
-        lines.append(f"neighbor {n.ip} solo")
-        managed[n.ip] = lines
+        managed[n.ip] = [
+            f"neighbor {_safe(n.ip)} remote-as {n.asn}",
+            f"neighbor {n.ip} ebgp-multihop 255",  # ARS peers are not on the NVA's subnet
+            # `solo` gives each neighbor its own update-group. bgpd delays a re-announcement by
+            # 500 ms for a shared update sub-group and 100 ms for a peer alone (measured on 8.4.4:
+            # route servers updated ~650 ms vs ~190 ms after the soft clear). It also means "never
+            # send a peer its own routes back", which the route-map already enforces for ARS.
+            f"neighbor {n.ip} solo",
+        ]
     # `remote-as` must come before any other line about the neighbor, or bgpd (reading the
     # file at boot) rejects them: insert each neighbor's managed lines before its first mention.
     new_top: list[str] = []
@@ -304,15 +350,23 @@ def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
 
     af_header = "address-family ipv4 unicast"
     af = next((s for s in sections if s.header == af_header), None)
+    old_af = list(af.lines) if af else []
 
     def owned_af(line: str) -> bool:
         p = line.split()
-        if p and p[0] == "network":
-            return True
+        if p[:1] == ["network"]:
+            return p[2:] == ["route-map", ORIGINATE_MAP]
+        # outbound_conflicts() already refused any other route-map out on these neighbors
         return _neighbor_of(line) in ips and len(p) >= 5 and p[2] == "route-map" and p[4] == "out"
 
-    af_lines = [f"network {_safe(p)}" for p in sorted(intent.prefixes, key=_prefix_key)]
-    af_lines += [ln for ln in (af.lines if af else ()) if not owned_af(ln)]
+    # An operator's own `network P` for an intent prefix already originates it: kept, not marked.
+    originated = {ln.split()[1] for ln in old_af if ln.split()[:1] == ["network"] and not owned_af(ln)}
+    af_lines = [
+        f"network {_safe(p)} route-map {ORIGINATE_MAP}"
+        for p in sorted(intent.prefixes, key=_prefix_key)
+        if p not in originated
+    ]
+    af_lines += [ln for ln in old_af if not owned_af(ln)]
     af_lines += [f"neighbor {n.ip} route-map {ROUTE_MAP} out" for n in neighbors]
     new_af = Section(af_header, tuple(af_lines), "exit-address-family")
     # a new AF section goes first: FRR prints ipv4 unicast before the other families
@@ -329,7 +383,8 @@ def render(running: str, intent: BgpIntent) -> str:
     """The full config FRR should run: the operator's lines plus the intent's managed lines.
 
     Deterministic: the same running config and intent always give the same text.
-    Raises AsnMismatch when FRR already runs BGP with another local AS.
+    Raises AsnMismatch when FRR already runs BGP with another local AS, OutboundConflict when
+    outbound policy the agent did not write is bound on an intent neighbor.
     """
     config = parse(running)
     existing = _default_bgp(config)
@@ -337,6 +392,9 @@ def render(running: str, intent: BgpIntent) -> str:
         running_asn = int(existing.header.split()[2])
         if running_asn != intent.local_asn:
             raise AsnMismatch(running_asn, intent.local_asn)
+    conflicts = outbound_conflicts(existing, intent)
+    if conflicts:
+        raise OutboundConflict(conflicts)
     kept = [st for st in config.stanzas if not _managed_top(st) and st is not existing]
     rendered_bgp = _render_bgp(existing, intent)
     stanzas: list[Stanza] = _insert_policy(kept, policy_stanzas(intent))

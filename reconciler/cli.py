@@ -1,7 +1,8 @@
-"""Operator CLI: `python -m reconciler validate|plan|apply|trace|status|schema|demo`.
+"""Operator CLI: `python -m reconciler validate|plan|apply|trace|status|schema`.
 
-Owns argument parsing and human/JSON rendering. Calls the same service function as the
-Functions triggers. Exit codes: 0 no drift, 2 drift, 1 error.
+Owns argument parsing and the choice of human or JSON output (the text itself is `report_text`).
+Calls the same service function as the Functions triggers. Exit codes: 0 no drift, 2 drift, 1 error.
+Must not know the local stand-ins: the demo lives in `localenv.demo` and calls in here, never back.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TextIO
 
 from reconciler import desired
 from reconciler.errors import ConfigurationError, ReconcilerError
+from reconciler.report_text import render_report, table
 from reconciler.settings import Settings, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
@@ -71,10 +73,6 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--write", action="store_true")
     sc.set_defaults(func=_schema)
 
-    d = sub.add_parser("demo", help="the whole story on emulated Azure + Azurite + emulated agents")
-    d.add_argument("--out", default="out/demo", help="where cards and reports are saved")
-    d.add_argument("--lab", action="store_true", help="use real FRR in network namespaces (root, Debian frr)")
-    d.set_defaults(func=_demo)
     return p
 
 
@@ -174,13 +172,13 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
         json.dump(data, out, indent=2, default=str)
         out.write("\n")
     else:
-        _table(
+        table(
             out,
             "Open drift",
             data["open_drift"],
             ["target", "code", "subject", "occurrences", "first_seen", "last_outcome"],
         )
-        _table(out, "Last passes", data["passes"], ["started_at", "trigger", "duration_s", "counts", "errors"])
+        table(out, "Last passes", data["passes"], ["started_at", "trigger", "duration_s", "counts", "errors"])
     return EXIT_DRIFT if data["open_drift"] else EXIT_OK
 
 
@@ -192,13 +190,6 @@ def _schema(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(text)
     return EXIT_OK
-
-
-def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    from localenv.demo import run_demo
-
-    code: int = run_demo(Path(args.out), out, lab=args.lab)
-    return code
 
 
 def _record(value: Any) -> dict[str, Any]:
@@ -218,71 +209,6 @@ def _render(report: dict[str, Any], as_json: bool, out: TextIO) -> None:
         out.write("\n")
         return
     render_report(report, out)
-
-
-def render_report(report: dict[str, Any], out: TextIO) -> None:
-    c = report["counts"]
-    mode = "dry run" if report["dry_run"] else "apply"
-    print(
-        f"pass {report['pass_id']} ({report['trigger']}, {mode}) in {report['duration_s']:.2f} s: "
-        f"{c['targets']} target(s), {c['drifts']} drift(s), {c['steps']} step(s), {c['fixed']} fixed",
-        file=out,
-    )
-    for t in report["targets"]:
-        print(f"\n[{t['target']}] {t['status'].upper()}", file=out)
-        rows = [
-            {
-                "code": d["code"],
-                "severity": d["severity"],
-                "subject": d["subject"],
-                "expected": d["expected"],
-                "observed": d["observed"],
-            }
-            for d in t["drifts"]
-        ]
-        if rows:
-            _table(out, "drift found", rows, ["code", "severity", "subject", "expected", "observed"])
-        else:
-            print("  no drift", file=out)
-        for s in t["plan"]["steps"]:
-            print(f"  plan: {s}", file=out)
-        for n in t["plan"]["notes"]:
-            print(f"  note: {n}", file=out)
-        skipped: dict[str, list[str]] = {}
-        for s in t["plan"]["skipped"]:
-            skipped.setdefault(s["reason"], []).append(s["identity"].split("|", 2)[1])
-        for reason, codes in skipped.items():
-            print(f"  left alone ({reason}): {', '.join(sorted(set(codes)))}", file=out)
-        for o in t["outcomes"]:
-            print(f"  {o['outcome']}: {o['step']} — {o['detail']}", file=out)
-        if not report["dry_run"] and t["outcomes"]:
-            print(f"  still drifting after apply: {len(t['remaining'])}", file=out)
-        for e in t["errors"]:
-            print(f"  ERROR [{e['stage']}]: {e['message']}", file=out)
-    for e in report["errors"]:
-        print(f"ERROR [{e['stage']}]: {e['message']}", file=out)
-
-
-def _table(out: TextIO, title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
-    print(f"  {title}:", file=out)
-    if not rows:
-        print("    (none)", file=out)
-        return
-    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
-    widths = [min(72, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(cols)]
-    print("    " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)), file=out)
-    for row in cells:
-        print("    " + "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)), file=out)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        return ",".join(f"{k}={x}" for k, x in v.items())
-    if isinstance(v, list | tuple):
-        return "; ".join(str(x) for x in v) or "-"
-    return str(v)
 
 
 def run() -> None:

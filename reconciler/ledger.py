@@ -143,7 +143,7 @@ def _plain(value: Any) -> Any:
     return _utc(inner) if isinstance(inner, datetime) else inner
 
 
-def _fail(what: str, exc: AzureError) -> NoReturn:
+def raise_storage_error(what: str, exc: AzureError) -> NoReturn:
     """Translate a storage error into ours: auth is permanent, everything else is retried later."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, ClientAuthenticationError):
@@ -220,7 +220,7 @@ class Ledger:
             try:
                 await self._service.create_table_if_not_exists(name)
             except AzureError as exc:
-                _fail(f"create table {name}", exc)
+                raise_storage_error(f"create table {name}", exc)
 
     # ---- current drift state -------------------------------------------------------------
 
@@ -276,7 +276,7 @@ class Ledger:
                 stored[rec.identity] = _Stored(rec, str(row.metadata["etag"]))
             return stored
         except AzureError as exc:
-            _fail(f"read open drift of target {target!r}", exc)
+            raise_storage_error(f"read open drift of target {target!r}", exc)
 
     async def _write_state(self, target: str, stored: Mapping[str, _Stored], change: LedgerChange) -> None:
         checked = {"mode": UpdateMode.REPLACE, "match_condition": MatchConditions.IfNotModified}
@@ -294,9 +294,9 @@ class Ledger:
                 # 412: a row changed since our read; 409: someone created it; 404: someone deleted it.
                 if exc.status_code in (404, 409, 412) and getattr(exc, "error_code", None) != "TableNotFound":
                     raise _Conflict(str(exc)) from exc
-                _fail(f"write drift state of target {target!r}", exc)
+                raise_storage_error(f"write drift state of target {target!r}", exc)
             except AzureError as exc:
-                _fail(f"write drift state of target {target!r}", exc)
+                raise_storage_error(f"write drift state of target {target!r}", exc)
 
     async def open_drifts(self, target: str | None = None, severity: str | None = None) -> list[DriftRecord]:
         """Open drift, by target then identity. Without a target this scans the whole table."""
@@ -312,7 +312,7 @@ class Ledger:
             rows = self._drift.query_entities(query, parameters=params, results_per_page=_PAGE_MAX)
             return [_to_record(row) async for row in rows]
         except AzureError as exc:
-            _fail("read open drift", exc)
+            raise_storage_error("read open drift", exc)
 
     # ---- history -------------------------------------------------------------------------
 
@@ -365,7 +365,7 @@ class Ledger:
                 try:
                     await self._history.submit_transaction(chunk)
                 except AzureError as exc:
-                    _fail(what, exc)
+                    raise_storage_error(what, exc)
 
     async def history(self, target: str | None = None, limit: int = 50) -> list[dict[str, object]]:
         """History events newest first: kind (opened/resolved/action/poison), at, target, identity, ..."""
@@ -382,7 +382,7 @@ class Ledger:
                     break
                 out.append({k: _plain(v) for k, v in row.items() if k not in ("PartitionKey", "RowKey")})
         except AzureError as exc:
-            _fail("read history", exc)
+            raise_storage_error("read history", exc)
         return out
 
     async def record_poison(self, message: str, reason: str, now: datetime) -> None:
@@ -415,7 +415,7 @@ class Ledger:
         try:
             await self._passes.upsert_entity(entity, mode=UpdateMode.REPLACE)
         except AzureError as exc:
-            _fail(f"record pass {record.pass_id!r}", exc)
+            raise_storage_error(f"record pass {record.pass_id!r}", exc)
 
     async def passes(self, limit: int = 20, target: str | None = None) -> list[PassRecord]:
         """Pass records newest first.
@@ -435,7 +435,7 @@ class Ledger:
                 if target is None or target in rec.targets:
                     out.append(rec)
         except AzureError as exc:
-            _fail("read passes", exc)
+            raise_storage_error("read passes", exc)
         return out
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.agent_client import AgentClient, BgpIntent
 from reconciler.errors import TransientError
-from tests.fixtures.frr import OPERATOR_UNRELATED_LINES, FrrLabHandle, nva_config, wait_until
+from tests.fixtures.frr import OPERATOR_UNRELATED_LINES, FrrLabHandle, lab_policy, nva_config, wait_until
 
 pytestmark = pytest.mark.frr
 
@@ -84,9 +84,9 @@ def test_one_intent_repairs_a_broken_nva_and_a_second_changes_nothing(frr_lab: F
 def test_the_repairs_are_listed_as_config_changes(frr_lab: FrrLabHandle) -> None:
     frr_lab.lab.load_nva_config(nva_config(frr_lab.addr, next_hop="10.0.3.5", announce=False))
     result = _put(frr_lab, frr_lab.intent_body())
-    assert "+ network 0.0.0.0/0" in result["changes"]
-    assert "+ route-map rmap-azure-asns permit 10 | set ip next-hop 10.0.3.4" in result["changes"]
-    assert "- route-map rmap-azure-asns permit 10 | set ip next-hop 10.0.3.5" in result["changes"]
+    assert "+ network 0.0.0.0/0 route-map nva-agent-originate" in result["changes"]
+    assert "+ route-map nva-agent-ars-out permit 10 | set ip next-hop 10.0.3.4" in result["changes"]
+    assert "- route-map nva-agent-ars-out permit 10 | set ip next-hop 10.0.3.5" in result["changes"]
 
 
 def test_an_intent_that_does_not_verify_is_rolled_back(frr_lab: FrrLabHandle) -> None:
@@ -94,7 +94,9 @@ def test_an_intent_that_does_not_verify_is_rolled_back(frr_lab: FrrLabHandle) ->
     before = frr_lab.running_config()
     neighbors = [{"ip": ip, "asn": 65515} for ip in (*frr_lab.addr.rs_ips, "10.0.2.6")]  # nobody at .6
     # an agent that gives up on the read-back after 2 s instead of 10, to keep the suite fast
-    impatient = frr_lab.lab.start_agent(frr_lab.agent_token, {"NVA_AGENT_VERIFY_TIMEOUT": "2"})
+    impatient = frr_lab.lab.start_agent(
+        frr_lab.agent_token, {"NVA_AGENT_VERIFY_TIMEOUT": "2"}, policy=lab_policy(frr_lab.addr, ("10.0.2.6",))
+    )
     try:
         resp = httpx.put(
             f"{impatient.url}/v1/bgp/intent",
@@ -140,7 +142,7 @@ async def test_vtysh_that_cannot_reach_frr_gives_503_and_a_transient_error(frr_l
     try:
         health = httpx.get(f"{agent.url}/v1/health", timeout=10)
         assert health.status_code == 503
-        assert health.json()["frr"] is False and "failed to connect" in health.json()["reason"]
+        assert health.json() == {"status": "unavailable", "frr": False, "reason": "vty_unreachable"}
         async with AgentClient(agent.url, agent.token, verify=False) as client:
             with pytest.raises(TransientError, match="503"):
                 await client.state()
@@ -155,7 +157,7 @@ async def test_bgpd_stopped_gives_503_and_a_transient_error(frr_lab: FrrLabHandl
     try:
         health = httpx.get(f"{frr_lab.agent_url}/v1/health", timeout=10)
         assert health.status_code == 503
-        assert health.json()["status"] == "unavailable" and "bgpd is not running" in health.json()["reason"]
+        assert health.json() == {"status": "unavailable", "frr": False, "reason": "bgpd_not_running"}
         intent = BgpIntent(65001, tuple((ip, 65515) for ip in frr_lab.addr.rs_ips), ("0.0.0.0/0",), FW)
         async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False) as client:
             with pytest.raises(TransientError, match="503"):

@@ -10,9 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+DEMO = ["-m", "localenv.demo"]  # what `make demo` and the README run
+
+
+def test_the_readme_and_the_makefile_name_this_demo_command() -> None:
+    assert ".venv/bin/python " + " ".join(DEMO) in (ROOT / "README.md").read_text()
+    assert "$(BIN)/python " + " ".join(DEMO) + "\n" in (ROOT / "Makefile").read_text()
+
+
 def test_demo_tells_the_whole_story_and_saves_the_cards(tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "reconciler", "demo", "--out", str(tmp_path)],
+        [sys.executable, *DEMO, "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -23,35 +23,51 @@ from hypothesis import strategies as st
 from nva_agent.app import create_app, openapi_json
 from nva_agent.settings import AgentSettings, SettingsError
 from reconciler.agent_client import AgentClient, BgpIntent
-from tests.fixtures.frr import FrrLabHandle
+from tests.fixtures.frr import FrrLabHandle, lab_policy, strong_token
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------- no FRR needed
 def test_the_committed_openapi_document_is_current() -> None:
-    current = openapi_json(create_app(AgentSettings(token="openapi-only-placeholder")))
+    current = openapi_json(create_app(AgentSettings(token="openapi-only-placeholder", lab=True)))
     committed = (REPO / "schemas" / "agent.openapi.json").read_text()
     assert committed == current, "run: python -m nva_agent --write-openapi schemas/agent.openapi.json"
 
 
+def _policy_file(tmp: Path) -> str:
+    f = tmp / "policy.yaml"
+    f.write_text(lab_policy())
+    f.chmod(0o644)
+    return str(f)
+
+
 def test_settings_read_the_token_from_a_file(tmp_path: Path) -> None:
     f = tmp_path / "token"
-    f.write_text("from-a-file-0123456789\n")
-    s = AgentSettings.from_env({"NVA_AGENT_TOKEN_FILE": str(f), "NVA_AGENT_FRR_CONFIG_DIR": "/tmp/x"})
-    assert s.token == "from-a-file-0123456789"
+    token = strong_token()
+    f.write_text(f"{token}\n")
+    f.chmod(0o600)
+    s = AgentSettings.from_env(
+        {"NVA_AGENT_TOKEN_FILE": str(f), "NVA_AGENT_FRR_CONFIG_DIR": "/tmp/x", "NVA_AGENT_POLICY_FILE": _policy_file(tmp_path)}
+    )
+    assert s.token_file == f
     assert str(s.frr.config_dir) == "/tmp/x"
-    assert "from-a-file" not in repr(s)
+    assert token not in repr(s)
 
 
 @pytest.mark.parametrize(
     "env",
-    [{}, {"NVA_AGENT_TOKEN": "short"}, {"NVA_AGENT_TOKEN": "x" * 20, "NVA_AGENT_TLS_CERT": "/c.pem"}],
-    ids=["no-token", "short-token", "cert-without-key"],
+    [
+        {},
+        {"NVA_AGENT_TOKEN": "short"},
+        {"NVA_AGENT_TOKEN": strong_token(), "NVA_AGENT_TLS_CERT": "/c.pem"},
+        {"NVA_AGENT_TOKEN": strong_token(), "NVA_AGENT_TLS_CLIENT_CA": "/ca.pem"},
+    ],
+    ids=["no-token", "short-token", "cert-without-key", "client-ca-without-tls"],
 )
-def test_settings_refuse_to_start_without_a_usable_token_or_tls_pair(env: dict[str, str]) -> None:
+def test_settings_refuse_to_start_without_a_usable_token_or_tls_pair(env: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(SettingsError):
-        AgentSettings.from_env(env)
+        AgentSettings.from_env({**env, "NVA_AGENT_POLICY_FILE": _policy_file(tmp_path)})
 
 
 # ------------------------------------------------------------------------------- on FRR

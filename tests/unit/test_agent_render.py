@@ -13,8 +13,10 @@ from pydantic import ValidationError
 from nva_agent import render, state
 from nva_agent.models import BgpIntent
 
-# What FRR 8.4.4 printed for the lab's operator config (show running-config), broken: no
-# network statement, next hop of the wrong firewall, plus lines the agent must not touch.
+# What FRR 8.4.4 prints for an NVA the agent configured before (its nva-agent-* objects), broken:
+# no network statement of the agent's, next hop of the wrong firewall, a prefix the intent no
+# longer has; plus operator lines it must not touch (an unbound legacy rmap-azure-asns, an
+# SD-WAN neighbor with its own outbound map, an operator network statement).
 RUNNING = """\
 Building configuration...
 
@@ -40,9 +42,10 @@ router bgp 65001
  neighbor 10.9.9.9 description sdwan
  !
  address-family ipv4 unicast
+  network 10.88.0.0/16 route-map nva-agent-originate
   network 10.99.0.0/16
   neighbor 10.0.2.4 route-map rmap-bogon-asns in
-  neighbor 10.0.2.4 route-map rmap-azure-asns out
+  neighbor 10.0.2.4 route-map nva-agent-ars-out out
   neighbor 10.9.9.9 route-map rmap-sdwan out
  exit-address-family
  !
@@ -56,9 +59,12 @@ router bgp 65001 vrf blue
 exit
 !
 ip prefix-list default-route seq 5 permit 0.0.0.0/0
+ip prefix-list nva-agent-prefixes seq 5 permit 0.0.0.0/0
+ip prefix-list nva-agent-prefixes seq 10 permit 10.88.0.0/16
 !
 bgp as-path access-list azure-asns seq 5 permit _65515_
 bgp as-path access-list bogon-asns seq 5 permit _0_
+bgp as-path access-list nva-agent-ars-asns seq 5 permit _65515_
 !
 route-map rmap-bogon-asns deny 5
  match as-path bogon-asns
@@ -79,6 +85,21 @@ exit
 route-map rmap-azure-asns permit 20
 exit
 !
+route-map nva-agent-ars-out deny 5
+ match as-path nva-agent-ars-asns
+exit
+!
+route-map nva-agent-ars-out permit 10
+ match ip address prefix-list nva-agent-prefixes
+ set ip next-hop 10.0.3.5
+exit
+!
+route-map nva-agent-ars-out permit 20
+exit
+!
+route-map nva-agent-originate permit 10
+exit
+!
 route-map rmap-sdwan permit 10
 exit
 !
@@ -96,6 +117,11 @@ OPERATOR_LINES = [
     " match as-path bogon-asns",
     "route-map rmap-bogon-asns permit 10",
     "route-map rmap-sdwan permit 10",
+    "bgp as-path access-list azure-asns seq 5 permit _65515_",
+    "route-map rmap-azure-asns permit 10",
+    " set ip next-hop 10.0.3.5",
+    "route-map rmap-azure-asns permit 20",
+    "  network 10.99.0.0/16",
     " bgp router-id 10.0.1.4",
     " timers bgp 1 3",
     " neighbor 10.0.2.4 description ars-instance-0",
@@ -146,26 +172,65 @@ def test_operator_lines_the_agent_does_not_manage_survive() -> None:
 
 def test_the_intent_is_rendered_with_the_next_hop_for_its_prefixes_only() -> None:
     out = render.render(RUNNING, intent())
-    assert "route-map rmap-azure-asns permit 10\n match ip address prefix-list nva-agent-prefixes\n" in out
-    assert " set ip next-hop 10.0.3.4\n" in out
-    assert "10.0.3.5" not in out
+    assert (
+        "route-map nva-agent-ars-out permit 10\n description nva-agent: the intent's prefixes\n"
+        " match ip address prefix-list nva-agent-prefixes\n set ip next-hop 10.0.3.4\n"
+    ) in out
     assert "ip prefix-list nva-agent-prefixes seq 5 permit 0.0.0.0/0" in lines(out)
-    assert "route-map rmap-azure-asns deny 5\n match as-path azure-asns\n" in out
-    assert "bgp as-path access-list azure-asns seq 5 permit _65515_" in lines(out)
-    assert "  network 0.0.0.0/0" in lines(out)
-    assert "  network 10.99.0.0/16" not in lines(out)  # the agent decides what the NVA originates
+    assert "10.88.0.0/16" not in out  # the agent's own network and prefix-list entry for it are gone
+    assert "route-map nva-agent-ars-out deny 5\n description nva-agent: never send Route Server its routes\n" in out
+    assert "bgp as-path access-list nva-agent-ars-asns seq 5 permit _65515_" in lines(out)
+    assert "  network 0.0.0.0/0 route-map nva-agent-originate" in lines(out)
     for ip in ("10.0.2.4", "10.0.2.5"):
         assert f" neighbor {ip} remote-as 65515" in lines(out)
         assert f" neighbor {ip} ebgp-multihop 255" in lines(out)
         assert f" neighbor {ip} solo" in lines(out)
-        assert f"  neighbor {ip} route-map rmap-azure-asns out" in lines(out)
+        assert f"  neighbor {ip} route-map nva-agent-ars-out out" in lines(out)
+
+
+def test_the_outbound_route_map_ends_in_an_explicit_deny() -> None:
+    out = lines(render.render(RUNNING, intent()))
+    entries = [ln for ln in out if ln.startswith("route-map nva-agent-ars-out ")]
+    assert entries == [
+        "route-map nva-agent-ars-out deny 5",
+        "route-map nva-agent-ars-out permit 10",
+        "route-map nva-agent-ars-out deny 100",
+    ]
+    assert "route-map nva-agent-ars-out permit 20" not in out  # someone's catch-all is not kept
+
+
+def test_an_operator_network_for_an_intent_prefix_is_kept_unmarked() -> None:
+    running = RUNNING.replace("  network 10.99.0.0/16\n", "  network 10.99.0.0/16\n  network 0.0.0.0/0\n")
+    out = lines(render.render(running, intent()))
+    assert "  network 0.0.0.0/0" in out
+    assert "  network 0.0.0.0/0 route-map nva-agent-originate" not in out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "  neighbor 10.0.2.4 route-map rmap-azure-asns out",
+        "  neighbor 10.0.2.5 default-originate",
+        "  neighbor 10.0.2.4 unsuppress-map rmap-sdwan",
+        " neighbor 10.0.2.4 peer-group ars",
+    ],
+    ids=["operator-route-map-out", "default-originate", "unsuppress-map", "peer-group"],
+)
+def test_outbound_policy_the_agent_did_not_write_is_a_conflict(line: str) -> None:
+    anchor = "  neighbor 10.0.2.4 route-map rmap-bogon-asns in\n" if line.startswith("  ") else " timers bgp 1 3\n"
+    running = RUNNING.replace("  neighbor 10.0.2.4 route-map nva-agent-ars-out out\n", "").replace(
+        anchor, anchor + line + "\n"
+    )
+    with pytest.raises(render.OutboundConflict) as exc:
+        render.render(running, intent())
+    assert exc.value.conflicts == [line.strip()]
 
 
 def test_policy_objects_come_before_router_bgp() -> None:
     out = lines(render.render(RUNNING, intent()))
     first_bgp = out.index("router bgp 65001")
     for line in (
-        "route-map rmap-azure-asns deny 5",
+        "route-map nva-agent-ars-out deny 5",
         "route-map rmap-bogon-asns permit 10",
         "ip prefix-list default-route seq 5 permit 0.0.0.0/0",
     ):
@@ -176,28 +241,32 @@ def test_policy_objects_come_before_router_bgp() -> None:
 def test_a_new_neighbor_gets_remote_as_before_any_other_line_about_it() -> None:
     out = lines(render.render(RUNNING, intent()))
     assert out.index(" neighbor 10.0.2.5 remote-as 65515") < out.index(
-        "  neighbor 10.0.2.5 route-map rmap-azure-asns out"
+        "  neighbor 10.0.2.5 route-map nva-agent-ars-out out"
     )
     assert out.index(" neighbor 10.0.2.4 remote-as 65515") < out.index(" neighbor 10.0.2.4 description ars-instance-0")
 
 
-def test_withdrawing_removes_networks_and_the_next_hop_entry() -> None:
+def test_withdrawing_removes_the_agents_networks_and_the_next_hop_entry() -> None:
     out = render.render(RUNNING, intent(prefixes=[]))
-    assert " network " not in out
+    assert "route-map nva-agent-originate\n" not in out.replace("route-map nva-agent-originate permit", "")
     assert "nva-agent-prefixes" not in out
-    assert "set ip next-hop" not in out
-    assert "route-map rmap-azure-asns deny 5" in lines(out)  # still never hand 65515 its routes back
+    assert "set ip next-hop 10.0.3.4" not in out
+    assert "  network 10.99.0.0/16" in lines(out)  # the operator's own
+    assert "route-map nva-agent-ars-out deny 5" in lines(out)  # still never hand 65515 its routes back
+    assert "route-map nva-agent-ars-out deny 100" in lines(out)
 
 
 def test_changes_name_what_is_added_and_removed() -> None:
     new = render.render(RUNNING, intent())
     changes = render.changes(render.parse(RUNNING), render.parse(new))
-    assert "+ network 0.0.0.0/0" in changes
-    assert "- network 10.99.0.0/16" in changes
+    assert "+ network 0.0.0.0/0 route-map nva-agent-originate" in changes
+    assert "- network 10.88.0.0/16 route-map nva-agent-originate" in changes
+    assert "- network 10.99.0.0/16" not in changes
     assert "+ neighbor 10.0.2.5 remote-as 65515" in changes
-    assert "- route-map rmap-azure-asns permit 10 | set ip next-hop 10.0.3.5" in changes
-    assert "+ route-map rmap-azure-asns permit 10 | set ip next-hop 10.0.3.4" in changes
-    assert changes.index("- network 10.99.0.0/16") < changes.index("+ network 0.0.0.0/0")
+    assert "- route-map nva-agent-ars-out permit 10 | set ip next-hop 10.0.3.5" in changes
+    assert "+ route-map nva-agent-ars-out permit 10 | set ip next-hop 10.0.3.4" in changes
+    assert "- route-map nva-agent-ars-out permit 20" in changes
+    assert not [c for c in changes if "rmap-azure-asns" in c or ("azure-asns seq" in c and "nva-agent" not in c)]
 
 
 def test_another_running_local_as_is_refused() -> None:
@@ -208,7 +277,7 @@ def test_another_running_local_as_is_refused() -> None:
 def test_a_router_without_bgp_gets_a_router_bgp_block() -> None:
     out = render.render("frr version 8.4.4\nhostname vm\n!\nend\n", intent())
     assert "router bgp 65001" in lines(out)
-    assert "  network 0.0.0.0/0" in lines(out)
+    assert "  network 0.0.0.0/0 route-map nva-agent-originate" in lines(out)
 
 
 def test_the_canonical_form_keeps_content() -> None:
@@ -243,7 +312,9 @@ def test_any_valid_intent_renders_to_a_fixed_point_that_keeps_operator_lines(
     out = lines(once)
     for line in ("route-map rmap-bogon-asns deny 5", "ip route 192.0.2.0/24 blackhole", "line vty"):
         assert line in out
-    assert sorted(ln.split()[1] for ln in out if ln.startswith("  network ")) == sorted(ps)
+    ours = sorted(ln.split()[1] for ln in out if ln.startswith("  network ") and ln.endswith("nva-agent-originate"))
+    assert ours == sorted(p for p in ps if p != "10.99.0.0/16")  # the operator already originates that one
+    assert "  network 10.99.0.0/16" in out
 
 
 # ------------------------------------------------------------------------------- validation

@@ -38,7 +38,7 @@ class FakeFrr:
         if command == "show bgp summary json":
             peers = {"10.0.2.4": {"remoteAs": 65515, "state": "Established", "peerUptimeMsec": 1}}
             return {"ipv4Unicast": {"as": 65001, "routerId": "10.0.1.4", "peers": peers}}
-        good = self.advertise and "set ip next-hop 10.0.3.4" in self.running and "  network 0.0.0.0/0" in self.running
+        good = self.advertise and "set ip next-hop 10.0.3.4" in self.running and "  network 0.0.0.0/0 route-map nva-agent-originate" in self.running
         routes = {"0.0.0.0/0": {"nextHop": "10.0.3.4", "path": ""}} if good else {}
         return {"advertisedRoutes": routes}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ HTTP_ROUTES = {
     "reconcile_http": ("reconcile", ["POST"], "FUNCTION"),
     "drift_http": ("drift", ["GET"], "FUNCTION"),
     "runs_http": ("runs", ["GET"], "FUNCTION"),
+    "run_http": ("runs/{pass_id}", ["GET"], "FUNCTION"),
     "health_http": ("health", ["GET"], "ANONYMOUS"),
     "health_details_http": ("health/details", ["GET"], "FUNCTION"),
 }
@@ -32,7 +33,7 @@ def fns() -> dict[str, Any]:
 
 
 def test_the_app_has_exactly_these_functions(fns: dict[str, Any]) -> None:
-    assert set(fns) == {"reconcile_timer", "reconcile_queue", "reconcile_poison", *HTTP_ROUTES}
+    assert set(fns) == {"reconcile_timer", "retention_timer", "reconcile_queue", "reconcile_poison", *HTTP_ROUTES}
 
 
 def test_every_parameter_name_matches_a_binding_name(fns: dict[str, Any]) -> None:
@@ -51,6 +52,14 @@ def test_http_route_method_and_auth_level(fns: dict[str, Any], name: str) -> Non
     t = trigger(fns[name])
     assert (t["type"], t["route"], t["methods"], t["authLevel"]) == ("httpTrigger", *HTTP_ROUTES[name])
     assert any(b["type"] == "http" and b["name"] == "$return" for b in bindings(fns[name]))
+
+
+def test_retention_runs_daily_on_a_timer(fns: dict[str, Any]) -> None:
+    from reconciler.schedule import parse
+
+    t = trigger(fns["retention_timer"])
+    assert (t["type"], t["runOnStartup"], t["useMonitor"]) == ("timerTrigger", False, True)
+    assert parse(t["schedule"]).interval(datetime(2026, 1, 1, tzinfo=UTC)) == timedelta(days=1)
 
 
 def test_timer_schedule_comes_from_the_setting(fns: dict[str, Any]) -> None:

@@ -30,14 +30,21 @@ HOSTILE = settings(
 )
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time: what loading costs, unlike wall time, does not grow when other jobs
+    share the machine (seven engineers' suites on two cores made wall-time bounds flaky). A loop or
+    an expansion bomb burns CPU, so the bounds still catch a hang."""
+    return time.process_time()
+
+
 def outcome(text: str, source: str) -> desired.DesiredState | DesiredStateError:
     """What loads gives back, asserting it is one of the two allowed answers and was quick."""
-    started = time.monotonic()
+    started = cpu_seconds()
     try:
         result: desired.DesiredState | DesiredStateError = desired.loads(text, source)
     except DesiredStateError as exc:
         result = exc
-    assert time.monotonic() - started < 5, "a document took more than 5 s: a hang for an operator"
+    assert cpu_seconds() - started < 5, "a document took more than 5 s: a hang for an operator"
     if isinstance(result, DesiredStateError):
         message = str(result)
         assert message and result.problems
@@ -167,10 +174,10 @@ def alias_bomb(fanout: int) -> str:
 
 
 def test_an_alias_bomb_is_refused_at_once() -> None:
-    started = time.monotonic()
+    started = cpu_seconds()
     with pytest.raises(DesiredStateError, match="aliases expand the document"):
         desired.loads(alias_bomb(400), "bomb.yaml")  # 64 million values once expanded
-    assert time.monotonic() - started < 1
+    assert cpu_seconds() - started < 1
 
 
 def test_a_recursive_alias_is_refused() -> None:
@@ -201,10 +208,10 @@ def test_a_huge_valid_fleet_loads_in_seconds() -> None:
     template = doc["targets"][0]
     doc["targets"] = [{**template, "name": f"hub-{i:04d}"} for i in range(3000)]
     for fmt in ("json", "yaml"):
-        started = time.monotonic()
+        started = cpu_seconds()
         state = outcome(as_text(doc, fmt), f"fleet.{fmt}")
         assert isinstance(state, desired.DesiredState) and len(state.targets) == 3000
-        assert time.monotonic() - started < 5
+        assert cpu_seconds() - started < 5
 
 
 def test_a_huge_invalid_fleet_gets_one_bounded_error() -> None:
@@ -217,10 +224,10 @@ def test_a_huge_invalid_fleet_gets_one_bounded_error() -> None:
 
 def test_a_document_over_the_size_limit_is_refused_before_parsing() -> None:
     text = "# " + "x" * desired.MAX_DOCUMENT_CHARS + "\n"
-    started = time.monotonic()
+    started = cpu_seconds()
     with pytest.raises(DesiredStateError, match="the limit is"):
         desired.loads(text, "huge.yaml")
-    assert time.monotonic() - started < 1
+    assert cpu_seconds() - started < 1
 
 
 @pytest.mark.parametrize(
