@@ -43,5 +43,5 @@ async def test_vnet_get_takes_injected_faults(emulator: ArmEmulator) -> None:
     emulator.inject("vnet.get", Fault.throttle(count=1, retry_after=0), resource="hub-vnet")
     async with network_client(emulator) as client:
         vnet = await client.virtual_networks.get("rg-hub", "hub-vnet")
-    assert len(vnet.subnets) == 4
+    assert len(vnet.subnets) == 5
     assert [r.status for r in emulator.requests] == [429, 200]
