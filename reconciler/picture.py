@@ -7,6 +7,9 @@ status page. Must not know how a trace is computed or served.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
 import drawsvg as draw  # type: ignore[import-untyped]
 
 from reconciler.trace import Hop, HopKind, Path, SourceKind, Trace, Verdict
@@ -115,3 +118,64 @@ def _fit(text: str, limit: int = 21) -> str:
 
 def trace_svg(tr: Trace, link_base: str = "") -> str:
     return str(draw_trace(tr, link_base).as_svg())
+
+
+# ---- the drift timeline ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One incident of one drift: open from `start` to `end` (None: still open)."""
+
+    identity: str
+    code: str
+    severity: str
+    start: datetime
+    end: datetime | None
+
+
+SEVERITY_COLOURS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+MAX_ROWS = 30
+
+
+def timeline_svg(intervals: list[Interval], now: datetime, days: int = 7) -> str:
+    """Bars per drift identity over the last `days` (newest incidents first, at most MAX_ROWS rows)."""
+    since = now - timedelta(days=days)
+    shown = [i for i in intervals if (i.end or now) >= since]
+    rows: dict[str, list[Interval]] = {}
+    for i in sorted(shown, key=lambda i: i.start, reverse=True):
+        rows.setdefault(i.identity, []).append(i)
+    names = list(rows)[:MAX_ROWS]
+    label_w, plot_w, row_h, top = 430, 640, 18, 28
+    width, height = label_w + plot_w + 20, top + max(1, len(names)) * row_h + 10
+    d = draw.Drawing(width, height, font_family=FONT)
+    d.append(draw.Rectangle(0, 0, width, height, fill="white"))
+    span = (now - since).total_seconds()
+
+    def x(t: datetime) -> float:
+        return label_w + plot_w * max(0.0, min(1.0, (t - since).total_seconds() / span))
+
+    for day in range(days + 1):
+        t = since + timedelta(days=day)
+        d.append(draw.Line(x(t), top - 6, x(t), height - 6, stroke="#e0e0e0"))
+        d.append(draw.Text(t.strftime("%m-%d"), 10, x(t), top - 10, text_anchor="middle", fill="#666"))
+    if not names:
+        d.append(draw.Text("no drift in this window", 12, label_w, top + 12, fill="#2e7d32"))
+    for n, identity in enumerate(names):
+        y = top + n * row_h
+        target, code, subject = [*identity.split("|", 2), "", ""][:3]
+        d.append(draw.Text(_fit(f"{target} {code} {subject}", 70), 10, 8, y + 12, fill="#333"))
+        for i in rows[identity]:
+            bar = draw.Rectangle(
+                x(i.start),
+                y + 3,
+                max(2.0, x(i.end or now) - x(i.start)),
+                row_h - 6,
+                fill=SEVERITY_COLOURS.get(i.severity, "#777"),
+                class_="incident" + (" open" if i.end is None else ""),
+                data_identity=identity,
+            )
+            end = "open" if i.end is None else i.end.isoformat(timespec="seconds")
+            bar.append_title(f"{identity}\n{i.start.isoformat(timespec='seconds')} -> {end}")
+            d.append(bar)
+    return str(d.as_svg())
