@@ -192,6 +192,8 @@ class ArmEmulator:
         self._server: _TlsServer | None = None
         self._thread: threading.Thread | None = None
         self._routes = self._route_table()
+        # Event Grid (emulator.events.EventPublisher): successful ARM writes and actions publish events.
+        self.events: Any = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -285,6 +287,8 @@ class ArmEmulator:
             resp = _arm_error(500, "InternalServerError", "emulator bug; see the server log")
         with self._log_lock:
             self._log.append(RequestLog(req.method, req.path, op, resp.status, sub, time.time()))
+        if self.events is not None and resp.status < 300 and op not in AGENT_OPS:
+            self.events.after_request(req.method, req.path, _bearer(req.headers))
         return resp
 
     def _dispatch(self, req: _Request) -> tuple[str, str | None, _Response]:

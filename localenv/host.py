@@ -40,6 +40,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from localenv import eventgrid
 from reconciler.fanout import HostQueueRules, poison_queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,6 +258,8 @@ class LocalHost:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 params = dict(parse_qsl(u.query, keep_blank_values=True))
+                if u.path == eventgrid.PATH:  # the host's Event Grid extension webhook
+                    return self._send(*eventgrid.deliver(host, params, self.command, dict(self.headers), body))
                 admin = re.fullmatch(r"/admin/functions/(\w+)", u.path)
                 if admin and self.command == "POST" and admin.group(1) in host.functions:
                     return self._admin(admin.group(1), body)
@@ -317,7 +320,7 @@ class LocalHost:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
         return Handler
 

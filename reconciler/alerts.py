@@ -234,6 +234,7 @@ class Notification:
     duration_s: float | None = None
     action: str | None = None
     outcome: str | None = None
+    changed_by: str = ""  # who made the change, when known (reconciler.attribution)
 
 
 # (what the channel heard, status after observing, muted) → (what to say, what it has heard now).

@@ -157,6 +157,7 @@ def _item(note: Notification) -> dict[str, Any]:
         ("Expected", note.expected),
         ("Observed", note.observed),
         ("First seen", _when(note.first_seen)),
+        ("Changed by", note.changed_by),
     ]
     if note.duration_s is not None:
         ended = note.kind in (Kind.RESOLVED, Kind.UNBLIND)

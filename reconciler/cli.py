@@ -165,7 +165,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
             await led.ensure_tables()
             drifts = await led.open_drifts(target=args.target)
             passes = await led.passes(limit=args.limit, target=args.target)
-        return {"open_drift": [_record(d) for d in drifts], "passes": [_record(p) for p in passes]}
+        return {"open_drift": [_drift_row(d) for d in drifts], "passes": [_record(p) for p in passes]}
 
     data = asyncio.run(read())
     if args.json:
@@ -176,7 +176,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
             out,
             "Open drift",
             data["open_drift"],
-            ["target", "code", "subject", "occurrences", "first_seen", "last_outcome"],
+            ["target", "code", "subject", "occurrences", "first_seen", "last_outcome", "changed_by"],
         )
         table(out, "Last passes", data["passes"], ["started_at", "trigger", "duration_s", "counts", "errors"])
     return EXIT_DRIFT if data["open_drift"] else EXIT_OK
@@ -190,6 +190,13 @@ def _schema(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(text)
     return EXIT_OK
+
+
+def _drift_row(rec: Any) -> dict[str, Any]:
+    # "changed by" as the one line a human reads; the structured form stays in the HTTP API.
+    row = _record(rec)
+    row["changed_by"] = rec.changed_by.describe() if getattr(rec, "changed_by", None) is not None else ""
+    return row
 
 
 def _record(value: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ module, retries messages and moves them to the poison queue.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -182,13 +183,15 @@ class FanoutQueue:
         except AzureError as exc:
             raise TransientError(f"fan-out queue {self.queue!r}: cannot create: {_first_line(exc)}") from exc
 
-    async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int) -> int:
+    async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int, *, delay_s: float = 0) -> int:
         """Send one message per target, living `ttl_s` (HostQueueRules.message_ttl: long enough for
-        every retry the host will make, so a failing target reaches the poison queue)."""
+        every retry the host will make, so a failing target reaches the poison queue). `delay_s`
+        keeps them invisible that long first (whole seconds: the queue's visibility timeout)."""
         sent = 0
+        visible = math.ceil(delay_s) if delay_s > 0 else None
         for m in messages:
             try:
-                await self._client.send_message(m.to_json(), time_to_live=ttl_s)
+                await self._client.send_message(m.to_json(), time_to_live=ttl_s, visibility_timeout=visible)
             except AzureError as exc:
                 raise TransientError(
                     f"fan-out queue {self.queue!r}: sent {sent}, failed at target {m.target!r}: {_first_line(exc)}"

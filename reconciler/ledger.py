@@ -31,6 +31,7 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpRes
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
+from reconciler.attribution import Attribution
 from reconciler.drift import Drift
 from reconciler.errors import ConfigurationError, PermanentError, TransientError
 from reconciler.ledger_state import (
@@ -233,6 +234,7 @@ class Ledger:
         *,
         blind: bool,
         pass_id: str = "",
+        changed_by: Attribution | None = None,
     ) -> LedgerChange:
         """Bring `target`'s rows to what this pass found; append the events to history.
 
@@ -251,7 +253,7 @@ class Ledger:
         for attempt in (1, 2):
             stored = await self._read_target(target)
             change = transition(
-                target, [s.record for s in stored.values()], drifts, actions, now, blind=blind
+                target, [s.record for s in stored.values()], drifts, actions, now, blind=blind, changed_by=changed_by
             )
             try:
                 await self._write_state(target, stored, change)
@@ -464,6 +466,7 @@ def _event(kind: str, now: datetime, rec: DriftRecord, **extra: Any) -> dict[str
         "kind": kind, "at": now, "target": rec.target, "identity": rec.identity, "code": rec.code,
         "subject": rec.subject, "severity": rec.severity, "message": _clip(rec.message),
         "expected": _clip(rec.expected), "observed": _clip(rec.observed), "occurrences": rec.occurrences,
+        **({"changed_by": rec.changed_by.describe()} if rec.changed_by is not None else {}),
         **extra,
     }
 
@@ -487,6 +490,8 @@ def _to_entity(rec: DriftRecord) -> dict[str, Any]:
         "last_action": _clip(rec.last_action),
         "last_outcome": rec.last_outcome,
     }
+    if rec.changed_by is not None:
+        entity["changed_by"] = rec.changed_by.to_json()
     if rec.resolved_at is not None:  # Tables has no null: an absent property is the null
         entity["resolved_at"] = rec.resolved_at
     return entity
@@ -510,6 +515,7 @@ def _to_record(row: Mapping[str, Any]) -> DriftRecord:
         observed=str(row.get("observed", "")),
         last_action=str(row.get("last_action", "")),
         last_outcome=str(row.get("last_outcome", "")),
+        changed_by=Attribution.from_json(row.get("changed_by")),
     )
 
 

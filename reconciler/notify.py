@@ -62,12 +62,16 @@ async def notify(
     rules: AlertRules,
     pass_id: str,
     drift_url: str,
+    changed_by: Mapping[str, str] | None = None,
 ) -> NotifyReport:
     """Run the alert step for `targets`. Storage failures raise (TransientError/PermanentError);
     delivery failures do not: the messages stay in the outbox and the report says so."""
     targets = sorted(set(targets))
     states = await store.load_states(targets)
     new_states, notes = evaluate(states, drifts, blind, targets, now, rules, actions)
+    if changed_by:
+        # Who made the change that started this pass (per target), on what it announces now.
+        notes = [replace(n, changed_by=changed_by.get(n.target, n.changed_by)) for n in notes]
     messages = build_messages(notes, drift_url)
     enqueued = 0
     # Queue before saving states: a crash in between re-decides the same notifications on the
@@ -136,6 +140,7 @@ class AlertStep:
         result = await notify(
             self.store, self.sender, drifts, blind, [t.target for t in seen], actions, now, self.rules,
             report.pass_id, self.drift_url,
+            {t.target: t.changed_by.describe() for t in seen if t.changed_by is not None},
         )
         out: dict[str, Any] = asdict(result)
         if self.heartbeat_url and not report.errors:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from typing import Any, Protocol
 
+from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.diff import diff, matched_connections
 from reconciler.drift import Drift, DriftCode
@@ -60,6 +61,7 @@ class LedgerPort(Protocol):
         *,
         blind: bool,
         pass_id: str = "",
+        changed_by: Attribution | None = None,
     ) -> LedgerChange: ...
     async def record_pass(self, record: PassRecord) -> None: ...
 
@@ -127,6 +129,7 @@ class TargetReport:
     remaining: list[Drift] = field(default_factory=list)  # drift still present after apply/verify
     errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, message)
     ledger: dict[str, int] = field(default_factory=dict)
+    changed_by: Attribution | None = None  # the change that asked for this pass (event-driven passes)
 
     @property
     def blind(self) -> bool:
@@ -148,6 +151,7 @@ class TargetReport:
             "remaining": [d.to_dict() for d in self.remaining],
             "errors": [{"stage": s, "message": m} for s, m in self.errors],
             "ledger": self.ledger,
+            "changed_by": self.changed_by.to_dict() if self.changed_by is not None else None,
         }
 
 
@@ -214,9 +218,12 @@ async def reconcile(
     dry_run: bool = False,
     only: str | None = None,
     pass_id: str | None = None,
+    changed_by: Mapping[str, Attribution] | None = None,
 ) -> PassReport:
     """Run one pass over all targets (or `only`). Never raises for a target's failure: it is reported.
-    `pass_id` is given when the caller announced it before the pass (an HTTP run's Location)."""
+    `pass_id` is given when the caller announced it before the pass (an HTTP run's Location).
+    `changed_by` (per target) is who made the change that started this pass (an event): drift the
+    pass opens on that target is recorded as caused by it."""
     if only is not None and only not in {t.name for t in state.targets}:
         raise ConfigurationError(f"unknown target {only!r}; known: {', '.join(t.name for t in state.targets)}")
     targets = [t for t in state.targets if only is None or t.name == only]
@@ -226,7 +233,8 @@ async def reconcile(
 
     async def one(t: Target) -> TargetReport:
         async with sem:
-            return await reconcile_target(svc, t, dry_run=dry_run, pass_id=report.pass_id)
+            who = changed_by.get(t.name) if changed_by else None
+            return await reconcile_target(svc, t, dry_run=dry_run, pass_id=report.pass_id, changed_by=who)
 
     report.targets = list(await asyncio.gather(*(one(t) for t in targets)))
     report.duration_s = time.monotonic() - t0
@@ -240,8 +248,10 @@ async def reconcile(
     return report
 
 
-async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass_id: str = "") -> TargetReport:
-    rep = TargetReport(target.name)
+async def reconcile_target(
+    svc: Services, target: Target, *, dry_run: bool, pass_id: str = "", changed_by: Attribution | None = None
+) -> TargetReport:
+    rep = TargetReport(target.name, changed_by=changed_by)
     try:
         async with _lease(svc, target.name, dry_run):
             await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
@@ -303,10 +313,10 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
                 # Both writes carry the same `now`, so nothing is counted twice.
                 before_blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in rep.drifts)
                 first = await svc.ledger.record_target(
-                    target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id
+                    target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id, changed_by=rep.changed_by
                 )
             change = await svc.ledger.record_target(
-                target.name, rep.remaining, actions, now, blind=rep.blind, pass_id=pass_id
+                target.name, rep.remaining, actions, now, blind=rep.blind, pass_id=pass_id, changed_by=rep.changed_by
             )
             rep.ledger = {
                 "opened": len((first or change).opened),

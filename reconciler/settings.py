@@ -114,6 +114,25 @@ class Settings(BaseSettings):
         description="Application Insights; when set, logs and traces go there through OpenTelemetry",
     )
     lease_seconds: int = Field(default=30, ge=15, le=60, validation_alias="ARS_LEASE_SECONDS")
+    # ---- event-driven passes (Event Grid; reconciler.events) ----
+    event_own_ids: str = Field(
+        default="",
+        validation_alias="ARS_EVENT_OWN_IDS",
+        description="comma-separated app/object IDs of the reconciler's own identity (besides AZURE_CLIENT_ID): "
+        "events they caused never start a pass",
+    )
+    event_max_age: float = Field(
+        default=900.0, ge=10, le=86400, validation_alias="ARS_EVENT_MAX_AGE",
+        description="seconds: an older event is stale and rejected (the timer covers what it was about)",
+    )  # fmt: skip
+    event_settle: float = Field(
+        default=2.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
+        description="seconds an event pass waits (queue visibility delay) so a burst of writes lands first",
+    )  # fmt: skip
+    event_min_interval: float = Field(
+        default=5.0, ge=0, le=3600, validation_alias="ARS_EVENT_MIN_INTERVAL",
+        description="seconds between two event passes of one target (the rate bound under an event storm)",
+    )  # fmt: skip
     http_wait: float = Field(
         default=25.0,
         ge=0,
