@@ -117,7 +117,13 @@ def _fit(text: str, limit: int = 21) -> str:
 
 
 def trace_svg(tr: Trace, link_base: str = "") -> str:
-    return str(draw_trace(tr, link_base).as_svg())
+    return _svg(draw_trace(tr, link_base))
+
+
+def _svg(d: draw.Drawing) -> str:
+    """The drawing as an <svg> element (no XML declaration), fit for a file or inline in HTML."""
+    text = str(d.as_svg())
+    return text[text.index("<svg") :]
 
 
 # ---- the drift timeline ---------------------------------------------------------------------------
@@ -178,4 +184,4 @@ def timeline_svg(intervals: list[Interval], now: datetime, days: int = 7) -> str
             end = "open" if i.end is None else i.end.isoformat(timespec="seconds")
             bar.append_title(f"{identity}\n{i.start.isoformat(timespec='seconds')} -> {end}")
             d.append(bar)
-    return str(d.as_svg())
+    return _svg(d)
