@@ -310,7 +310,11 @@ def subject_prefixes(state: DesiredState) -> dict[str, list[str]]:
     out: dict[str, set[str]] = defaultdict(set)
     for t in state.targets:
         out[t.subscription_id].update(prefix for prefix, _kind in _prefixes(t))
-    return {sub: sorted(p) for sub, p in sorted(out.items())}
+    # Event Grid's StringBeginsWith is case-insensitive; a prefix covered by a shorter one (a subnet
+    # under its VNet) would only spend one of the 25 filter values an event subscription has.
+    return {
+        sub: sorted(p for p in ps if not any(p != q and p.startswith(q) for q in ps)) for sub, ps in sorted(out.items())
+    }
 
 
 # ---- coalescing ---------------------------------------------------------------------------------

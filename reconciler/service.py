@@ -73,6 +73,9 @@ class LeasesPort(Protocol):
 class AlertsPort(Protocol):
     """reconciler.notify.AlertStep."""
 
+    async def after_target(
+        self, target: Target, report: TargetReport, pass_id: str, now: datetime
+    ) -> Mapping[str, object]: ...
     async def after_pass(self, report: PassReport, now: datetime) -> Mapping[str, object]: ...
     async def poisoned(self, target: str, reason: str, now: datetime) -> Mapping[str, object]: ...
 
@@ -129,6 +132,7 @@ class TargetReport:
     remaining: list[Drift] = field(default_factory=list)  # drift still present after apply/verify
     errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, message)
     ledger: dict[str, int] = field(default_factory=dict)
+    alerts: Mapping[str, object] = field(default_factory=dict)
     changed_by: Attribution | None = None  # the change that asked for this pass (event-driven passes)
 
     @property
@@ -151,6 +155,7 @@ class TargetReport:
             "remaining": [d.to_dict() for d in self.remaining],
             "errors": [{"stage": s, "message": m} for s, m in self.errors],
             "ledger": self.ledger,
+            "alerts": dict(self.alerts),
             "changed_by": self.changed_by.to_dict() if self.changed_by is not None else None,
         }
 
@@ -254,7 +259,16 @@ async def reconcile_target(
     rep = TargetReport(target.name, changed_by=changed_by)
     try:
         async with _lease(svc, target.name, dry_run):
-            await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
+            try:
+                await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
+            except Exception as exc:
+                # A bug must not take the other targets of the pass down with it: it is recorded on
+                # this target (and logged with its traceback) so the pass still reports everything.
+                log.exception("pass %s target %s: internal error", pass_id, target.name)
+                rep.status = "error"
+                rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+            if not dry_run and svc.alerts is not None:
+                await _alert(svc, svc.alerts, target, rep, pass_id)
     except LockedError as exc:
         rep.status = "locked"
         rep.errors.append(("lease", str(exc)))
@@ -280,6 +294,18 @@ async def reconcile_target(
         extra={"pass_id": pass_id, "target": target.name},
     )
     return rep
+
+
+async def _alert(svc: Services, alerts: AlertsPort, target: Target, rep: TargetReport, pass_id: str) -> None:
+    """The target's alert step, still under its lease: a newer pass cannot have observed the target
+    yet, so nothing is announced (least of all "resolved") from an older observation."""
+    try:
+        rep.alerts = await alerts.after_target(target, rep, pass_id, svc.clock())
+    except ReconcilerError as exc:
+        rep.errors.append(("alerts", str(exc)))
+        return
+    problems = rep.alerts.get("problems", ())
+    rep.errors.extend(("alerts", str(p)) for p in (problems if isinstance(problems, list | tuple) else ()))
 
 
 @contextlib.asynccontextmanager

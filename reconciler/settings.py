@@ -1,15 +1,17 @@
 """App settings: one typed value read from the environment (Function App settings, local.settings.json).
 
 Owns the names, defaults and meaning of every setting, and the one-line error for a bad one.
-Must not build clients. Secrets are `SecretStr` so they never print.
+Must not build clients. Secrets are `SecretStr` so they never print. This is the one module that
+reads the process environment: everything else asks a `Settings` value.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reconciler.errors import ConfigurationError
@@ -76,6 +78,12 @@ class Settings(BaseSettings):
         validation_alias="ARS_ALERT_HOLD_DOWN",
         description="seconds a drift must persist before it pages, for every code; unset = per-code defaults "
         "(180 s, the BGP hold time, for PEER_DOWN and ROUTE_*)",
+    )
+    alert_fixed_notice: bool = Field(
+        default=True,
+        validation_alias="ARS_ALERT_FIXED_NOTICE",
+        description="post a compact \"fixed automatically\" card per target and pass when the reconciler put "
+        "drift back before anyone was paged; false = only incidents",
     )
     public_base_url: str = Field(
         default="http://127.0.0.1:7071",
@@ -171,10 +179,22 @@ class Settings(BaseSettings):
             raise ValueError("queue names may not contain consecutive hyphens")
         return v
 
+    # The environment these settings were read from, kept for the app settings whose names only
+    # the desired state knows (agent tokens). Read once, with everything else: in Azure a change
+    # of app settings restarts the app, so nothing is missed.
+    _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._environ = {k: v for k, v in os.environ.items() if v}
+
     def secret(self, name: str) -> str | None:
         """An app setting named by the desired state (agent tokens). Key Vault references arrive resolved."""
-        value = os.environ.get(name)
-        return value or None
+        return self._environ.get(name) or None
+
+    @property
+    def storage_named(self) -> bool:
+        """ARS_STORAGE_CONNECTION itself is set, not only the AzureWebJobsStorage fallback."""
+        return self.secret("ARS_STORAGE_CONNECTION") is not None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -182,7 +202,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     try:
         if env is None:
             return Settings()
-        return Settings.model_validate(env)
+        settings = Settings.model_validate(env)
+        settings._environ.update({k: v for k, v in env.items() if v})
+        return settings
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in first["loc"]) or "settings"

@@ -260,9 +260,10 @@ def test_a_shared_resource_maps_to_every_target_that_uses_it() -> None:
 
 def test_subject_prefixes_cover_the_design_per_subscription() -> None:
     prefixes = subject_prefixes(state())["sub-1"]
-    assert HUB.lower() in prefixes and FW.lower() in prefixes and SUBNET.lower() in prefixes
+    assert HUB.lower() in prefixes and FW.lower() in prefixes and VNET.lower() in prefixes
+    assert SUBNET.lower() not in prefixes  # covered by its VNet's prefix
     assert f"{NET}/routeTables/".lower() in prefixes
-    assert all(any(r.lower().startswith(p) for p in prefixes) for r in (CONN, GW, VNET, RT))
+    assert all(any(r.lower().startswith(p) for p in prefixes) for r in (CONN, GW, SUBNET, RT))
 
 
 # ---- coalescing ---------------------------------------------------------------------------------
