@@ -17,8 +17,10 @@ from typing import Any, Protocol
 import jinja2
 
 from reconciler.desired import DesiredState
+from reconciler.drift import DriftCode
 from reconciler.ledger_state import DriftRecord, PassRecord
 from reconciler.picture import Interval, hop_anchor, timeline_svg, trace_svg
+from reconciler.runbook import RUNBOOK
 from reconciler.service import trace_targets
 from reconciler.trace import Hop, Trace, Verdict, root_causes
 
@@ -50,7 +52,6 @@ class PageData:
     drifts: Sequence[DriftRecord]
     passes: Sequence[PassRecord]
     events: Sequence[Mapping[str, object]]  # ledger history, newest first
-    runbooks: Mapping[str, str] | None = None  # drift code -> runbook URL, when one exists
 
 
 def render(data: PageData, static_base: str = "static/") -> str:
@@ -85,7 +86,7 @@ def _target_view(name: str, data: PageData, causes: Mapping[str, Hop]) -> dict[s
                 "observed": d.observed,
                 "cause": cause.label if cause else "",
                 "cause_anchor": hop_anchor(name, cause.id) if cause else "",
-                "runbook": (data.runbooks or {}).get(d.code, ""),
+                "runbook": _runbook(d.code, names_of(name)),
             }
         )
     return {
@@ -96,6 +97,19 @@ def _target_view(name: str, data: PageData, causes: Mapping[str, Hop]) -> dict[s
         "hops": [[_hop_view(name, h) for h in _unique_hops(t)] for t in traces],
         "drifts": drifts,
     }
+
+
+def names_of(target: str) -> dict[str, str]:
+    return {"target": target}
+
+
+def _runbook(code: str, names: Mapping[str, str]) -> dict[str, str] | None:
+    """What to check and how to fix it by hand (reconciler.runbook); None for a code it does not know."""
+    try:
+        book = RUNBOOK[DriftCode(code)].filled(names)
+    except ValueError:
+        return None  # a stored record from an older catalogue
+    return {"check": book.check, "blade": book.blade, "fix": book.fix}
 
 
 def _unique_hops(t: Trace) -> list[Hop]:
