@@ -20,12 +20,12 @@ from pathlib import Path
 
 import azure.functions as func
 
-from reconciler import http_api, retention, status_page
+from reconciler import http_api, retention, status_page, storage
 from reconciler.attribution import latest
 from reconciler.composition import Runtime, Worker
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
-from reconciler.event_intake import EventIntake, envelope
+from reconciler.event_intake import EventIntake, change_report_answer, envelope
 from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_message, poison_queue
 from reconciler.picture import trace_svg
 from reconciler.runs import Run, RunStatus
@@ -89,9 +89,12 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule=retention.SCHEDULE, run_on_startup=False, use_monitor=True)
 async def retention_timer(timer: func.TimerRequest) -> None:
     policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
-    conn = SETTINGS.storage_connection.get_secret_value()
-    async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
-        await purge.purge(datetime.now(UTC))
+    conn = storage.from_settings(SETTINGS)
+    try:
+        async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
+            await purge.purge(datetime.now(UTC))
+    finally:
+        await conn.close()
 
 
 # ---- fan-out queue ----------------------------------------------------------------------------
@@ -169,6 +172,17 @@ async def reconcile_event(event: func.EventGridEvent) -> None:
     # Screen the event and queue a targeted pass per affected target (reconciler.event_intake);
     # the pass runs on the fan-out queue worker, under the same lease, plan and budget as the timer.
     await EVENTS.handle(envelope(event), WORKER.desired())
+
+
+@app.function_name("agent_report_http")
+@app.route(route="agent/changes", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def agent_report_http(req: func.HttpRequest) -> func.HttpResponse:
+    # An NVA agent saw FRR change (reconciler.change_report: HMAC, timestamp, nonce): queue a pass.
+    try:
+        outcome = await EVENTS.handle_report(dict(req.headers), req.get_body(), WORKER.desired())
+        return _http(http_api.ApiResponse(*change_report_answer(outcome)))
+    except Exception as exc:
+        return _failed("agent/changes", exc)
 
 
 # ---- HTTP -------------------------------------------------------------------------------------

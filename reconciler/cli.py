@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from reconciler import desired
+from reconciler import desired, storage
 from reconciler.errors import ConfigurationError, ReconcilerError
 from reconciler.report_text import render_report, render_trace, table
 from reconciler.settings import Settings, load_settings
@@ -144,10 +144,14 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     async def read() -> dict[str, Any]:
         from reconciler.ledger import Ledger
 
-        async with Ledger(settings.storage_connection.get_secret_value(), table_prefix=settings.table_prefix) as led:
-            await led.ensure_tables()
-            drifts = await led.open_drifts(target=args.target)
-            passes = await led.passes(limit=args.limit, target=args.target)
+        access = storage.from_settings(settings)
+        try:
+            async with Ledger(access, table_prefix=settings.table_prefix) as led:
+                await led.ensure_tables()
+                drifts = await led.open_drifts(target=args.target)
+                passes = await led.passes(limit=args.limit, target=args.target)
+        finally:
+            await access.close()
         return {"open_drift": [_drift_row(d) for d in drifts], "passes": [_record(p) for p in passes]}
 
     data = asyncio.run(read())

@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from reconciler import desired, notify
+from reconciler import desired, notify, storage
 from reconciler.agent_client import AgentClient, AgentState, BgpIntent
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
@@ -172,7 +172,8 @@ class Runtime:
         leases: TargetLeases | None = None
         alerts: notify.AlertStep | None = None
         if self.storage:
-            conn = s.storage_connection.get_secret_value()
+            conn = storage.from_settings(s)  # a connection string, or the managed identity
+            stack.push_async_callback(conn.close)
             ledger = Ledger(conn, table_prefix=s.table_prefix)
             stack.push_async_callback(ledger.close)
             await ledger.ensure_tables()
@@ -217,7 +218,8 @@ class Worker:
     def from_environment(cls, root: Path | None = None) -> Worker:
         """Read and check every setting (ConfigurationError names the first bad one)."""
         settings = load_settings()
-        if settings.fanout and not settings.storage_named:
+        identity = storage.from_settings(settings).identity  # checks the identity form's settings too
+        if settings.fanout and not (settings.storage_named or identity):
             # The queue trigger binds to this setting by name; the AzureWebJobsStorage fallback
             # that the Python side accepts would leave the trigger listening nowhere.
             raise ConfigurationError(
@@ -271,7 +273,8 @@ class Worker:
     async def _build(self) -> Runtime:
         async with AsyncExitStack() as stack:
             rt = await stack.enter_async_context(Runtime(self.settings))
-            conn = self.settings.storage_connection.get_secret_value()
+            conn = storage.from_settings(self.settings)
+            stack.push_async_callback(conn.close)
             queue = FanoutQueue(conn, self.settings.fanout_queue)
             stack.push_async_callback(queue.close)
             await queue.ensure()

@@ -28,6 +28,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from reconciler import change_report
 from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState
 from reconciler.errors import TransientError
@@ -182,6 +183,57 @@ class EventIntake:
             reason=f"{change.describe()} -> {what}",
         )
 
+    # ---- one NVA change report ------------------------------------------------------------------
+
+    async def handle_report(
+        self, headers: Mapping[str, str], body: bytes, state: DesiredState, now: datetime | None = None
+    ) -> Outcome:
+        """Authenticate an agent's change report (reconciler.change_report) and queue (or join) a
+        targeted pass for every target that peers with that NVA. Same counters as events."""
+        now = now or datetime.now(UTC)
+        outcome = await self._handle_report(dict(headers), body, state, now)
+        self.counts[outcome.verdict] += 1
+        level = logging.INFO if outcome.verdict in (Verdict.ACCEPTED, Verdict.SELF) else logging.WARNING
+        log.log(level, "agent report %s: %s", outcome.verdict.value, outcome.reason,
+                extra={"event_verdict": outcome.verdict})  # fmt: skip
+        return outcome
+
+    async def _handle_report(self, headers: dict[str, str], body: bytes, state: DesiredState, now: datetime) -> Outcome:
+        try:
+            ip = change_report.peek_ip(body)
+        except Rejected as exc:
+            return Outcome(exc.verdict, reason=exc.reason)
+        peers = [(t.name, p) for t in state.targets for p in t.peers if str(p.ip) == ip]
+        tokens = {self.settings.secret(p.token_setting) for _, p in peers if p.token_setting}
+        keys = [change_report.report_key(tok) for tok in sorted(t for t in tokens if t)]
+        if not keys:
+            return Outcome(Verdict.FORGED, reason=f"no agent with a token is declared at {ip}")
+        report = None
+        last: Rejected | None = None
+        for key in keys:
+            try:
+                report = change_report.verify(headers, body, key, now)
+                break
+            except Rejected as exc:
+                last = exc
+        if report is None:
+            assert last is not None
+            return Outcome(last.verdict, reason=f"{last.reason} (report from {ip})")
+        if report.by is change_report.ChangedBy.AGENT:
+            return Outcome(Verdict.SELF, reason=f"{ip}: the agent's own change (a fix it applied)")
+        table, queue = await self._clients()
+        if not await self._first_sight(table, "nonce-" + report.nonce, now):
+            return Outcome(Verdict.REPLAYED, reason=f"nonce from {ip} was already used")
+        change = report.attribution()
+        targets = sorted({t for t, _ in peers})
+        enqueued = []
+        for target in targets:
+            if await self._schedule(table, queue, target, change, now):
+                enqueued.append(target)
+        return Outcome(
+            Verdict.ACCEPTED, tuple(targets), tuple(enqueued), f"{change.describe()} -> {', '.join(targets)}"
+        )
+
     async def _first_sight(self, table: TableClient, event_id: str, now: datetime) -> bool:
         try:
             await table.create_entity({"PartitionKey": "seen", "RowKey": _key(event_id), "at": now})
@@ -314,3 +366,24 @@ def envelope(event: Any) -> dict[str, Any]:
         "eventTime": at.isoformat() if isinstance(at, datetime) else at, "data": event.get_json(),
         "dataVersion": event.data_version,
     }  # fmt: skip
+
+
+# What the agent is told, by verdict: it retries only 5xx and network errors (a 4xx never improves).
+_REPORT_STATUS = {
+    Verdict.ACCEPTED: 202,
+    Verdict.SELF: 200,
+    Verdict.UNRELATED: 200,
+    Verdict.REPLAYED: 409,
+    Verdict.MALFORMED: 400,
+    Verdict.FORGED: 401,
+    Verdict.STALE: 401,
+}
+
+
+def change_report_answer(outcome: Outcome) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) for an agent's change report. No reason for a rejection: a forger learns nothing."""
+    status = _REPORT_STATUS[outcome.verdict]
+    body: dict[str, Any] = {"verdict": outcome.verdict.value}
+    if status < 300:
+        body["targets"] = list(outcome.targets)
+    return status, body

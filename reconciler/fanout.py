@@ -20,9 +20,9 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueClient
 
 from reconciler.errors import PermanentError, TransientError
+from reconciler.storage import StorageAccess, queue_client
 
 VERSION = 1
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
@@ -163,9 +163,9 @@ def parse_message(body: bytes | str) -> FanoutMessage:
 class FanoutQueue:
     """The fan-out queue over one storage account. Build once per worker; close it."""
 
-    def __init__(self, connection_string: str, queue: str, *, retries: int = 3) -> None:
+    def __init__(self, connection_string: str | StorageAccess, queue: str, *, retries: int = 3) -> None:
         self.queue = queue
-        self._client = QueueClient.from_connection_string(
+        self._client = queue_client(
             connection_string,
             queue,
             # The queue trigger expects base64 bodies (host.json messageEncoding, the default).

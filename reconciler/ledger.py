@@ -29,7 +29,6 @@ from typing import Any, NoReturn
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from azure.data.tables import TableTransactionError, UpdateMode
-from azure.data.tables.aio import TableServiceClient
 
 from reconciler.attribution import Attribution
 from reconciler.drift import Drift
@@ -43,6 +42,7 @@ from reconciler.ledger_state import (
     transition,
 )
 from reconciler.outcome import ActionOutcome
+from reconciler.storage import StorageAccess, table_service
 
 __all__ = [
     "ActionRecord",
@@ -175,13 +175,13 @@ class Ledger:
     included), for measuring what a pass costs.
     """
 
-    def __init__(self, connection_string: str, table_prefix: str = "ars", *, retries: int = 3) -> None:
+    def __init__(self, connection_string: str | StorageAccess, table_prefix: str = "ars", *, retries: int = 3) -> None:
         # Table names: letters and digits, a letter first, 3..63 characters.
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,50}", table_prefix):
             raise ConfigurationError(
                 f"table prefix {table_prefix!r}: use 1-51 letters and digits, starting with a letter"
             )
-        self._service = TableServiceClient.from_connection_string(
+        self._service = table_service(
             connection_string,
             retry_total=retries,
             retry_backoff_factor=0.4,

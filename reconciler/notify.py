@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from reconciler import teams
+from reconciler import storage, teams
 from reconciler.alerts import AlertRules, AlertState, Kind, evaluate, undelivered
 from reconciler.cards import AutoFix, Card, Links, build_cards, fallback_card, serialize
 from reconciler.desired import Target
@@ -254,7 +254,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> AlertStep | None:
         return None
     client = httpx.AsyncClient()
     stack.push_async_callback(client.aclose)
-    store = AlertStore(settings.storage_connection.get_secret_value(), settings.table_prefix)
+    access = storage.from_settings(settings)  # a connection string, or the managed identity
+    stack.push_async_callback(access.close)
+    store = AlertStore(access, settings.table_prefix)
     stack.push_async_callback(store.close)
     sender = teams.TeamsWebhook(settings.teams_webhook_url.get_secret_value(), client)
     hb = settings.heartbeat_url.get_secret_value() if settings.heartbeat_url else None

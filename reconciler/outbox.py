@@ -30,10 +30,11 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.data.tables import TableTransactionError, UpdateMode
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 
 from reconciler.alerts import AlertState
 from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError
+from reconciler.storage import StorageAccess, table_service
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,12 @@ def _storage_error(exc: AzureError, what: str) -> ReconcilerError:
 class AlertStore:
     """Alert states and outbox over one storage account. Use `async with AlertStore(...) as store`."""
 
-    def __init__(self, connection_string: str, table_prefix: str, *, retry_total: int = 3) -> None:
+    def __init__(self, connection_string: str | StorageAccess, table_prefix: str, *, retry_total: int = 3) -> None:
         """`retry_total`: the SDK's own retries per request. Few: a pass must not hang on a storage
         outage; the outbox makes the next pass the retry."""
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,40}", table_prefix):
             raise ConfigurationError(f"table prefix {table_prefix!r}: letters and digits, starting with a letter")
-        self._service = TableServiceClient.from_connection_string(connection_string, retry_total=retry_total)
+        self._service = table_service(connection_string, retry_total=retry_total)
         self._states: TableClient = self._service.get_table_client(f"{table_prefix}alertstate")
         self._outbox: TableClient = self._service.get_table_client(f"{table_prefix}alertoutbox")
         self._ready = False

@@ -60,6 +60,33 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ARS_STORAGE_CONNECTION", "AzureWebJobsStorage"),
         description="Table/Blob/Queue storage for the ledger, leases, outbox and fan-out queue",
     )
+    # The identity-based form of ARS_STORAGE_CONNECTION (reconciler.storage): the host's queue
+    # triggers read these same names for their `connection`.
+    storage_blob_uri: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__blobServiceUri",
+        description="identity-based storage: the Blob service URI (leases, run records)",
+    )
+    storage_queue_uri: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__queueServiceUri",
+        description="identity-based storage: the Queue service URI (fan-out queue; the queue triggers read it too)",
+    )
+    storage_table_uri: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__tableServiceUri",
+        description="identity-based storage: the Table service URI (ledger, alerts, outbox)",
+    )
+    storage_credential: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__credential",
+        description="identity-based storage: `managedidentity`",
+    )
+    storage_client_id: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__clientId",
+        description="identity-based storage: client ID of the user-assigned managed identity",
+    )
     table_prefix: str = Field(
         default="ars", pattern=r"^[A-Za-z][A-Za-z0-9]{0,20}$", validation_alias="ARS_TABLE_PREFIX"
     )

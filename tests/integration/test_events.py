@@ -344,3 +344,57 @@ def test_emulated_change_is_repaired_by_an_event_pass_with_who_in_ledger_api_sta
     finally:
         emulator.events = None
         pub.close()
+
+
+# ---- NVA side: the (emulated) agent reports FRR changes, signed -------------------------------
+
+
+def test_an_agent_change_report_starts_a_pass_that_fixes_the_nva_and_says_who(
+    host: LocalHost, emulator: ArmEmulator
+) -> None:
+    from emulator.agent_reports import AgentReporter
+
+    reporter = AgentReporter(emulator, f"{host.url}/api/agent/changes?code=k1", period_s=0.1)
+    try:
+        scenarios.next_hop_not_set(emulator)  # an edit on the NVA, not by the agent
+        rt = host.run(function_app.WORKER.runtime())
+        deadline = time.monotonic() + 60
+        history: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            host.drain(deadline_s=30)
+            history = host.run(rt.ledger.history(target="hub-weu", limit=20))
+            if any(h["kind"] == "resolved" for h in history):
+                break
+            time.sleep(0.1)
+        opened = [h for h in history if h["kind"] == "opened" and h["code"] == "ROUTE_NEXT_HOP_WRONG"]
+        assert opened and "outside the agent" in opened[0]["changed_by"]
+        assert any(h["kind"] == "resolved" and h["code"] == "ROUTE_NEXT_HOP_WRONG" for h in history)
+        # The fix the agent applied is reported too, as the agent's own change: it starts nothing.
+        end = time.monotonic() + 10
+        while function_app.EVENTS.counts[Verdict.SELF] == 0 and time.monotonic() < end:
+            time.sleep(0.1)
+        assert function_app.EVENTS.counts[Verdict.SELF] >= 1
+        host.drain(deadline_s=30)
+        # Both targets peer with that NVA (the second copies the first's peers): one pass each.
+        passes = host.run(rt.ledger.passes(limit=10))
+        assert sorted((p.trigger, p.targets) for p in passes) == [("event", ("hub-neu",)), ("event", ("hub-weu",))]
+    finally:
+        reporter.close()
+
+
+def test_forged_and_replayed_agent_reports_are_refused(host: LocalHost, emulator: ArmEmulator) -> None:
+    from reconciler.change_report import report_key, sign
+
+    body = json.dumps({"v": 1, "nva_ip": scenarios.NVA_IP, "kind": "config", "at": datetime.now(UTC).isoformat(),
+                       "by": "outside-agent", "summary": "x", "old_hash": "", "new_hash": ""}).encode()  # fmt: skip
+    url = f"{host.url}/api/agent/changes?code=k1"
+    ts, nonce = int(time.time()), "ab" * 16
+    good = sign(report_key(emulator.world.nva(scenarios.NVA_IP).agent_token), ts, nonce, body)
+    forged = sign(report_key("guessed-token"), ts, nonce, body)
+    head = {"x-ars-timestamp": str(ts), "x-ars-nonce": nonce}
+    assert _post(url, body, {**head, "x-ars-signature": forged})[0] == 401
+    assert _post(url, body, {**head, "x-ars-signature": good})[0] == 202
+    assert _post(url, body, {**head, "x-ars-signature": good})[0] == 409  # same nonce again
+    status, answer, _ = _post(url, b"{", {**head, "x-ars-signature": good})
+    assert status == 400 and json.loads(answer) == {"verdict": "malformed"}
+    assert _post(url.replace("code=k1", "code=no"), body, {**head, "x-ars-signature": good})[0] == 401

@@ -27,6 +27,7 @@ HTTP_ROUTES = {
     "trace_http": ("trace", ["GET"], "FUNCTION"),
     "status_http": ("status", ["GET"], "FUNCTION"),
     "static_http": ("static/{name}", ["GET"], "ANONYMOUS"),  # a stylesheet, nothing secret
+    "agent_report_http": ("agent/changes", ["POST"], "FUNCTION"),
 }
 
 
