@@ -131,6 +131,12 @@ RUNBOOK: dict[DriftCode, Runbook] = {
         "Virtual network gateway → BGP peers",
         "Check the gateway learns the route first; a VPN gateway never advertises 0.0.0.0/0 (use two /1s).",
     ),
+    DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: Runbook(
+        "The VPN gateway is active-standby; Route Server needs it active-active to exchange routes with it.",
+        "az network vnet-gateway show -g {rg} -n {gateway} --query activeActive",
+        "Virtual network gateway → Configuration (Active-active mode)",
+        "Switch the gateway to active-active (it needs a second public IP); the change takes a while.",
+    ),
     DriftCode.FIREWALL_UNHEALTHY: Runbook(
         "The firewall cannot forward: a default route pointing at it black-holes on-premises internet traffic.",
         "az network firewall show -g {rg} -n {firewall} "

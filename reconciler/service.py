@@ -504,15 +504,18 @@ async def _record_pass(svc: Services, report: PassReport) -> None:
     if len(svc.unwritten) == svc.unwritten.maxlen:
         dropped = svc.unwritten[0]
         log.warning("pass record %s dropped: %d unwritten already", dropped.pass_id, len(svc.unwritten))
-    svc.unwritten.append(record)
-    while svc.unwritten:
+    # Take the backlog as this pass's own (passes of one worker run concurrently on one loop:
+    # taking it in one synchronous step means no record is written twice or dropped).
+    todo = [*svc.unwritten, record]
+    svc.unwritten.clear()
+    for i, rec in enumerate(todo):
         try:
-            await svc.ledger.record_pass(svc.unwritten[0])
+            await svc.ledger.record_pass(rec)
         except TransientError as exc:
+            svc.unwritten.extendleft(reversed(todo[i:]))
             behind = len(svc.unwritten)
             report.errors.append(("ledger", f"pass record not written ({behind} kept for the next pass): {exc}"))
             return
-        svc.unwritten.popleft()
 
 
 async def trace_targets(
