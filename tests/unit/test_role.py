@@ -73,7 +73,7 @@ def read_operations() -> set[str]:
 
 
 # Reads that go through an SDK call (their action comes from ACTIONS); every other read is a raw GET.
-SDK_READS = {"routes.learned", "gateway.learned", "gateway.advertised"}
+SDK_READS = {"routes.learned", "gateway.learned", "gateway.advertised", "nic.routes"}
 
 
 def actions(path: Path) -> set[str]:
