@@ -27,8 +27,8 @@ from reconciler.effective_routes import (
     RouteSource,
     disagreements,
     from_effective,
+    programmed_routes,
     resolve,
-    route_server_routes,
     subnet_routes,
     violations,
 )
@@ -449,7 +449,7 @@ def _subnets(target: Target, obs: Observation, found: _Collector) -> None:
     now plus the target's own prefixes via the firewall (what it programs when the design is
     healthy), so a detached UDR is caught even while the NVA's route happens to be missing.
     """
-    programmed = route_server_routes(sorted(obs.learned.items()))
+    programmed = programmed_routes(obs)
     now = set() if isinstance(programmed, Unknown) else {(c.prefix, c.next_hop_ip) for c in programmed}
     design = tuple(
         CandidateRoute(p, RouteSource.BGP, HopType.VIRTUAL_NETWORK_GATEWAY, obs.firewall_ip, "BGP, the design's route")
@@ -505,7 +505,7 @@ def _probes(target: Target, obs: Observation, found: _Collector) -> None:
     A real route that disagrees with the one computed from the same UDRs and Route Server routes
     means the model of Azure's routing is wrong for that NIC: that is a finding of its own.
     """
-    programmed = route_server_routes(sorted(obs.learned.items()))
+    programmed = programmed_routes(obs)
     for probe in target.probes:
         if probe.nic not in obs.nics:
             continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from ipaddress import IPv4Network
 
-from reconciler.observed import EffectiveRoute, InstanceRoutes, SubnetRouting, Unknown
+from reconciler.observed import EffectiveRoute, Gateway, InstanceRoutes, Observation, SubnetRouting, Unknown
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -173,6 +173,32 @@ def route_server_routes(learned: Learned) -> tuple[CandidateRoute, ...] | Unknow
                 hop = HopType.VIRTUAL_NETWORK_GATEWAY
                 route = CandidateRoute(prefix, RouteSource.BGP, hop, r.next_hop, f"BGP from Route Server, peer {conn}")
                 found.setdefault((prefix, r.next_hop), route)
+    return tuple(found.values())
+
+
+def programmed_routes(obs: Observation) -> tuple[CandidateRoute, ...] | Unknown:
+    """Every BGP route in the VNet's subnets: Route Server's (from its peers) and each gateway's own
+    on-premises routes (origin EBgp; the IBgp ones are Route Server's, already counted). An
+    on-premises 0.0.0.0/0 (forced tunnelling) lands in AzureFirewallSubnet just like the NVA's."""
+    ars = route_server_routes(sorted(obs.learned.items()))
+    if isinstance(ars, Unknown):
+        return ars
+    found = {(r.prefix, r.next_hop_ip): r for r in ars}
+    for name, gw in sorted(obs.gateways.items()):
+        if not isinstance(gw, Gateway):
+            continue  # gone, or its own Unknown is reported by the gateway checks
+        if isinstance(gw.learned, Unknown):
+            return gw.learned
+        for r in gw.learned:
+            if r.origin.lower() != "ebgp":
+                continue
+            try:
+                prefix = IPv4Network(r.prefix, strict=False)
+            except ValueError:
+                continue
+            hop = HopType.VIRTUAL_NETWORK_GATEWAY
+            route = CandidateRoute(prefix, RouteSource.BGP, hop, r.next_hop, f"BGP from gateway {name} (on-premises)")
+            found.setdefault((prefix, r.next_hop), route)
     return tuple(found.values())
 
 

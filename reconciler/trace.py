@@ -24,8 +24,8 @@ from reconciler.effective_routes import (
     HopType,
     Requirement,
     from_effective,
+    programmed_routes,
     resolve,
-    route_server_routes,
     subnet_routes,
     violations,
 )
@@ -468,7 +468,7 @@ class _Builder:
         )
 
     def _effective(self, sn: SubnetRouting, hop: str, key: str) -> list[Evidence]:
-        programmed = route_server_routes(sorted(self.obs.learned.items()))
+        programmed = programmed_routes(self.obs)
         bgp: tuple[CandidateRoute, ...] = () if isinstance(programmed, Unknown) else programmed
         decisions = resolve(subnet_routes(sn, bgp), self.prefix)
         req = Requirement(self.prefix, HopType(hop))
