@@ -51,7 +51,10 @@ if SETTINGS.applicationinsights_connection_string is not None:
     # Imported only when used: the distro is heavy and instruments libraries as it loads.
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(logger_name="reconciler")
+    from reconciler.telemetry import RedactingSpanProcessor
+
+    # Before the exporter: no webhook, heartbeat or query secret leaves in a span (reconciler.telemetry).
+    configure_azure_monitor(logger_name="reconciler", span_processors=[RedactingSpanProcessor()])
 
 # The storage setting the queue triggers bind to (the Python side reads the same one).
 STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
@@ -148,9 +151,10 @@ async def reconcile_poison(msg: func.QueueMessage) -> None:
 async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
     body = msg.get_body().decode("utf-8", "replace")
     try:
-        target = parse_message(msg.get_body()).target
+        message: FanoutMessage | None = parse_message(msg.get_body())
     except BadMessage:
-        target = None
+        message = None
+    target = message.target if message is not None else None
     # Error level: this is what an App Insights alert rule keys on, Teams or not.
     log.error("fan-out poison message (target=%s): %s", target or "?", reason, extra={"target": target or ""})
     now = datetime.now(UTC)
@@ -161,6 +165,19 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         # A target whose pass keeps failing is one the reconciler cannot see: "reconciler blind",
         # at once (its tries already took minutes; no hold-down applies).
         await alerts.poisoned(target, reason, now)
+    if message is not None and message.run is not None:
+        await _give_up_run(message.run, reason)
+
+
+async def _give_up_run(pass_id: str, reason: str) -> None:
+    """An HTTP run whose fallback message was poisoned: its poller gets an error, not 202 forever."""
+    run = await WORKER.runs.get(pass_id)
+    if run is None or run.status is RunStatus.DONE:
+        return
+    failed = http_api.error(500, "run_failed", f"the pass could not be run: {reason}"[:500])
+    await WORKER.runs.put(
+        Run(run.pass_id, RunStatus.DONE, run.requested_at, run.dry_run, run.target, failed.status, failed.body)
+    )
 
 
 # ---- Event Grid (ARM events of the watched subscriptions; infra/events.bicep) -----------------

@@ -825,8 +825,8 @@ class ArmEmulator:
         with self._agent_lock, self.world.lock:
             try:
                 return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
-            except agent.IntentConflict as exc:
-                return _json(409, {"detail": str(exc)})
+            except agent.Refused as exc:  # 403 outside the NVA's policy, 409 conflict: the real agent's bodies
+                return _json(exc.status, exc.body())
 
 
 def _reason(status: int) -> str:

@@ -54,6 +54,16 @@ class NvaNeighbor:
 
 
 @dataclasses.dataclass
+class AgentPolicy:
+    """The NVA agent's local policy file (nva_agent.policy, same fields): what an intent may ask for."""
+
+    neighbors: list[NvaNeighbor]
+    prefixes: list[str]
+    next_hops: list[str]
+    local_asn: int | None = None
+
+
+@dataclasses.dataclass
 class Nva:
     """An FRR NVA, keyed by its IP. `neighbors` None = peers with every ARS that has a connection to it."""
 
@@ -64,6 +74,8 @@ class Nva:
     # The outbound route-map that drops AS paths containing 65515; a broken route-map edit sets this False.
     out_filter: bool = True
     neighbors: list[NvaNeighbor] | None = None
+    # The emulated agent's policy file; None = like the real agent's --lab (only the built-in rules).
+    agent_policy: AgentPolicy | None = None
 
 
 @dataclasses.dataclass

@@ -120,6 +120,14 @@ class Settings(BaseSettings):
     agent_ca_bundle: str | None = Field(
         default=None, validation_alias="ARS_AGENT_CA_BUNDLE", description="CA file to trust for NVA agents"
     )
+    agent_client_cert: str | None = Field(
+        default=None,
+        validation_alias="ARS_AGENT_CLIENT_CERT",
+        description="PEM file of the client certificate shown to NVA agents (mutual TLS; the agent pins it)",
+    )
+    agent_client_key: str | None = Field(
+        default=None, validation_alias="ARS_AGENT_CLIENT_KEY", description="PEM file of that certificate's key"
+    )
     agent_timeout: float = Field(default=20.0, gt=0, le=120, validation_alias="ARS_AGENT_TIMEOUT")
     verify_timeout: float = Field(
         default=90.0,
