@@ -20,7 +20,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from reconciler import http_api, retention, status_page, storage
+from reconciler import http_api, retention, runs, status_page, storage
 from reconciler.attribution import latest
 from reconciler.composition import Runtime, Worker
 from reconciler.desired import DesiredState
@@ -93,11 +93,15 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
 async def retention_timer(timer: func.TimerRequest) -> None:
     policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
     conn = storage.from_settings(SETTINGS)
+    now = datetime.now(UTC)
     try:
         async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
-            await purge.purge(datetime.now(UTC))
+            await purge.purge(now)
     finally:
         await conn.close()
+    await WORKER.runtime()
+    gone = await WORKER.runs.purge(now - runs.RUN_KEEP)  # HTTP run records (reconciler.runs)
+    log.info("retention: %d HTTP run record(s) older than %s deleted", gone, runs.RUN_KEEP)
 
 
 # ---- fan-out queue ----------------------------------------------------------------------------
