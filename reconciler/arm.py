@@ -40,7 +40,7 @@ from azure.mgmt.network.aio import NetworkManagementClient
 from azure.mgmt.network.models import BgpConnection
 
 from reconciler.desired import SubnetInvariant, Target
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import PermanentError, TransientError, first_line
 from reconciler.observed import (
     Connection,
     Firewall,
@@ -311,7 +311,7 @@ class Arm:
             return Unknown(operation, resource, _http_reason(exc))
         except (AzureError, OSError, ValueError, KeyError, TypeError) as exc:
             # ValueError/KeyError/TypeError: a malformed body the SDK could not deserialize.
-            return Unknown(operation, resource, f"{type(exc).__name__}: {_first_line(exc)}")
+            return Unknown(operation, resource, f"{type(exc).__name__}: {first_line(exc)}")
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -532,7 +532,7 @@ class Arm:
         try:
             await self._call(fn)
         except ClientAuthenticationError as exc:
-            raise PermanentError(f"{what}: not authorised: {_first_line(exc)}") from exc
+            raise PermanentError(f"{what}: not authorised: {first_line(exc)}") from exc
         except HttpResponseError as exc:
             code = _error_code(exc)
             # Platform rule 9: a collision is "try later", never "failed".
@@ -546,7 +546,7 @@ class Arm:
         except TimeoutError as exc:
             raise TransientError(f"{what}: timed out") from exc
         except AzureError as exc:
-            raise TransientError(f"{what}: {_first_line(exc)}") from exc
+            raise TransientError(f"{what}: {first_line(exc)}") from exc
 
 
 def _subnet_routing(vnet: str, subnet: str, rt_id: str, rt: Any) -> SubnetRouting | Unknown:
@@ -598,9 +598,6 @@ def _error_code(exc: HttpResponseError) -> str:
 
 def _http_reason(exc: HttpResponseError) -> str:
     code = _error_code(exc)
-    return (f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {_first_line(exc)}")[:300]
+    return (f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {first_line(exc)}")[:300]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -21,7 +21,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import PermanentError
+from reconciler.storage import storage_error
 
 VERSION = 1
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
@@ -167,7 +168,7 @@ class FanoutQueue:
         except ResourceExistsError:
             pass  # made by an earlier worker or by the host's listener
         except AzureError as exc:
-            raise TransientError(f"fan-out queue {self.queue!r}: cannot create: {_first_line(exc)}") from exc
+            raise storage_error(f"fan-out queue {self.queue!r}", "create", exc) from exc
 
     async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int) -> int:
         """Send one message per target, living `ttl_s` (HostQueueRules.message_ttl: long enough for
@@ -177,16 +178,11 @@ class FanoutQueue:
             try:
                 await self._client.send_message(m.to_json(), time_to_live=ttl_s)
             except AzureError as exc:
-                raise TransientError(
-                    f"fan-out queue {self.queue!r}: sent {sent}, failed at target {m.target!r}: {_first_line(exc)}"
+                raise storage_error(
+                    f"fan-out queue {self.queue!r}", f"sent {sent}, failed at target {m.target!r}", exc
                 ) from exc
             sent += 1
         return sent
 
     async def close(self) -> None:
         await self._client.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

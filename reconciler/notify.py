@@ -20,7 +20,7 @@ import httpx
 from reconciler import teams
 from reconciler.alerts import AlertRules, AlertState, evaluate
 from reconciler.cards import build_messages, serialize
-from reconciler.drift import Drift, DriftCode
+from reconciler.drift import Drift, DriftCode, failed_reads
 from reconciler.errors import ReconcilerError
 from reconciler.outbox import AlertStore, FlushReport, Sender, idempotency_key
 from reconciler.settings import Settings
@@ -124,7 +124,7 @@ class AlertStep:
         drifts = [d for t in seen for d in t.remaining]
         blind: dict[str, str] = {}
         for t in seen:
-            reasons = [d.message for d in t.remaining if d.code == DriftCode.OBSERVATION_FAILED]
+            reasons = [d.message for d in failed_reads(t.remaining)]
             reasons += [f"{stage}: {msg}" for stage, msg in t.errors]
             if reasons:
                 blind[t.target] = "; ".join(reasons)[:500]

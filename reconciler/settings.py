@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reconciler.errors import ConfigurationError
+from reconciler.storage import TABLE_PREFIX_PATTERN
 
 
 class Settings(BaseSettings):
@@ -59,8 +60,8 @@ class Settings(BaseSettings):
         description="Table/Blob/Queue storage for the ledger, leases, outbox and fan-out queue",
     )
     table_prefix: str = Field(
-        default="ars", pattern=r"^[A-Za-z][A-Za-z0-9]{0,20}$", validation_alias="ARS_TABLE_PREFIX"
-    )
+        default="ars", pattern=TABLE_PREFIX_PATTERN, validation_alias="ARS_TABLE_PREFIX"
+    )  # the one table-naming rule: reconciler.storage
     teams_webhook_url: SecretStr | None = Field(
         default=None,
         validation_alias="ARS_TEAMS_WEBHOOK_URL",
