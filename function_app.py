@@ -11,6 +11,8 @@ malformed setting stops the app with one line naming it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -20,10 +22,12 @@ import azure.functions as func
 
 from reconciler import http_api, retention
 from reconciler.composition import Runtime, Worker
+from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
 from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_message, poison_queue
+from reconciler.runs import Run, RunStatus
 from reconciler.schedule import parse as parse_schedule
-from reconciler.service import PassReport, reconcile
+from reconciler.service import PassReport, new_pass_id, reconcile
 
 log = logging.getLogger("reconciler.functions")
 # The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
@@ -95,13 +99,16 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
     try:
         message = parse_message(msg.get_body())
         state = WORKER.desired()
-        if message.target not in {t.name for t in state.targets}:
+        if message.target is not None and message.target not in {t.name for t in state.targets}:
             raise BadMessage(f"target {message.target!r} is no longer in the desired state")
     except BadMessage as exc:
         # Retrying cannot fix it: record it as poison now rather than after maxDequeueCount tries.
         await _poison(rt, msg, str(exc))
         return
     assert rt.services is not None
+    if message.run is not None:
+        await _carry_on(state, message.run)
+        return
     report = await reconcile(rt.services, state, trigger="queue", only=message.target)
     _log_report(report)
     failed = [t for t in report.targets if t.status == "error"]
@@ -142,19 +149,88 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
 # ---- HTTP -------------------------------------------------------------------------------------
 
 
+# An HTTP-requested pass that outlives its request runs on as a task of the worker's loop; the loop
+# holds tasks weakly, so they are kept here until done.
+_RUNS: set[asyncio.Task[PassReport]] = set()
+
+
 @app.function_name("reconcile_http")
 @app.route(route="reconcile", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The pass report when the pass ends within ARS_HTTP_WAIT; else 202 + Location: /api/runs/{id}
+    and the pass goes on (reconciler.runs: Azure cuts HTTP responses at 230 s)."""
     try:
         state = WORKER.desired()
         ask = http_api.parse_reconcile(req.get_body(), req.params, [t.name for t in state.targets])
-        rt = await WORKER.runtime()
-        assert rt.services is not None
-        report = await reconcile(rt.services, state, trigger="http", dry_run=ask.dry_run, only=ask.target)
-        _log_report(report)
-        return _http(http_api.reconcile_response(report.to_dict(), ask.target))
+        await WORKER.runtime()
+        now = datetime.now(UTC)
+        run = Run(new_pass_id(), RunStatus.RUNNING, now, ask.dry_run, ask.target)
+        await WORKER.runs.put(run)
+        # If this worker goes away mid-pass (scale-in, a crash), the queue worker carries the run on
+        # when this message becomes visible: after any pass this worker could still be running.
+        fallback = FanoutMessage(ask.target, now, origin="http", run=run.pass_id, dry_run=ask.dry_run)
+        delay = QUEUE_RULES.function_timeout + QUEUE_RULES.visibility_timeout
+        ttl = int((delay + QUEUE_RULES.retry_budget()).total_seconds())
+        receipt = await WORKER.queue.send_later(fallback, int(delay.total_seconds()), ttl)
+        task = asyncio.create_task(_carry(state, run, receipt), name=f"run:{run.pass_id}")
+        _RUNS.add(task)
+        task.add_done_callback(_RUNS.discard)
+        done, _ = await asyncio.wait({task}, timeout=SETTINGS.http_wait)
+        if task in done:
+            return _http(http_api.reconcile_response(task.result().to_dict(), ask.target))
+        log.info("pass %s goes on after the request: 202", run.pass_id, extra={"pass_id": run.pass_id})
+        return _http(http_api.run_accepted(run.to_dict()))
     except Exception as exc:
         return _failed("reconcile", exc)
+
+
+async def _carry(state: DesiredState, run: Run, receipt: tuple[str, str] | None) -> PassReport:
+    """Run an HTTP-requested pass to its end (bounded like any function by functionTimeout), then
+    record its answer for /api/runs/{pass_id} and drop the fallback message."""
+    rt = await WORKER.runtime()
+    assert rt.services is not None
+    async with asyncio.timeout(QUEUE_RULES.function_timeout.total_seconds()):
+        report = await reconcile(
+            rt.services, state, trigger="http", dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
+        )
+    _log_report(report)
+    answer = http_api.reconcile_response(report.to_dict(), run.target)
+    done = Run(run.pass_id, RunStatus.DONE, run.requested_at, run.dry_run, run.target, answer.status,
+               json.loads(answer.json_bytes()))  # fmt: skip
+    try:
+        await WORKER.runs.put(done)
+        if receipt is not None:
+            await WORKER.queue.forget(receipt)
+    except ReconcilerError as exc:
+        # The report still reaches a waiting client; a poller sees "running" until the fallback
+        # message runs the pass again and records it.
+        log.error("pass %s: cannot record its run: %s", run.pass_id, exc, extra={"pass_id": run.pass_id})
+    return report
+
+
+async def _carry_on(state: DesiredState, pass_id: str) -> None:
+    """The fallback message of an HTTP run came due: finish the run unless its worker did."""
+    run = await WORKER.runs.get(pass_id)
+    if run is None:
+        log.warning("run %s: no record; nothing to carry on", pass_id, extra={"pass_id": pass_id})
+        return
+    if run.status is RunStatus.DONE:
+        return
+    log.warning("run %s: its worker did not finish it; running it here", pass_id, extra={"pass_id": pass_id})
+    await _carry(state, run, None)  # the host deletes this message when the function returns
+
+
+@app.function_name("run_http")
+@app.route(route="runs/{pass_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def run_http(req: func.HttpRequest) -> func.HttpResponse:
+    """Poll an HTTP-requested pass: 202 while it runs, then its report (200, or 409 when locked)."""
+    try:
+        pass_id = http_api.parse_run(req.route_params.get("pass_id", ""), req.params)
+        await WORKER.runtime()
+        run = await WORKER.runs.get(pass_id)
+        return _http(http_api.run_response(pass_id, None if run is None else run.to_dict()))
+    except Exception as exc:
+        return _failed("runs", exc)
 
 
 @app.function_name("drift_http")

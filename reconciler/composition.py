@@ -188,6 +188,8 @@ class Worker:
         self.settings = settings
         self.root = root or Path.cwd()
         self.fanout: Any = None  # reconciler.fanout.FanoutQueue when ARS_FANOUT is on
+        self.queue: Any = None  # the same queue, always: HTTP runs fall back to it
+        self.runs: Any = None  # reconciler.runs.RunStore: HTTP runs that outlive their request
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -239,7 +241,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # A new loop (a test, or the local host restarting): clients of the old one are unusable.
-            self._loop, self._lock, self._runtime, self.fanout = loop, asyncio.Lock(), None, None
+            self._loop, self._lock, self._runtime = loop, asyncio.Lock(), None
+            self.fanout = self.queue = self.runs = None
         assert self._lock is not None
         async with self._lock:
             if self._runtime is None:
@@ -250,19 +253,25 @@ class Worker:
         rt = Runtime(self.settings)
         try:
             await rt.__aenter__()
-            if self.settings.fanout:
-                from reconciler.fanout import FanoutQueue
+            from reconciler.fanout import FanoutQueue
+            from reconciler.runs import RunStore
 
-                queue = FanoutQueue(self.settings.storage_connection.get_secret_value(), self.settings.fanout_queue)
-                rt._stack.push_async_callback(queue.close)
-                await queue.ensure()
-                self.fanout = queue
+            conn = self.settings.storage_connection.get_secret_value()
+            queue = FanoutQueue(conn, self.settings.fanout_queue)
+            rt._stack.push_async_callback(queue.close)
+            await queue.ensure()
+            runs = RunStore(conn)
+            rt._stack.push_async_callback(runs.close)
+            await runs.ensure()
+            self.queue, self.runs = queue, runs
+            self.fanout = queue if self.settings.fanout else None
         except BaseException:
             await rt.__aexit__(None, None, None)  # close what was built before the failure
             raise
         return rt
 
     async def aclose(self) -> None:
-        rt, self._runtime, self.fanout = self._runtime, None, None
+        rt, self._runtime = self._runtime, None
+        self.fanout = self.queue = self.runs = None
         if rt is not None:
             await rt.__aexit__(None, None, None)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
@@ -27,7 +27,8 @@ from reconciler.storage import storage_error
 VERSION = 1
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")  # desired.Name
-_KEYS = {"v", "target", "tick", "origin"}
+_KEYS = {"v", "target", "tick", "origin", "run", "dry_run"}
+_RUN = re.compile(r"^[0-9a-f]{12}$")  # a pass id (service.new_pass_id)
 _MAX_BODY = 4096  # our messages are ~120 bytes; anything near the 64 KiB queue limit is not ours
 
 
@@ -37,17 +38,24 @@ class BadMessage(PermanentError):
 
 @dataclass(frozen=True)
 class FanoutMessage:
-    """Reconcile one target, because a timer tick (or an operator) asked at `tick`."""
+    """Reconcile one target, because a timer tick (or an operator) asked at `tick`.
 
-    target: str
+    With `run` (a pass id) it carries on an HTTP-requested pass (`reconciler.runs`) whose worker
+    went away: then `dry_run` is the request's, and `target` None means every target.
+    """
+
+    target: str | None
     tick: datetime
     origin: str = "timer"
+    run: str | None = None
+    dry_run: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"v": VERSION, "target": self.target, "tick": self.tick.isoformat(), "origin": self.origin},
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {"v": VERSION, "target": self.target, "tick": self.tick.isoformat()}
+        data["origin"] = self.origin
+        if self.run is not None:
+            data.update(run=self.run, dry_run=self.dry_run)
+        return json.dumps(data, separators=(",", ":"))
 
 
 # App settings that override host.json, as the host reads them (`AzureFunctionsJobHost__` + the
@@ -132,7 +140,12 @@ def parse_message(body: bytes | str) -> FanoutMessage:
     if data.get("v") != VERSION:
         raise BadMessage(f"message version {data.get('v')!r} is not {VERSION}")
     target, tick, origin = data.get("target"), data.get("tick"), data.get("origin", "timer")
-    if not isinstance(target, str) or not _TARGET.match(target):
+    run, dry_run = data.get("run"), data.get("dry_run", False)
+    if run is not None and (not isinstance(run, str) or not _RUN.match(run)):
+        raise BadMessage(f"message run {run!r} is not a pass id")
+    if not isinstance(dry_run, bool) or (dry_run and run is None):
+        raise BadMessage("message dry_run must be true or false, and only with a run")
+    if (target is not None or run is None) and (not isinstance(target, str) or not _TARGET.match(target)):
         raise BadMessage(f"message target {target!r} is not a target name")
     if not isinstance(origin, str) or not origin.isidentifier() or len(origin) > 20:
         raise BadMessage(f"message origin {origin!r} is not a word")
@@ -144,7 +157,7 @@ def parse_message(body: bytes | str) -> FanoutMessage:
         raise BadMessage(f"message tick {tick!r} is not an ISO 8601 time") from exc
     if at.tzinfo is None:
         raise BadMessage(f"message tick {tick!r} has no timezone")
-    return FanoutMessage(target=target, tick=at, origin=origin)
+    return FanoutMessage(target=target, tick=at, origin=origin, run=run, dry_run=dry_run)
 
 
 class FanoutQueue:
@@ -183,6 +196,24 @@ class FanoutQueue:
                 ) from exc
             sent += 1
         return sent
+
+    async def send_later(self, message: FanoutMessage, delay_s: int, ttl_s: int) -> tuple[str, str]:
+        """Send `message` invisible for `delay_s` (a fallback that runs only if nobody `forget`s it
+        first); returns its (id, pop receipt)."""
+        try:
+            sent = await self._client.send_message(message.to_json(), visibility_timeout=delay_s, time_to_live=ttl_s)
+        except AzureError as exc:
+            raise TransientError(f"fan-out queue {self.queue!r}: cannot send: {_first_line(exc)}") from exc
+        return str(sent.id), str(sent.pop_receipt)
+
+    async def forget(self, receipt: tuple[str, str]) -> None:
+        """Delete a message sent by `send_later` (its work was done). Gone already is fine."""
+        try:
+            await self._client.delete_message(receipt[0], receipt[1])
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise TransientError(f"fan-out queue {self.queue!r}: cannot delete: {_first_line(exc)}") from exc
 
     async def close(self) -> None:
         await self._client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,8 @@ from reconciler.errors import ConfigurationError, PermanentError, ReconcilerErro
 MAX_BODY = 16 * 1024  # a reconcile request is two fields; anything large is not one
 SEVERITIES = ("critical", "warning", "info")
 RUNS_DEFAULT, RUNS_MAX = 20, 100
+_PASS_ID = re.compile(r"^[0-9a-f]{12}$")  # service.new_pass_id()
+RETRY_AFTER_S = 10  # how soon a client should poll a running pass again
 # The Functions host accepts the function key as `?code=`; it reaches the function too, so allow it.
 _HOST_PARAMS = frozenset({"code"})
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
@@ -145,6 +148,14 @@ def parse_runs_query(params: Mapping[str, str], targets: Collection[str]) -> Run
     return RunsQuery(limit=limit, target=_known(query.get("target"), targets))
 
 
+def parse_run(pass_id: str, params: Mapping[str, str]) -> str:
+    """`GET /api/runs/{pass_id}`: the pass id (no query fields). 404 for anything not a pass id."""
+    _query(params, set())
+    if not _PASS_ID.match(pass_id):
+        raise ApiError(404, "unknown_run", f"no run {pass_id[:40]!r}: a pass id is 12 hex digits")
+    return pass_id
+
+
 def parse_health(params: Mapping[str, str]) -> None:
     _query(params, set())
 
@@ -207,6 +218,28 @@ def reconcile_response(report: Mapping[str, Any], target: str | None) -> ApiResp
     if target is not None:
         locked = "locked" in statuses
     return ApiResponse(409 if locked else 200, dict(report))
+
+
+def run_location(pass_id: str) -> str:
+    return f"/api/runs/{pass_id}"
+
+
+def run_accepted(run: Mapping[str, Any]) -> ApiResponse:
+    """202 for a pass still running: where to poll, and when (the async request-reply pattern)."""
+    location = run_location(run["pass_id"])
+    body = {k: run[k] for k in ("pass_id", "status", "requested_at", "dry_run", "target")}
+    body["status_url"] = location
+    return ApiResponse(202, body, {"Location": location, "Retry-After": str(RETRY_AFTER_S)})
+
+
+def run_response(pass_id: str, run: Mapping[str, Any] | None) -> ApiResponse:
+    """A poll of `/api/runs/{pass_id}`: 202 while running; once done, what the POST would have
+    answered (200, or 409 when locked) with the pass report; 404 when there is no such run."""
+    if run is None:
+        raise ApiError(404, "unknown_run", f"no run {pass_id!r} (runs are kept for HTTP-requested passes)")
+    if run["status"] != "done":
+        return run_accepted(run)
+    return ApiResponse(int(run["http_status"]), dict(run["report"]))
 
 
 def records(items: Iterable[Any]) -> list[dict[str, Any]]:

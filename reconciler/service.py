@@ -202,6 +202,10 @@ class PassReport:
 # ---- the pass ---------------------------------------------------------------------------------
 
 
+def new_pass_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 async def reconcile(
     svc: Services,
     state: DesiredState,
@@ -209,12 +213,14 @@ async def reconcile(
     trigger: str,
     dry_run: bool = False,
     only: str | None = None,
+    pass_id: str | None = None,
 ) -> PassReport:
-    """Run one pass over all targets (or `only`). Never raises for a target's failure: it is reported."""
+    """Run one pass over all targets (or `only`). Never raises for a target's failure: it is reported.
+    `pass_id` is given when the caller announced it before the pass (an HTTP run's Location)."""
     if only is not None and only not in {t.name for t in state.targets}:
         raise ConfigurationError(f"unknown target {only!r}; known: {', '.join(t.name for t in state.targets)}")
     targets = [t for t in state.targets if only is None or t.name == only]
-    report = PassReport(uuid.uuid4().hex[:12], trigger, svc.clock(), dry_run)
+    report = PassReport(pass_id or new_pass_id(), trigger, svc.clock(), dry_run)
     t0 = time.monotonic()
     sem = asyncio.Semaphore(svc.target_concurrency)
 

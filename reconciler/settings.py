@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         description="Application Insights; when set, logs and traces go there through OpenTelemetry",
     )
     lease_seconds: int = Field(default=30, ge=15, le=60, validation_alias="ARS_LEASE_SECONDS")
+    http_wait: float = Field(
+        default=25.0,
+        ge=0,
+        le=200,  # Azure cuts an HTTP response at 230 s whatever functionTimeout says (reconciler.runs)
+        validation_alias="ARS_HTTP_WAIT",
+        description="seconds POST /api/reconcile waits for its pass before answering 202 with Location",
+    )
     retention_days: int = Field(
         default=90,
         ge=1,

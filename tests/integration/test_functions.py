@@ -3,15 +3,18 @@ QueueMessage), against the ARM emulator and Azurite; plus the local host serving
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
 import logging
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ from localenv.host import LocalHost, functions, trigger
 from localenv.webhook import WebhookReceiver
 from reconciler.composition import Worker
 from reconciler.errors import TransientError
-from reconciler.fanout import poison_queue
+from reconciler.fanout import HostQueueRules, poison_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -215,6 +218,90 @@ async def test_storage_outage_is_a_503_json_error_not_a_traceback(
     resp = await fns["drift_http"](http("GET", "drift"))
     assert resp.status_code == 503
     assert data(resp)["error"]["code"] == "unavailable"
+
+
+# ---- HTTP: passes longer than Azure lets a response wait ----------------------------------------
+
+
+@pytest.fixture
+async def no_wait(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Worker]:
+    """A worker whose POST /api/reconcile waits 0 s: every pass is "longer than the bound"."""
+    monkeypatch.setenv("ARS_HTTP_WAIT", "0")
+    w = Worker.from_environment(function_app.APP_ROOT)
+    monkeypatch.setattr(function_app, "WORKER", w)
+    monkeypatch.setattr(function_app, "SETTINGS", w.settings)
+    yield w
+    await asyncio.gather(*function_app._RUNS, return_exceptions=True)
+    await w.aclose()
+
+
+async def poll_run(fns: dict[str, Any], pass_id: str, deadline_s: float = 60) -> func.HttpResponse:
+    """GET /api/runs/{pass_id} until it is no longer 202 (or the deadline passes)."""
+    end = asyncio.get_running_loop().time() + deadline_s
+    while True:
+        req = func.HttpRequest(
+            "GET", f"http://localhost/api/runs/{pass_id}", params={}, route_params={"pass_id": pass_id}, body=b""
+        )
+        resp: func.HttpResponse = await fns["run_http"](req)
+        if resp.status_code != 202 or asyncio.get_running_loop().time() > end:
+            return resp
+        await asyncio.sleep(0.1)
+
+
+async def test_a_pass_longer_than_the_http_wait_is_202_with_location_and_goes_on(
+    no_wait: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str
+) -> None:
+    resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"target": "hub-weu"}'))
+    assert resp.status_code == 202
+    accepted = data(resp)
+    pass_id = accepted["pass_id"]
+    assert resp.headers["Location"] == accepted["status_url"] == f"/api/runs/{pass_id}"
+    assert int(resp.headers["Retry-After"]) > 0 and accepted["status"] == "running"
+
+    done = await poll_run(fns, pass_id)
+    assert done.status_code == 200
+    report = data(done)
+    assert report["pass_id"] == pass_id and [t["target"] for t in report["targets"]] == ["hub-weu"]
+    rt = await no_wait.runtime()
+    (record,) = await rt.ledger.passes(limit=5)
+    assert (record.pass_id, record.trigger, record.targets) == (pass_id, "http", ("hub-weu",))
+    # The pass finished on this worker: its fallback message is gone, no second pass will run.
+    raw = QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix)
+    assert raw.get_queue_properties().approximate_message_count == 0
+    assert (await poll_run(fns, "0123456789ab")).status_code == 404
+
+
+async def test_an_http_run_whose_worker_went_away_is_finished_from_the_queue(
+    no_wait: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fallback comes due after functionTimeout + visibilityTimeout: 5 s + 1 s here.
+    monkeypatch.setattr(function_app, "QUEUE_RULES", HostQueueRules(5, timedelta(seconds=1), timedelta(seconds=5)))
+    resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"dry_run": true}'))
+    assert resp.status_code == 202
+    pass_id = data(resp)["pass_id"]
+    for task in list(function_app._RUNS):  # the worker is scaled in mid-pass: its task dies with it
+        task.cancel()
+    await asyncio.gather(*function_app._RUNS, return_exceptions=True)
+    assert (await poll_run(fns, pass_id, deadline_s=0)).status_code == 202  # still running, as far as anyone knows
+
+    q = _queue(env["ARS_STORAGE_CONNECTION"], storage_prefix)
+    end = asyncio.get_running_loop().time() + 30
+    got: list[Any] = []
+    while not got and asyncio.get_running_loop().time() < end:
+        got = list(q.receive_messages(messages_per_page=4, visibility_timeout=30))
+        if not got:
+            await asyncio.sleep(0.2)
+    (m,) = got
+    assert json.loads(m.content)["run"] == pass_id
+    await fns["reconcile_queue"](queue_message(id=m.id, body=m.content.encode(), dequeue_count=1))
+    q.delete_message(m)
+
+    done = await poll_run(fns, pass_id, deadline_s=0)
+    assert done.status_code == 200
+    report = data(done)
+    assert report["pass_id"] == pass_id and report["dry_run"] is True and report["trigger"] == "http"
+    assert {t["target"] for t in report["targets"]} == set(TARGETS)
 
 
 # ---- HTTP: health -----------------------------------------------------------------------------
@@ -465,6 +552,27 @@ def test_local_host_serves_reconcile_and_drift_over_http(host: LocalHost, emulat
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """host.json's 30 s between retries, shortened the way an app setting overrides it on the host."""
     monkeypatch.setenv("AzureFunctionsJobHost__extensions__queues__visibilityTimeout", "00:00:01")
+
+
+def test_local_host_answers_a_long_pass_with_202_and_location_then_the_report(
+    no_wait: Worker, env: dict[str, str]
+) -> None:
+    with LocalHost(function_app.app, storage_connection=env["ARS_STORAGE_CONNECTION"], key="k1") as h:
+        req = urllib.request.Request(f"{h.url}/api/reconcile", data=b'{"dry_run": true}', method="POST")
+        req.add_header("x-functions-key", "k1")
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 202
+            location = resp.headers["Location"]
+            assert location.startswith("/api/runs/") and resp.headers["Retry-After"]
+        end = time.monotonic() + 60
+        status, body = _call(h.url + location)
+        while status == 202 and time.monotonic() < end:
+            time.sleep(0.2)
+            status, body = _call(h.url + location)
+        assert status == 200 and body["pass_id"] == location.rsplit("/", 1)[1] and body["dry_run"] is True
+        assert _call(h.url + location, key=None)[0] == 401  # the report needs the function key
+        h.run(asyncio.gather(*function_app._RUNS, return_exceptions=True))
+        h.run(no_wait.aclose())  # its clients live on the host's loop
 
 
 def test_local_host_fanout_moves_a_failing_message_to_poison_after_max_dequeue(

@@ -21,6 +21,7 @@ HTTP_ROUTES = {
     "reconcile_http": ("reconcile", ["POST"], "FUNCTION"),
     "drift_http": ("drift", ["GET"], "FUNCTION"),
     "runs_http": ("runs", ["GET"], "FUNCTION"),
+    "run_http": ("runs/{pass_id}", ["GET"], "FUNCTION"),
     "health_http": ("health", ["GET"], "ANONYMOUS"),
     "health_details_http": ("health/details", ["GET"], "FUNCTION"),
 }
