@@ -203,7 +203,7 @@ class FanoutQueue:
         try:
             sent = await self._client.send_message(message.to_json(), visibility_timeout=delay_s, time_to_live=ttl_s)
         except AzureError as exc:
-            raise TransientError(f"fan-out queue {self.queue!r}: cannot send: {_first_line(exc)}") from exc
+            raise storage_error(f"fan-out queue {self.queue!r}", "send", exc) from exc
         return str(sent.id), str(sent.pop_receipt)
 
     async def forget(self, receipt: tuple[str, str]) -> None:
@@ -213,7 +213,7 @@ class FanoutQueue:
         except ResourceNotFoundError:
             pass
         except AzureError as exc:
-            raise TransientError(f"fan-out queue {self.queue!r}: cannot delete: {_first_line(exc)}") from exc
+            raise storage_error(f"fan-out queue {self.queue!r}", "delete", exc) from exc
 
     async def close(self) -> None:
         await self._client.close()
