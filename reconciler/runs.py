@@ -28,7 +28,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
-from reconciler.errors import TransientError
+from reconciler.storage import storage_error
 
 CONTAINER = "ars-runs"
 PASS_ID = re.compile(r"^[0-9a-f]{12}$")  # service.new_pass_id()
@@ -106,7 +106,7 @@ class RunStore:
         except ResourceExistsError:
             pass
         except AzureError as exc:
-            raise TransientError(f"run records: cannot create the container: {_first_line(exc)}") from exc
+            raise storage_error("run records", "create the container", exc) from exc
 
     async def put(self, run: Run) -> None:
         try:
@@ -117,7 +117,7 @@ class RunStore:
                 content_settings=ContentSettings(content_type="application/json"),
             )
         except AzureError as exc:
-            raise TransientError(f"run records: write run {run.pass_id}: {_first_line(exc)}") from exc
+            raise storage_error("run records", f"write run {run.pass_id}", exc) from exc
 
     async def get(self, pass_id: str) -> Run | None:
         if not PASS_ID.match(pass_id):
@@ -128,12 +128,7 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise TransientError(f"run records: read run {pass_id}: {_first_line(exc)}") from exc
+            raise storage_error("run records", f"read run {pass_id}", exc) from exc
 
     async def close(self) -> None:
         await self._service.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -40,16 +40,10 @@ from tests.e2e.harness import (
     settings_env,
     settle,
 )
-from tests.fixtures.emulator import TWO_TARGETS
 
 pytestmark = pytest.mark.azurite
 
 HTTP_BODIES = [b'{"target": "hub-weu"}', b'{"target": "hub-neu"}', b"{}", b'{"dry_run": true}']
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
 
 
 @pytest.fixture
