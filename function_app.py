@@ -15,15 +15,17 @@ import asyncio
 import json
 import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import azure.functions as func
 
-from reconciler import http_api, retention
+from reconciler import http_api, retention, storage
+from reconciler.attribution import latest
 from reconciler.composition import Runtime, Worker
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
+from reconciler.event_intake import EventIntake, change_report_answer, envelope
 from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_message, poison_queue
 from reconciler.runs import Run, RunStatus
 from reconciler.schedule import parse as parse_schedule
@@ -48,7 +50,10 @@ if SETTINGS.applicationinsights_connection_string is not None:
     # Imported only when used: the distro is heavy and instruments libraries as it loads.
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(logger_name="reconciler")
+    from reconciler.telemetry import RedactingSpanProcessor
+
+    # Before the exporter: no webhook, heartbeat or query secret leaves in a span (reconciler.telemetry).
+    configure_azure_monitor(logger_name="reconciler", span_processors=[RedactingSpanProcessor()])
 
 # The storage setting the queue triggers bind to (the Python side reads the same one).
 STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
@@ -56,6 +61,8 @@ STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
 QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", os.environ)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Event Grid intake: seen event IDs and pending markers (reconciler.event_intake).
+EVENTS = EventIntake(SETTINGS, message_ttl_s=QUEUE_RULES.message_ttl(timedelta(0)))
 
 
 # ---- timer ------------------------------------------------------------------------------------
@@ -84,9 +91,12 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule=retention.SCHEDULE, run_on_startup=False, use_monitor=True)
 async def retention_timer(timer: func.TimerRequest) -> None:
     policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
-    conn = SETTINGS.storage_connection.get_secret_value()
-    async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
-        await purge.purge(datetime.now(UTC))
+    conn = storage.from_settings(SETTINGS)
+    try:
+        async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
+            await purge.purge(datetime.now(UTC))
+    finally:
+        await conn.close()
 
 
 # ---- fan-out queue ----------------------------------------------------------------------------
@@ -109,7 +119,16 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
     if message.run is not None:
         await _carry_on(state, message.run)
         return
-    report = await reconcile(rt.services, state, trigger="queue", only=message.target)
+    # An event pass takes who made the change(s) that asked for it, for the ledger and the cards.
+    event = message.origin == "event" and message.target is not None
+    who = latest(await EVENTS.claim(message.target)) if event and message.target else None
+    report = await reconcile(
+        rt.services,
+        state,
+        trigger="event" if message.origin == "event" else "queue",
+        only=message.target,
+        changed_by={message.target: who} if who is not None and message.target is not None else None,
+    )
     _log_report(report)
     failed = [t for t in report.targets if t.status == "error"]
     if failed:
@@ -144,6 +163,28 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         # A target whose pass keeps failing is one the reconciler cannot see: "reconciler blind",
         # at once (its tries already took minutes; no hold-down applies).
         await alerts.poisoned(target, reason, now)
+
+
+# ---- Event Grid (ARM events of the watched subscriptions; infra/events.bicep) -----------------
+
+
+@app.function_name("reconcile_event")
+@app.event_grid_trigger(arg_name="event")
+async def reconcile_event(event: func.EventGridEvent) -> None:
+    # Screen the event and queue a targeted pass per affected target (reconciler.event_intake);
+    # the pass runs on the fan-out queue worker, under the same lease, plan and budget as the timer.
+    await EVENTS.handle(envelope(event), WORKER.desired())
+
+
+@app.function_name("agent_report_http")
+@app.route(route="agent/changes", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def agent_report_http(req: func.HttpRequest) -> func.HttpResponse:
+    # An NVA agent saw FRR change (reconciler.change_report: HMAC, timestamp, nonce): queue a pass.
+    try:
+        outcome = await EVENTS.handle_report(dict(req.headers), req.get_body(), WORKER.desired())
+        return _http(http_api.ApiResponse(*change_report_answer(outcome)))
+    except Exception as exc:
+        return _failed("agent/changes", exc)
 
 
 # ---- HTTP -------------------------------------------------------------------------------------

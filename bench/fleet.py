@@ -51,7 +51,7 @@ class Profile:
     """A route query (POST learnedRoutes, getLearnedRoutes, ...) completes this long after it started."""
     lro_polls: int = 0
     """Extra 'still running' answers before completion; 0 = completion is by time alone, as at ARM."""
-    lro_style: str = "async-operation"
+    lro_style: str = "both"
     """ARM-realistic: Azure-AsyncOperation + Location + Retry-After on every 202."""
     bucket: int = 250
     """ARM's per-subscription read bucket."""

@@ -21,6 +21,7 @@ class FaultKind(Enum):
     EMPTY_INSTANCES = "empty_instances"  # learned/advertised map `{}` (ARS maintenance)
     BUSY = "busy"  # 409 AnotherOperationInProgress (DESIGN §11.9)
     MALFORMED = "malformed"  # a body that is not JSON
+    BODY = "body"  # a given JSON value instead of the answer (a shape Azure produces, or garbage)
 
 
 # Statuses the SDK retries when Retry-After is present; on anything else the header would turn a
@@ -39,6 +40,7 @@ class Fault:
     message: str = "injected fault"
     retry_after: float | None = None
     seconds: float = 0.0
+    payload: object = None  # BODY: the JSON value to answer with
 
     @classmethod
     def throttle(cls, count: int | None = 1, retry_after: float = 0) -> Fault:
@@ -82,6 +84,11 @@ class Fault:
             "AnotherOperationInProgress",
             "Another operation on this or dependent resource is in progress.",
         )
+
+    @classmethod
+    def body(cls, payload: object, count: int | None = 1) -> Fault:
+        """Answer with `payload` (any JSON value) instead of the real body or LRO result, status 200."""
+        return cls(FaultKind.BODY, count, 200, payload=payload)
 
     @classmethod
     def malformed(cls, count: int | None = 1) -> Fault:

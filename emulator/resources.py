@@ -6,6 +6,7 @@ faults or how routes propagate (derive does that).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .derive import connection_state
@@ -22,6 +23,10 @@ def hub_id(rs: RouteServer) -> str:
     return f"{group_id(rs.subscription, rs.resource_group)}/virtualHubs/{rs.name}"
 
 
+def hub_etag(rs: RouteServer) -> str:
+    return f'W/"{rs.generation}"'
+
+
 def hub_json(rs: RouteServer) -> Json:
     rid = hub_id(rs)
     return {
@@ -29,7 +34,7 @@ def hub_json(rs: RouteServer) -> Json:
         "name": rs.name,
         "type": "Microsoft.Network/virtualHubs",
         "location": rs.location,
-        "etag": 'W/"1"',
+        "etag": hub_etag(rs),
         "kind": "RouteServer",
         "properties": {
             "provisioningState": rs.provisioning_state,
@@ -39,7 +44,7 @@ def hub_json(rs: RouteServer) -> Json:
             "virtualRouterIps": list(rs.ips),
             "allowBranchToBranchTraffic": rs.branch_to_branch,
             "hubRoutingPreference": rs.routing_preference,
-            "virtualRouterAutoScaleConfiguration": {"minCapacity": 2},
+            "virtualRouterAutoScaleConfiguration": {"minCapacity": rs.min_capacity},
             "ipConfigurations": [{"id": f"{rid}/ipConfigurations/ipconfig1"}],
             "bgpConnections": [{"id": f"{rid}/bgpConnections/{c.name}"} for c in rs.connections],
         },
@@ -90,7 +95,7 @@ def gateway_json(gw: Gateway) -> Json:
             "gatewayType": gw.type,
             "vpnType": "RouteBased",
             "enableBgp": not er,
-            "activeActive": len(gw.ips) > 1 and not er,
+            "activeActive": (len(gw.ips) > 1 and not er) if gw.active_active is None else gw.active_active,
             "sku": {"name": "ErGw1AZ", "tier": "ErGw1AZ"} if er else {"name": "VpnGw1AZ", "tier": "VpnGw1AZ"},
             "bgpSettings": {"asn": 65515, "bgpPeeringAddress": ",".join(gw.ips), "peerWeight": 0},
             "ipConfigurations": [
@@ -148,6 +153,46 @@ def firewall_json(fw: Firewall) -> Json:
         "type": "Microsoft.Network/azureFirewalls",
         "location": fw.location,
         "properties": props,
+    }
+
+
+# FirewallHealth as a percentage (Azure Firewall metrics docs: 100 healthy, 50 Degraded with
+# reason "SNAT port"); the docs give no figure for Unhealthy, so 0 is this emulator's choice.
+_HEALTH_PERCENT = {"Healthy": 100.0, "Degraded": 50.0, "Unhealthy": 0.0}
+
+
+def firewall_metrics_json(fw: Firewall, health_asked: bool, now: float) -> Json:
+    """Azure Monitor Metrics - List for a firewall (shape: Microsoft.Insights 2023-10-01 GetMetric.json),
+    one time series split by the Status and Reason dimensions, the last five minutes at PT1M."""
+    rid = f"{group_id(fw.subscription, fw.resource_group)}/azureFirewalls/{fw.name}"
+    minute = int(now // 60) * 60
+    stamps = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute - 60 * k)) for k in range(4, -1, -1)]
+    value: list[Json] = []
+    if health_asked:
+        dims = [("status", fw.health), ("reason", fw.health_reason)]
+        value.append(
+            {
+                "id": f"{rid}/providers/Microsoft.Insights/metrics/FirewallHealth",
+                "type": "Microsoft.Insights/metrics",
+                "name": {"value": "FirewallHealth", "localizedValue": "Firewall health state"},
+                "displayDescription": "Indicates the overall health of this firewall",
+                "unit": "Percent",
+                "timeseries": [
+                    {
+                        "metadatavalues": [{"name": {"value": k, "localizedValue": k}, "value": v} for k, v in dims],
+                        "data": [{"timeStamp": t, "average": _HEALTH_PERCENT[fw.health]} for t in stamps],
+                    }
+                ],
+                "errorCode": "Success",
+            }
+        )
+    return {
+        "cost": 0,
+        "timespan": f"{stamps[0]}/{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(minute + 60))}",
+        "interval": "PT1M",
+        "value": value,
+        "namespace": "Microsoft.Network/azureFirewalls",
+        "resourceregion": fw.location,
     }
 
 

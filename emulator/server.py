@@ -33,7 +33,7 @@ from . import agent, derive, resources
 from .certs import ensure_certs
 from .faults import RETRY_AFTER_STATUSES, Fault, FaultBook, FaultKind
 from .throttle import Throttle, Throttler
-from .world import BgpConnection, World
+from .world import BgpConnection, LroStyle, World
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,11 @@ ARM_OPS = frozenset(
     {
         "hub.get", "hub.put", "hub.ipconfigs", "bgp.list", "bgp.get", "bgp.put", "bgp.delete",
         "routes.learned", "routes.advertised", "gateway.get", "gateway.learned", "gateway.advertised",
-        "gateway.peers", "firewall.get", "routetable.get", "subnet.get", "vnet.get", "lro.poll",
+        "gateway.peers", "firewall.get", "firewall.health", "routetable.get", "subnet.get", "vnet.get",
+        "lro.poll",
     }
 )  # fmt: skip
+LRO_STYLES: tuple[LroStyle, ...] = ("location", "azure-async-operation", "both")
 MAX_OPERATIONS = 20_000  # LRO records kept for polling; the oldest half goes when full
 AGENT_OPS = frozenset({"agent.health", "agent.state", "agent.intent"})
 KNOWN_OPS = ARM_OPS | AGENT_OPS
@@ -109,6 +111,7 @@ class _Call:
     resource_group: str
     args: tuple[str, ...]
     fault: Fault | None
+    op: str = ""
 
 
 @dataclasses.dataclass
@@ -122,6 +125,7 @@ class _Operation:
     malformed: bool
     polls_left: int
     ready_at: float
+    on_done: Callable[[], None] | None = None  # a PUT's world change lands when the operation ends
 
 
 _Handler = Callable[[_Call], _Response]
@@ -144,7 +148,9 @@ class ArmEmulator:
       latency        seconds to add per op name ("hub.get") or HTTP method ("get", "post", ...).
       lro_polls      poll rounds a long-running operation answers "in progress" before completing.
       lro_seconds    minimum wall time before a long-running operation completes.
-      lro_style      "async-operation" (Azure-AsyncOperation + Location, ARM-realistic) or "location".
+      lro_style      how a route query's 202 points at its status (notes §5): "both" (Azure-AsyncOperation
+                     + Location), "location", or "azure-async-operation" (only that header, as in
+                     Microsoft's examples). The world's `lro_style` / `lro_styles` override it.
       throttle       a Throttle: ARM's per-subscription token buckets (reads / writes).
       certs_dir      where the CA and leaf live; a temporary directory (removed on stop) if None.
     """
@@ -159,15 +165,15 @@ class ArmEmulator:
         latency: Mapping[str, float] | None = None,
         lro_polls: int = 1,
         lro_seconds: float = 0.0,
-        lro_style: str = "async-operation",
+        lro_style: str = "both",
         throttle: Throttle | None = None,
         certs_dir: str | Path | None = None,
         location: str = "westeurope",
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
-        if lro_style not in ("async-operation", "location"):
-            raise ValueError("lro_style must be 'async-operation' or 'location'")
+        if lro_style not in LRO_STYLES:
+            raise ValueError(f"lro_style must be one of {LRO_STYLES}")
         self.world = world
         self.page_size = page_size
         self.latency = dict(latency or {})
@@ -192,6 +198,8 @@ class ArmEmulator:
         self._server: _TlsServer | None = None
         self._thread: threading.Thread | None = None
         self._routes = self._route_table()
+        # Event Grid (emulator.events.EventPublisher): successful ARM writes and actions publish events.
+        self.events: Any = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -285,6 +293,8 @@ class ArmEmulator:
             resp = _arm_error(500, "InternalServerError", "emulator bug; see the server log")
         with self._log_lock:
             self._log.append(RequestLog(req.method, req.path, op, resp.status, sub, time.time()))
+        if self.events is not None and resp.status < 300 and op not in AGENT_OPS:
+            self.events.after_request(req.method, req.path, _bearer(req.headers))
         return resp
 
     def _dispatch(self, req: _Request) -> tuple[str, str | None, _Response]:
@@ -321,7 +331,7 @@ class ArmEmulator:
             matched_path = True
             if route.method != req.method:
                 continue
-            call = _Call(req, sub, rg, args, None)
+            call = _Call(req, sub, rg, args, None, route.op)
             return route.op, sub, self._run(route, call)
         if matched_path:
             return (
@@ -337,8 +347,11 @@ class ArmEmulator:
             return early
         call.fault = early
         resp = route.handler(call)
-        if early is not None and early.kind is FaultKind.MALFORMED and not route.lro and resp.status < 300:
-            resp.body = MALFORMED_BODY
+        if early is not None and not route.lro and resp.status < 300:
+            if early.kind is FaultKind.MALFORMED:
+                resp.body = MALFORMED_BODY
+            elif early.kind is FaultKind.BODY:
+                resp.body = json.dumps(early.payload).encode()
         return resp
 
     def _pre(
@@ -396,6 +409,12 @@ class ArmEmulator:
             _Route("POST", (*gw, "getadvertisedroutes"), "gateway.advertised", self._gateway_advertised, lro=True),
             _Route("POST", (*gw, "getbgppeerstatus"), "gateway.peers", self._gateway_peers, lro=True),
             _Route("GET", ("azurefirewalls", "*"), "firewall.get", self._firewall_get),
+            _Route(
+                "GET",
+                ("azurefirewalls", "*", "providers", "microsoft.insights", "metrics"),
+                "firewall.health",
+                self._firewall_metrics,
+            ),
             _Route("GET", ("routetables", "*"), "routetable.get", self._route_table_get),
             _Route("GET", ("virtualnetworks", "*", "subnets", "*"), "subnet.get", self._subnet_get),
             _Route("GET", ("virtualnetworks", "*"), "vnet.get", self._vnet_get),
@@ -407,27 +426,48 @@ class ArmEmulator:
             return _not_found("virtualHubs", c.args[0]) if rs is None else _json(200, resources.hub_json(rs))
 
     def _hub_put(self, c: _Call) -> _Response:
+        """A PUT replaces the hub with the body (ARM semantics, not a merge) and runs as an LRO.
+
+        What the body leaves out falls back to its default, so a client that sends only
+        `allowBranchToBranchTraffic` resets the routing preference and capacity: GET, change, PUT
+        the whole resource. `If-Match` is honoured (412 when the hub changed since it was read).
+        """
         try:
             body = c.req.json_body()
         except ValueError:
             return _arm_error(400, "InvalidRequestFormat", "The request body is not valid JSON.")
-        props = body.get("properties", {}) if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(body.get("location"), str):
+            return _arm_error(400, "LocationRequired", "The location property is required for this definition.")
+        props = body.get("properties", {})
         if not isinstance(props, dict):
             return _arm_error(400, "InvalidRequestFormat", "Expected a virtualHub with 'properties'.")
-        b2b = props.get("allowBranchToBranchTraffic")
-        pref = props.get("hubRoutingPreference")
-        if (b2b is not None and not isinstance(b2b, bool)) or (pref is not None and not isinstance(pref, str)):
+        b2b = props.get("allowBranchToBranchTraffic", False)
+        pref = props.get("hubRoutingPreference", "ExpressRoute")
+        scale = props.get("virtualRouterAutoScaleConfiguration") or {}
+        capacity = scale.get("minCapacity", 2) if isinstance(scale, dict) else None
+        if not isinstance(b2b, bool) or pref not in ("ExpressRoute", "VpnGateway", "ASPath"):
             return _arm_error(400, "InvalidRequestFormat", "allowBranchToBranchTraffic/hubRoutingPreference")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 2 <= capacity <= 50:
+            return _arm_error(400, "InvalidRequestFormat", "virtualRouterAutoScaleConfiguration.minCapacity")
         with self.world.lock:
             rs = self.world.find_route_server(c.subscription, c.resource_group, c.args[0])
             if rs is None:
                 # The emulator does not create Route Servers; the reconciler never should either.
                 return _not_found("virtualHubs", c.args[0])
-            if b2b is not None:
-                rs.branch_to_branch = b2b
-            if pref is not None:
-                rs.routing_preference = pref
-            return _json(200, resources.hub_json(rs))
+            match = c.req.headers.get("if-match")
+            if match is not None and match.strip() not in ("*", resources.hub_etag(rs)):
+                return _arm_error(
+                    412, "PreconditionFailed", f"The ETag {match!r} does not match the hub's current ETag."
+                )
+            rs.branch_to_branch, rs.routing_preference, rs.min_capacity = b2b, pref, capacity
+            rs.generation += 1
+            rs.provisioning_state = "Updating"
+            answer = resources.hub_json(rs)
+
+            def done() -> None:
+                rs.provisioning_state = "Succeeded"
+
+        return self._start_put(c, answer, done)
 
     def _hub_ipconfigs(self, c: _Call) -> _Response:
         with self.world.lock:
@@ -486,7 +526,13 @@ class ArmEmulator:
             nva = self.world.find_nva(peer_ip)
             configured = {n.ip for n in agent.configured_neighbors(self.world, nva)} if nva else set()
             conn.connected_instances = [i for i, ip in enumerate(rs.ips) if nva and ip in configured]
-            return _json(200, resources.connection_json(rs, conn))
+            conn.provisioning_state = "Updating"
+            answer = resources.connection_json(rs, conn)
+
+            def done() -> None:
+                conn.provisioning_state = "Succeeded"
+
+        return self._start_put(c, answer, done)
 
     def _bgp_delete(self, c: _Call) -> _Response:
         with self.world.lock:
@@ -503,7 +549,9 @@ class ArmEmulator:
             conn = rs.connection(c.args[1]) if rs is not None else None
             if rs is None or conn is None:
                 return _not_found("virtualHubs/bgpConnections", f"{c.args[0]}/{c.args[1]}")
-            result = derive.learned_routes(self.world, rs, conn, self._sources)
+            result: dict[str, object] = dict(derive.learned_routes(self.world, rs, conn, self._sources))
+            if rs.learned_value_null:
+                result["value"] = None
         return self._start_lro(c, result, {})
 
     def _routes_advertised(self, c: _Call) -> _Response:
@@ -560,6 +608,15 @@ class ArmEmulator:
         with self.world.lock:
             fw = self.world.find_firewall(c.subscription, c.resource_group, c.args[0])
             return _not_found("azureFirewalls", c.args[0]) if fw is None else _json(200, resources.firewall_json(fw))
+
+    def _firewall_metrics(self, c: _Call) -> _Response:
+        names = {n.strip().lower() for n in c.req.query.get("metricnames", "").split(",")}
+        with self.world.lock:
+            fw = self.world.find_firewall(c.subscription, c.resource_group, c.args[0])
+            if fw is None:
+                return _not_found("azureFirewalls", c.args[0])
+            body = resources.firewall_metrics_json(fw, "firewallhealth" in names, time.time())
+        return _json(200, body)
 
     def _route_table_get(self, c: _Call) -> _Response:
         with self.world.lock:
@@ -620,7 +677,13 @@ class ArmEmulator:
         op = _Operation(
             subscription=c.subscription,
             names=c.args,
-            result=empty if f is not None and f.kind is FaultKind.EMPTY_INSTANCES else result,
+            result=(
+                empty
+                if f is not None and f.kind is FaultKind.EMPTY_INSTANCES
+                else f.payload
+                if f is not None and f.kind is FaultKind.BODY
+                else result
+            ),
             failed=f if f is not None and f.kind is FaultKind.LRO_FAILED else None,
             malformed=f is not None and f.kind is FaultKind.MALFORMED,
             polls_left=self.lro_polls,
@@ -634,11 +697,35 @@ class ArmEmulator:
                     del self._ops[stale]
             self._ops[op_id] = op
         status_url, result_url = self._op_urls(c.subscription, op_id)
-        # Always send Location: Azure-AsyncOperation alone makes the SDK return the status body (notes §5).
-        headers = {"Location": result_url, "Retry-After": self._retry_after(op)}
-        if self.lro_style == "async-operation":
+        # With Azure-AsyncOperation alone the client holds only the status body at the end, which is
+        # not the result (notes §5): Microsoft's examples answer that way, so the emulator can too.
+        style = self.lro_style_for(c.op)
+        headers = {"Retry-After": self._retry_after(op)}
+        if style in ("location", "both"):
+            headers["Location"] = result_url
+        if style in ("azure-async-operation", "both"):
             headers["Azure-AsyncOperation"] = status_url
         return _Response(202, b"", headers)
+
+    def lro_style_for(self, op: str) -> str:
+        """The style an operation answers in: the world's per-operation choice, the world's, or ours."""
+        with self.world.lock:
+            chosen = next((o.style for o in self.world.lro_styles if o.op == op), None)
+            return chosen or self.world.lro_style or self.lro_style
+
+    def _start_put(self, c: _Call, answer: object, done: Callable[[], None]) -> _Response:
+        """A PUT the ARM way: 201 with the body in `Updating` and an Azure-AsyncOperation to poll.
+
+        The world's provisioningState returns to Succeeded when the operation completes (the
+        client's final GET of the resource then sees it); a client that never polls leaves it Updating.
+        """
+        op = _Operation(c.subscription, c.args, None, None, False, self.lro_polls,
+                        time.monotonic() + self.lro_seconds, done)  # fmt: skip
+        op_id = uuid.uuid4().hex
+        with self._ops_lock:
+            self._ops[op_id] = op
+        status_url, _ = self._op_urls(c.subscription, op_id)
+        return _json(201, answer, {"Azure-AsyncOperation": status_url, "Retry-After": self._retry_after(op)})
 
     def _retry_after(self, op: _Operation) -> str:
         # Only whole seconds: the SDK's initial-response parser crashes on "0.2" (notes §0.5).
@@ -659,6 +746,10 @@ class ArmEmulator:
             ready = op.polls_left <= 0 and time.monotonic() >= op.ready_at
             if not ready:
                 op.polls_left -= 1
+            on_done, op.on_done = (op.on_done, None) if ready else (None, op.on_done)
+        if on_done is not None:
+            with self.world.lock:
+                on_done()
         retry = {"Retry-After": self._retry_after(op)}
         if status_url:
             if not ready:
@@ -718,8 +809,8 @@ class ArmEmulator:
         with self._agent_lock, self.world.lock:
             try:
                 return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
-            except agent.IntentConflict as exc:
-                return _json(409, {"detail": str(exc)})
+            except agent.Refused as exc:  # 403 outside the NVA's policy, 409 conflict: the real agent's bodies
+                return _json(exc.status, exc.body())
 
 
 def _reason(status: int) -> str:

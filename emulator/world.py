@@ -26,6 +26,10 @@ SUCCEEDED = "Succeeded"
 
 FirewallKind = Literal["vnet", "vwan"]
 GatewayType = Literal["ExpressRoute", "Vpn"]
+# How a long-running operation answers its first 202 (notes §5): with Location only, with
+# Azure-AsyncOperation only (what Microsoft's examples for the route-query POSTs show), or both.
+LroStyle = Literal["location", "azure-async-operation", "both"]
+FirewallHealthStatus = Literal["Healthy", "Degraded", "Unhealthy"]
 
 
 class WorldError(ValueError):
@@ -50,6 +54,16 @@ class NvaNeighbor:
 
 
 @dataclasses.dataclass
+class AgentPolicy:
+    """The NVA agent's local policy file (nva_agent.policy, same fields): what an intent may ask for."""
+
+    neighbors: list[NvaNeighbor]
+    prefixes: list[str]
+    next_hops: list[str]
+    local_asn: int | None = None
+
+
+@dataclasses.dataclass
 class Nva:
     """An FRR NVA, keyed by its IP. `neighbors` None = peers with every ARS that has a connection to it."""
 
@@ -60,6 +74,8 @@ class Nva:
     # The outbound route-map that drops AS paths containing 65515; a broken route-map edit sets this False.
     out_filter: bool = True
     neighbors: list[NvaNeighbor] | None = None
+    # The emulated agent's policy file; None = like the real agent's --lab (only the built-in rules).
+    agent_policy: AgentPolicy | None = None
 
 
 @dataclasses.dataclass
@@ -90,6 +106,10 @@ class RouteServer:
     hub_prefix: str = "10.0.0.0/16"
     location: str = "westeurope"
     connections: list[BgpConnection] = dataclasses.field(default_factory=list)
+    min_capacity: int = 2  # virtualRouterAutoScaleConfiguration.minCapacity (routing infrastructure units)
+    generation: int = 1  # bumped by every PUT; the ETag is W/"<generation>"
+    # Published `az` output carries `"value": null` beside the instance keys of learned routes.
+    learned_value_null: bool = False
 
     def connection(self, name: str) -> BgpConnection | None:
         return next((c for c in self.connections if c.name.lower() == name.lower()), None)
@@ -119,6 +139,8 @@ class Gateway:
     provisioning_state: str = SUCCEEDED
     location: str = "westeurope"
     onprem_peers: list[OnPremPeer] = dataclasses.field(default_factory=list)
+    # None: the usual (a VPN gateway with two IPs is active-active; ExpressRoute never is).
+    active_active: bool | None = None
 
 
 @dataclasses.dataclass
@@ -134,6 +156,9 @@ class Firewall:
     vnet: str = "hub-vnet"
     virtual_hub: str | None = None
     location: str = "westeurope"
+    # The FirewallHealth metric (Azure Monitor) and its Reason dimension, e.g. Degraded / "SNAT port".
+    health: FirewallHealthStatus = "Healthy"
+    health_reason: str = ""
 
 
 @dataclasses.dataclass
@@ -168,6 +193,14 @@ class Subnet:
     route_table: str | None = None
 
 
+@dataclasses.dataclass
+class OperationLroStyle:
+    """The LRO style of one operation (e.g. "routes.learned"), overriding the world's."""
+
+    op: str
+    style: LroStyle
+
+
 T = TypeVar("T")
 
 
@@ -186,6 +219,9 @@ class World:
     firewalls: list[Firewall] = dataclasses.field(default_factory=list)
     subnets: list[Subnet] = dataclasses.field(default_factory=list)
     route_tables: list[RouteTable] = dataclasses.field(default_factory=list)
+    # LRO answer style for every operation (None: the emulator's default), and per operation name.
+    lro_style: LroStyle | None = None
+    lro_styles: list[OperationLroStyle] = dataclasses.field(default_factory=list)
     lock: threading.RLock = dataclasses.field(
         default_factory=threading.RLock, repr=False, compare=False, metadata={"internal": True}
     )

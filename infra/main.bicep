@@ -1,7 +1,15 @@
 // ars-reconciler: the Function App (Flex Consumption, Python 3.11) and what it needs in its own
-// resource group: storage (host, deployment package, ledger, leases, fan-out queue), a
-// user-assigned managed identity, Application Insights, app settings and storage role assignments.
+// resource group: two storage accounts (the host's, with the deployment package in its own
+// container; the app's data: ledger, leases, run records, fan-out queue), a user-assigned managed
+// identity, Application Insights, app settings and storage role assignments.
 // Access to the hub (the custom network roles) is granted where the hub lives: see hub-access.bicep.
+//
+// No storage key anywhere: both accounts refuse shared-key access, and the host and the code reach
+// them with the identity ("identity-based connections",
+// https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity
+// for AzureWebJobsStorage, and
+// https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#identity-based-connections
+// for ARS_STORAGE_CONNECTION, which the queue triggers and reconciler/storage.py both read).
 
 targetScope = 'resourceGroup'
 
@@ -36,12 +44,27 @@ param maximumInstanceCount int = 40
 
 var suffix = uniqueString(resourceGroup().id, baseName)
 var storageName = toLower('${baseName}${substring(suffix, 0, 8)}')
+var hostStorageName = toLower('${baseName}h${substring(suffix, 0, 8)}')
 var deploymentContainer = 'app-package'
+// Built-in data roles, by ID ("Azure built-in roles for Storage",
+// https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage). Data
+// Contributor, not Owner: Owner adds only POSIX ACL and ownership management of hierarchical-
+// namespace accounts, which neither account has.
 var roles = {
-  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 }
+// The app's data: ledger and alert tables, lease and run-record blobs, the fan-out queue.
+var dataRoles = [
+  roles.storageBlobDataContributor
+  roles.storageQueueDataContributor
+  roles.storageTableDataContributor
+]
+// The host's storage (timer schedule and lock blobs, keys, the deployment package): blobs only.
+var hostRoles = [
+  roles.storageBlobDataContributor
+]
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${baseName}'
@@ -57,19 +80,31 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     allowBlobPublicAccess: false
     supportsHttpsTrafficOnly: true
-    // The ledger, leases and fan-out adapters take a connection string today (ARS_STORAGE_CONNECTION);
-    // the host itself uses the managed identity.
-    allowSharedKeyAccess: true
+    allowSharedKeyAccess: false // the identity only: no key exists to leak
   }
 }
 
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
-  parent: storage
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: hostStorageName
+  location: location
+  kind: 'StorageV2'
+  sku: { name: 'Standard_LRS' }
+  properties: {
+    minimumTlsVersion: 'TLS1_2'
+    allowBlobPublicAccess: false
+    supportsHttpsTrafficOnly: true
+    allowSharedKeyAccess: false
+  }
+}
+
+resource hostBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: hostStorage
   name: 'default'
 }
 
+// The deployment package lives in its own container of the host's account, apart from the data.
 resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
+  parent: hostBlobService
   name: deploymentContainer
 }
 
@@ -105,11 +140,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-var storageConnection = 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}'
-
 var baseSettings = {
   // The host's own storage, through the managed identity (no key).
-  AzureWebJobsStorage__accountName: storage.name
+  AzureWebJobsStorage__accountName: hostStorage.name
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.properties.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
@@ -117,7 +150,13 @@ var baseSettings = {
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
   // DefaultAzureCredential picks the user-assigned identity by its client ID.
   AZURE_CLIENT_ID: identity.properties.clientId
-  ARS_STORAGE_CONNECTION: storageConnection
+  // The app's storage, identity-based: the queue triggers bind to this prefix, and
+  // reconciler/storage.py builds its Tables, Blobs and Queues clients from the same settings.
+  ARS_STORAGE_CONNECTION__blobServiceUri: storage.properties.primaryEndpoints.blob
+  ARS_STORAGE_CONNECTION__queueServiceUri: storage.properties.primaryEndpoints.queue
+  ARS_STORAGE_CONNECTION__tableServiceUri: storage.properties.primaryEndpoints.table
+  ARS_STORAGE_CONNECTION__credential: 'managedidentity'
+  ARS_STORAGE_CONNECTION__clientId: identity.properties.clientId
   ARS_DESIRED_STATE: desiredStatePath
   ARS_TIMER_SCHEDULE: timerSchedule
   ARS_FANOUT: fanout ? 'true' : 'false'
@@ -154,7 +193,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       deployment: {
         storage: {
           type: 'blobContainer'
-          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
+          value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainer}'
           authentication: {
             type: 'UserAssignedIdentity'
             userAssignedIdentityResourceId: identity.id
@@ -180,11 +219,21 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   ]
 }
 
-resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in items(roles): {
-  name: guid(storage.id, identity.id, r.value)
+resource dataRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in dataRoles: {
+  name: guid(storage.id, identity.id, role)
   scope: storage
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', r.value)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource hostRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in hostRoles: {
+  name: guid(hostStorage.id, identity.id, role)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
@@ -194,3 +243,5 @@ output functionAppName string = site.name
 output functionAppUrl string = 'https://${site.properties.defaultHostName}'
 output identityPrincipalId string = identity.properties.principalId
 output identityClientId string = identity.properties.clientId
+output storageAccountName string = storage.name
+output hostStorageAccountName string = hostStorage.name

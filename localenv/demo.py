@@ -85,7 +85,7 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             data = f" -d '{json.dumps(body)}'" if body is not None else ""
             print(f"\n  $ curl -X {method} {host.url}{path}{data}", file=out)
             resp = httpx.request(method, host.url + path, json=body, timeout=60)
-            print(f"  HTTP {resp.status_code}: {_summary(resp.json())}", file=out)
+            print(f"  HTTP {resp.status_code}: {_summary(resp.json()) if resp.content else '(no body)'}", file=out)
             if resp.status_code >= 500:
                 problems += 1
     return problems
@@ -127,7 +127,9 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
             env = demo_env(emu, az.connection_string, hook.url)
             env["ARS_VERIFY_TIMEOUT"] = "20"
             doc = yaml.safe_load(EXAMPLE.read_text())
-            doc["targets"][0]["peers"][0].update(ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING)
+            doc["targets"][0]["peers"][0].update(
+                ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING, agent_lab=True
+            )
             state = desired.parse(doc, str(EXAMPLE))
 
             def frr(text: str, **broken: Any) -> Break:

@@ -40,6 +40,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from localenv import eventgrid
 from reconciler.fanout import HostQueueRules, poison_queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,15 +258,18 @@ class LocalHost:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 params = dict(parse_qsl(u.query, keep_blank_values=True))
+                if u.path == eventgrid.PATH:  # the host's Event Grid extension webhook
+                    return self._send(*eventgrid.deliver(host, params, self.command, dict(self.headers), body))
                 admin = re.fullmatch(r"/admin/functions/(\w+)", u.path)
                 if admin and self.command == "POST" and admin.group(1) in host.functions:
                     return self._admin(admin.group(1), body)
                 # The host routes by path *and* method: a request whose method no route of that
-                # path takes matches no route at all, so it is a 404 like any unknown path, and
-                # never reaches the function (there is no 405 from the host).
+                # path takes matches no route at all, so it is a 404 with an empty body like any
+                # unknown path, and never reaches the function (no 405 from the host:
+                # Azure/azure-functions-host#10098, and #11625 for HEAD on a GET route).
                 found = [(r, m) for r in host._routes if self.command in r.methods and (m := r.pattern.match(u.path))]
                 if not found:
-                    return self._json(404, {"error": {"code": "not_found", "message": f"no route for {u.path}"}})
+                    return self._send(404, b"", {})
                 route, m = found[0]
                 if route.auth != "ANONYMOUS" and host.key is not None:
                     given = self.headers.get("x-functions-key") or params.get("code")
@@ -317,7 +321,7 @@ class LocalHost:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
         return Handler
 

@@ -234,6 +234,10 @@ class Notification:
     duration_s: float | None = None
     action: str | None = None
     outcome: str | None = None
+    why_not: str | None = None  # the planner's reason for leaving it alone (policy, budget, window, …)
+    at: datetime | None = None  # the pass that decided it (resolved-at for a resolution)
+    folded: bool = False  # muted by inhibition: shown under its cause's card only, never on its own
+    changed_by: str = ""  # who made the change, when known (reconciler.attribution)
 
 
 # (what the channel heard, status after observing, muted) → (what to say, what it has heard now).
@@ -288,15 +292,18 @@ def evaluate(
     now: datetime,
     rules: AlertRules,
     actions: Mapping[str, tuple[str, str]] | None = None,
+    skipped: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, AlertState], list[Notification]]:
     """One pass: the new states (all of them, other targets' untouched) and what to announce.
 
     `drifts` are everything observed this pass for `targets`; an identity of those targets with
     no drift is gone, unless the target is blind (in `blind`, target → reason, or has an
     OBSERVATION_FAILED drift): then its state is unknown and it neither resolves nor fires.
-    `actions` maps identity → (what the reconciler did, outcome).
+    `actions` maps identity → (what the reconciler did, outcome); `skipped` maps identity → why the
+    planner left it alone.
     """
     actions = actions or {}
+    skipped = skipped or {}
     scope = set(targets) | {d.target for d in drifts} | set(blind)
     new_states = {ident: st for ident, st in states.items() if st.target not in scope}
     notifications: list[Notification] = []
@@ -330,7 +337,13 @@ def evaluate(
                     new_states[ident] = after
                 continue
             muted = any(rule.mutes(src, after) for rule in rules.inhibit for src in active)
-            final, note = _announce(before, after, muted, now, rules, actions.get(ident))
+            final, note = _announce(before, after, muted, now, rules, actions.get(ident), skipped.get(ident))
+            if note is None and muted:
+                # What it would have said unmuted, for its cause's card to fold in; its state stays
+                # unannounced, so it speaks for itself if it outlives its cause.
+                _, unmuted = _announce(before, after, False, now, rules, actions.get(ident), skipped.get(ident))
+                if unmuted is not None and unmuted.kind == Kind.FIRING:
+                    note = replace(unmuted, folded=True)
             if note is not None:
                 notifications.append(note)
             if final is not None:
@@ -338,6 +351,27 @@ def evaluate(
 
     notifications.sort(key=lambda n: (n.target, _KIND_ORDER[n.kind], n.identity))
     return new_states, notifications
+
+
+def undelivered(
+    states: Mapping[str, AlertState], announces: Mapping[str, Kind], now: datetime
+) -> dict[str, AlertState]:
+    """`states` after Teams refused for good the cards that said `announces` (identity → kind): an
+    alert counts as announced only once a card about it was delivered, so the next pass says it
+    again (a firing that never arrived fires again; a resolution that never arrived resolves again)."""
+    out = dict(states)
+    for ident, kind in announces.items():
+        st = out.get(ident)
+        if kind in (Kind.RESOLVED, Kind.UNBLIND):
+            if st is None:
+                target, code, subject = ident.split("|", 2)
+                out[ident] = AlertState(ident, target, DriftCode(code), subject, Status.INACTIVE, False, now, now,
+                                        announced=Announced.FIRING)
+            elif not st.present and st.announced == Announced.NONE:
+                out[ident] = replace(st, announced=Announced.FIRING)
+        elif st is not None and st.announced != Announced.NONE:
+            out[ident] = replace(st, announced=Announced.NONE, last_notified=None)
+    return out
 
 
 def _observe(
@@ -395,6 +429,7 @@ def _announce(
     now: datetime,
     rules: AlertRules,
     action: tuple[str, str] | None,
+    why_not: str | None = None,
 ) -> tuple[AlertState | None, Notification | None]:
     heard = before.announced if before is not None else Announced.NONE
     kind, heard_now = _ANNOUNCE[(heard, after.status, muted)]
@@ -429,5 +464,6 @@ def _announce(
         severity=after.severity, message=after.message, expected=after.expected, observed=after.observed,
         first_seen=after.first_seen, duration_s=duration,
         action=action[0] if action else None, outcome=action[1] if action else None,
+        why_not=why_not, at=now,
     )
     return final_or_none, note

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from azure.core.credentials import AccessToken
@@ -34,17 +35,22 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.polling.base_polling import LocationPolling, StatusCheckPolling
+from azure.core.rest import HttpRequest
+from azure.mgmt.core.exceptions import ARMErrorFormat
 from azure.mgmt.core.polling.arm_polling import AzureAsyncOperationPolling, BodyContentPolling
 from azure.mgmt.core.polling.async_arm_polling import AsyncARMPolling
 from azure.mgmt.network.aio import NetworkManagementClient
 from azure.mgmt.network.models import BgpConnection
 
-from reconciler.desired import SubnetInvariant, Target
+from reconciler import arm_shapes
+from reconciler.desired import GatewayType, SubnetInvariant, Target
 from reconciler.errors import PermanentError, TransientError, first_line
 from reconciler.observed import (
     Connection,
     Firewall,
+    FirewallHealth,
     Gateway,
+    GatewayConfig,
     Hub,
     InstanceRoutes,
     Observation,
@@ -57,6 +63,23 @@ from reconciler.observed import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _PUBLIC_ARM = "https://management.azure.com"
+# The api-version azure-mgmt-network 33.1.0 sends on every call (notes §0.1); the raw GETs use the
+# same one, and a unit test fails when an SDK upgrade moves it.
+NETWORK_API_VERSION = "2026-03-01"
+# Azure Monitor Metrics - List, stable (azure-rest-api-specs monitor/.../Microsoft.Insights/stable/2023-10-01).
+METRICS_API_VERSION = "2023-10-01"
+# The RBAC action behind each raw GET (`_get`), by the operation name `read` reports it under; the
+# SDK calls are mapped in tests/unit/test_role.py, which holds infra/reconciler-role.json to both.
+RAW_READ_ACTIONS: dict[str, str] = {
+    "hub.get": "Microsoft.Network/virtualHubs/read",
+    "bgp.list": "Microsoft.Network/virtualHubs/bgpConnections/read",
+    "firewall.get": "Microsoft.Network/azureFirewalls/read",
+    "firewall.health": "Microsoft.Insights/metrics/read",  # Azure Monitor Metrics - List
+    "gateway.get": "Microsoft.Network/virtualNetworkGateways/read",
+    "vnet.get": "Microsoft.Network/virtualNetworks/read",
+    "routetable.get": "Microsoft.Network/routeTables/read",
+}
+_IGNORED_KEYS_LOGGED: set[str] = set()  # top-level keys of a routes answer already logged as not-an-instance
 
 
 class _Queueing:
@@ -309,8 +332,13 @@ class Arm:
             return Unknown(operation, resource, f"timed out after {self.options.read_timeout:.0f} s")
         except HttpResponseError as exc:
             return Unknown(operation, resource, _http_reason(exc))
+        except arm_shapes.Malformed as exc:
+            return Unknown(operation, resource, f"malformed answer: {first_line(exc)}")
         except (AzureError, OSError, ValueError, KeyError, TypeError) as exc:
             # ValueError/KeyError/TypeError: a malformed body the SDK could not deserialize.
+            return Unknown(operation, resource, f"{type(exc).__name__}: {first_line(exc)}")
+        except Exception as exc:  # the adapter boundary: no answer may crash the target
+            log.warning("%s %s: unexpected %s", operation, resource, type(exc).__name__, exc_info=True)
             return Unknown(operation, resource, f"{type(exc).__name__}: {first_line(exc)}")
 
     # ---- reads -------------------------------------------------------------------------------
@@ -318,40 +346,28 @@ class Arm:
     async def observe(self, target: Target) -> Observation:
         """Read everything ARM knows about one target, concurrently."""
         sub, rg, rs = target.subscription_id, target.resource_group, target.route_server
-        c = self.client(sub)
 
         async def hub() -> Hub:
-            h = await c.virtual_hubs.get(rg, rs)
-            return Hub(
-                provisioning_state=_s(h.provisioning_state),
-                routing_state=_s(h.routing_state),
-                asn=h.virtual_router_asn,
-                ips=tuple(h.virtual_router_ips or ()),
-                branch_to_branch=bool(h.allow_branch_to_branch_traffic),
-                routing_preference=_s(h.hub_routing_preference) or None,
-            )
+            return arm_shapes.hub(await self._get(sub, _network_path(sub, rg, "virtualHubs", rs)))
 
         async def connections() -> tuple[Connection, ...]:
-            out = []
-            async for p in c.virtual_hub_bgp_connections.list(rg, rs):
-                out.append(
-                    Connection(
-                        name=str(p.name),
-                        peer_ip=str(p.peer_ip),
-                        peer_asn=p.peer_asn,
-                        provisioning_state=_s(p.provisioning_state),
-                        connection_state=_s(p.connection_state),
-                    )
-                )
+            out: list[Connection] = []
+            url: str | None = _network_path(sub, rg, "virtualHubs", rs, "bgpConnections")
+            seen: set[str] = set()
+            while url is not None and url not in seen:  # a nextLink that repeats would loop forever
+                seen.add(url)
+                page, url = arm_shapes.connection_page(await self._get(sub, url))
+                out.extend(page)
             return tuple(out)
 
         # Everything independent starts at once; learned routes follow once the peer list is known.
         hub_t = asyncio.create_task(self.read(sub, "hub.get", rs, hub))
         fw_t = asyncio.create_task(self._firewall(target))
         gw_ts = [
-            asyncio.create_task(self._gateway(target, g.name, g.resource_group or rg, [str(p) for p in g.onprem_peers]))
+            asyncio.create_task(self._gateway(target, g.name, g.resource_group or rg, g.type,
+                                              [str(p) for p in g.onprem_peers]))
             for g in target.gateways
-        ]
+        ]  # fmt: skip
         sn_t = asyncio.create_task(self._subnets(target))
         conns_v = await self.read(sub, "bgp.list", rs, connections)
 
@@ -365,7 +381,7 @@ class Arm:
         elif conns_v is None:
             conns_v = ()
 
-        fw_obj, fw_ip = await fw_t
+        fw_obj, fw_ip, fw_health = await fw_t
         gateways = [await t for t in gw_ts]
         subnets = await sn_t
         return Observation(
@@ -376,18 +392,50 @@ class Arm:
             gateways={g.name: v for g, v in zip(target.gateways, gateways, strict=True)},
             firewall=fw_obj,
             firewall_ip=fw_ip,
+            firewall_health=fw_health,
             subnets=subnets,
         )
+
+    async def _get(self, subscription: str, url: str, api_version: str | None = NETWORK_API_VERSION) -> Any:
+        """One raw GET through the subscription's pipeline (auth, retries, pacing): the JSON body.
+
+        Raw JSON, not the SDK's models: the models pass wrong-typed JSON through and fail later, far
+        from the read (issue #11); arm_shapes checks the body once, here at the edge.
+        """
+        if api_version is not None and "api-version=" not in url:
+            url += ("&" if "?" in url else "?") + f"api-version={api_version}"
+        response = await self.client(subscription).send_request(HttpRequest("GET", url))
+        if response.status_code == 404:
+            raise ResourceNotFoundError(response=response, error_format=ARMErrorFormat)
+        if response.status_code == 401:
+            raise ClientAuthenticationError(response=response, error_format=ARMErrorFormat)
+        if response.status_code >= 300:
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
+
+    async def _lro(self, begin: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """Run one route query to its end and return the final answer's raw JSON (see _RoutePolling).
+
+        `cls` hands back the final response untouched, so arm_shapes judges it: with Location the
+        final answer is the result; with Azure-AsyncOperation only it is the status resource.
+        """
+        poller = await begin(*args, polling=self._route_polling(), cls=_raw_json, **kwargs)
+        return await poller.result()
 
     async def _learned(self, sub: str, rg: str, rs: str, conn: str) -> InstanceRoutes | Unknown:
         c = self.client(sub)
 
         async def learned() -> InstanceRoutes:
-            poller = await c.virtual_hub_bgp_connections.begin_list_learned_routes(
-                rg, rs, conn, polling=self._route_polling()
-            )
-            raw = await poller.result()
-            return {str(inst): tuple(_route(r) for r in (routes or ())) for inst, routes in (raw or {}).items()}
+            raw = await self._lro(c.virtual_hub_bgp_connections.begin_list_learned_routes, rg, rs, conn)
+            parsed = arm_shapes.instance_routes(raw, "learnedRoutes")
+            for key in parsed.ignored:
+                if key not in _IGNORED_KEYS_LOGGED:
+                    _IGNORED_KEYS_LOGGED.add(key)
+                    log.info("learnedRoutes: ignoring top-level key %r (not a Route Server instance)", key[:60])
+            return parsed.routes
 
         value = await self.read(sub, "routes.learned", conn, learned)
         if value is None:
@@ -397,56 +445,70 @@ class Arm:
             return Unknown("routes.learned", conn, "empty per-instance map (Route Server maintenance?)")
         return value
 
-    async def _firewall(self, target: Target) -> tuple[Firewall | Unknown | None, str | None]:
+    async def _firewall(
+        self, target: Target
+    ) -> tuple[Firewall | Unknown | None, str | None, FirewallHealth | Unknown | None]:
         fixed = target.firewall.private_ip
         if target.firewall.name is None:
-            return None, str(fixed) if fixed else None
+            return None, str(fixed) if fixed else None, None
         name = target.firewall.name
-        rg = target.firewall.resource_group or target.resource_group
-        c = self.client(target.subscription_id)
+        sub = target.subscription_id
+        path = _network_path(sub, target.firewall.resource_group or target.resource_group, "azureFirewalls", name)
 
         async def get() -> Firewall:
-            fw = await c.azure_firewalls.get(rg, name)
-            ip: str | None = None
-            if fw.ip_configurations:
-                ip = fw.ip_configurations[0].private_ip_address
-            elif fw.hub_ip_addresses is not None:
-                ip = fw.hub_ip_addresses.private_ip_address  # vWAN-secured hub
-            return Firewall(name=name, provisioning_state=_s(fw.provisioning_state), private_ip=ip or None)
+            return arm_shapes.firewall(await self._get(sub, path), name)
 
-        fw_v = await self.read(target.subscription_id, "firewall.get", name, get)
+        async def health() -> FirewallHealth | None:
+            # Azure Monitor Metrics - List, split by the Status and Reason dimensions (Azure Firewall
+            # metrics docs); api-version 2023-10-01 is the stable Microsoft.Insights metrics API.
+            url = (f"{path}/providers/Microsoft.Insights/metrics?api-version={METRICS_API_VERSION}"
+                   "&metricnames=FirewallHealth&aggregation=Average&interval=PT1M&timespan=PT15M"
+                   "&$filter=Status eq '*' and Reason eq '*'")  # fmt: skip
+            return arm_shapes.firewall_health(await self._get(sub, url, api_version=None))
+
+        fw_v, health_v = await asyncio.gather(
+            self.read(sub, "firewall.get", name, get), self.read(sub, "firewall.health", name, health)
+        )
         ip = fw_v.private_ip if isinstance(fw_v, Firewall) else None
-        return fw_v, ip
+        return fw_v, ip, health_v
 
-    async def _gateway(self, target: Target, name: str, rg: str, onprem: list[str]) -> Gateway | Unknown | None:
+    async def _gateway(
+        self, target: Target, name: str, rg: str, kind: GatewayType, onprem: list[str]
+    ) -> Gateway | Unknown | None:
         sub = target.subscription_id
         c = self.client(sub)
 
         async def learned() -> tuple[Route, ...]:
-            poller = await c.virtual_network_gateways.begin_get_learned_routes(rg, name, polling=self._route_polling())
-            res = await poller.result()
-            return tuple(_route(r) for r in (res.value or ()))
+            raw = await self._lro(c.virtual_network_gateways.begin_get_learned_routes, rg, name)
+            return arm_shapes.gateway_routes(raw, "getLearnedRoutes")
 
         def advertised(peer: str) -> Callable[[], Awaitable[tuple[Route, ...]]]:
             async def run() -> tuple[Route, ...]:
-                poller = await c.virtual_network_gateways.begin_get_advertised_routes(
-                    rg, name, peer=peer, polling=self._route_polling()
-                )
-                res = await poller.result()
-                return tuple(_route(r) for r in (res.value or ()))
+                raw = await self._lro(c.virtual_network_gateways.begin_get_advertised_routes, rg, name, peer=peer)
+                return arm_shapes.gateway_routes(raw, "getAdvertisedRoutes")
 
             return run
 
+        async def config() -> GatewayConfig:
+            return arm_shapes.gateway(await self._get(sub, _network_path(sub, rg, "virtualNetworkGateways", name)))
+
+        # Only a VPN gateway's own settings matter here (it must be active-active with Route Server).
+        config_t = (
+            asyncio.create_task(self.read(sub, "gateway.get", name, config)) if kind == GatewayType.VPN else None
+        )
         learned_v, *adv = await asyncio.gather(
             self.read(sub, "gateway.learned", name, learned),
             *(self.read(sub, "gateway.advertised", f"{name}:{p}", advertised(p)) for p in onprem),
         )
+        config_v = await config_t if config_t is not None else None
         if learned_v is None:
             return None  # 404 on the gateway: it is gone
         advertised_map: dict[str, tuple[Route, ...] | Unknown] = {}
         for p, v in zip(onprem, adv, strict=True):
             advertised_map[p] = Unknown("gateway.advertised", f"{name}:{p}", "gateway not found") if v is None else v
-        return Gateway(name=name, learned=learned_v, advertised=advertised_map)
+        if config_v is None and config_t is not None:
+            config_v = Unknown("gateway.get", name, "gateway not found")
+        return Gateway(name=name, learned=learned_v, advertised=advertised_map, config=config_v)
 
     async def _subnets(self, target: Target) -> dict[str, SubnetRouting | Unknown | None]:
         """The declared subnets' routing: one GET per VNet, then one GET per distinct route table.
@@ -455,13 +517,19 @@ class Arm:
         read instead of N; subnets sharing a route table share its read.
         """
         sub = target.subscription_id
-        c = self.client(sub)
 
         def vnet_read(rg: str, name: str) -> Coroutine[Any, Any, Any]:
-            return self.read(sub, "vnet.get", name, lambda: c.virtual_networks.get(rg, name))
+            async def get() -> dict[str, str | None]:
+                body = await self._get(sub, _network_path(sub, rg, "virtualNetworks", name))
+                return arm_shapes.vnet_route_tables(body)
+
+            return self.read(sub, "vnet.get", name, get)
 
         def table_read(rg: str, name: str) -> Coroutine[Any, Any, Any]:
-            return self.read(sub, "routetable.get", name, lambda: c.route_tables.get(rg, name))
+            async def get() -> tuple[tuple[RouteEntry, ...], bool | None]:
+                return arm_shapes.route_table(await self._get(sub, _network_path(sub, rg, "routeTables", name)))
+
+            return self.read(sub, "routetable.get", name, get)
 
         def vnet_key(inv: SubnetInvariant) -> tuple[str, str]:
             return ((inv.resource_group or target.resource_group).lower(), inv.vnet.lower())
@@ -480,11 +548,11 @@ class Arm:
             if vnet is None or isinstance(vnet, Unknown):
                 found[key] = vnet  # a VNet that is gone takes its subnets with it
                 continue
-            sn = next((x for x in (vnet.subnets or ()) if str(x.name).lower() == inv.subnet.lower()), None)
-            rt_id = sn.route_table.id if sn is not None and sn.route_table is not None else None
-            if sn is None:
+            if inv.subnet.lower() not in vnet:
                 found[key] = None
-            elif not rt_id:
+                continue
+            rt_id = vnet[inv.subnet.lower()]
+            if not rt_id:
                 found[key] = SubnetRouting(inv.vnet, inv.subnet, None, (), None)
             else:
                 if rt_id.lower() not in tables:
@@ -517,13 +585,21 @@ class Arm:
         await self._write(target.subscription_id, f"bgp.put {name}", put)
 
     async def enable_branch_to_branch(self, target: Target) -> None:
-        """GET the hub, set allowBranchToBranchTraffic, PUT it back (there is no PATCH for it)."""
+        """GET the hub, set allowBranchToBranchTraffic, PUT the whole hub back (there is no PATCH for it).
+
+        A PUT replaces the resource, so the body is everything the GET returned. `If-Match` carries the
+        ETag read: if someone changed the hub in between, ARM answers 412 and nothing is overwritten;
+        that is "deferred", re-read and tried on the next pass.
+        """
         c = self.client(target.subscription_id)
 
         async def put() -> None:
             hub = await c.virtual_hubs.get(target.resource_group, target.route_server)
             hub.allow_branch_to_branch_traffic = True
-            poller = await c.virtual_hubs.begin_create_or_update(target.resource_group, target.route_server, hub)
+            headers = {"If-Match": hub.etag} if hub.etag else {}
+            poller = await c.virtual_hubs.begin_create_or_update(
+                target.resource_group, target.route_server, hub, headers=headers
+            )
             await poller.result()
 
         await self._write(target.subscription_id, "hub.put", put)
@@ -535,6 +611,8 @@ class Arm:
             raise PermanentError(f"{what}: not authorised: {first_line(exc)}") from exc
         except HttpResponseError as exc:
             code = _error_code(exc)
+            if exc.status_code == 412:
+                raise TransientError(f"{what}: changed since it was read (412); re-read next pass") from exc
             # Platform rule 9: a collision is "try later", never "failed".
             if exc.status_code == 409 or code == "AnotherOperationInProgress":
                 raise TransientError(
@@ -555,26 +633,23 @@ def _subnet_routing(vnet: str, subnet: str, rt_id: str, rt: Any) -> SubnetRoutin
         return SubnetRouting(vnet, subnet, None, (), None)  # the subnet points at a table that is gone
     if isinstance(rt, Unknown):
         return rt
-    routes = tuple(
-        RouteEntry(
-            name=str(r.name),
-            prefix=str(r.address_prefix),
-            next_hop_type=_s(r.next_hop_type),
-            next_hop_ip=r.next_hop_ip_address,
-        )
-        for r in (rt.routes or ())
-    )
-    return SubnetRouting(vnet, subnet, rt_name, routes, rt.disable_bgp_route_propagation)
+    routes, disable_bgp = rt
+    return SubnetRouting(vnet, subnet, rt_name, routes, disable_bgp)
 
 
-def _route(r: Any) -> Route:
-    return Route(
-        prefix=str(r.network),
-        next_hop=r.next_hop,
-        as_path=str(r.as_path or ""),
-        origin=_s(r.origin),
-        source_peer=str(r.source_peer or ""),
-    )
+def _network_path(subscription: str, resource_group: str, kind: str, name: str, *rest: str) -> str:
+    """An ARM path below Microsoft.Network, each segment URL-quoted (names may hold spaces)."""
+    parts = [subscription, resource_group, kind, name, *rest]
+    s, rg, k, n, *tail = (quote(p, safe="") for p in parts)
+    return "/".join([f"/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/{k}/{n}", *tail])
+
+
+def _raw_json(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:
+    """`cls` for the route queries: the final answer's JSON as sent, for arm_shapes to judge."""
+    try:
+        return pipeline_response.http_response.json()
+    except ValueError as exc:
+        raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
 
 def _s(value: Any) -> str:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from reconciler import desired
+from reconciler import desired, storage
 from reconciler.errors import ConfigurationError, ReconcilerError
 from reconciler.report_text import render_report, table
 from reconciler.settings import Settings, load_settings
@@ -161,11 +161,15 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     async def read() -> dict[str, Any]:
         from reconciler.ledger import Ledger
 
-        async with Ledger(settings.storage_connection.get_secret_value(), table_prefix=settings.table_prefix) as led:
-            await led.ensure_tables()
-            drifts = await led.open_drifts(target=args.target)
-            passes = await led.passes(limit=args.limit, target=args.target)
-        return {"open_drift": [_record(d) for d in drifts], "passes": [_record(p) for p in passes]}
+        access = storage.from_settings(settings)
+        try:
+            async with Ledger(access, table_prefix=settings.table_prefix) as led:
+                await led.ensure_tables()
+                drifts = await led.open_drifts(target=args.target)
+                passes = await led.passes(limit=args.limit, target=args.target)
+        finally:
+            await access.close()
+        return {"open_drift": [_drift_row(d) for d in drifts], "passes": [_record(p) for p in passes]}
 
     data = asyncio.run(read())
     if args.json:
@@ -176,7 +180,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
             out,
             "Open drift",
             data["open_drift"],
-            ["target", "code", "subject", "occurrences", "first_seen", "last_outcome"],
+            ["target", "code", "subject", "occurrences", "first_seen", "last_outcome", "changed_by"],
         )
         table(out, "Last passes", data["passes"], ["started_at", "trigger", "duration_s", "counts", "errors"])
     return EXIT_DRIFT if data["open_drift"] else EXIT_OK
@@ -190,6 +194,13 @@ def _schema(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(text)
     return EXIT_OK
+
+
+def _drift_row(rec: Any) -> dict[str, Any]:
+    # "changed by" as the one line a human reads; the structured form stays in the HTTP API.
+    row = _record(rec)
+    row["changed_by"] = rec.changed_by.describe() if getattr(rec, "changed_by", None) is not None else ""
+    return row
 
 
 def _record(value: Any) -> dict[str, Any]:

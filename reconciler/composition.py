@@ -8,18 +8,21 @@ checking where we run.
 from __future__ import annotations
 
 import asyncio
-import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from reconciler import desired, notify
+from reconciler import desired, notify, storage
 from reconciler.agent_client import AgentClient, AgentState, BgpIntent
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.errors import ConfigurationError, DesiredStateError, PermanentError
+from reconciler.fanout import FanoutQueue
+from reconciler.lease import TargetLeases
+from reconciler.ledger import Ledger
 from reconciler.observed import AgentNeighborView, AgentView, Route
 from reconciler.plan import Intent
+from reconciler.runs import RunStore
 from reconciler.service import Services
 from reconciler.settings import Settings, load_settings
 
@@ -109,9 +112,20 @@ class AgentDirectory:
         client = self._clients.get(key)
         if client is None:
             verify: str | bool = self._settings.agent_ca_bundle or True
-            client = AgentClient(
-                peer.agent_url, token, verify=verify, timeout=self._settings.agent_timeout, transport=self._transport
-            )
+            s = self._settings
+            cert = (s.agent_client_cert, s.agent_client_key or s.agent_client_cert) if s.agent_client_cert else None
+            try:
+                client = AgentClient(
+                    peer.agent_url,
+                    token,
+                    verify=verify,
+                    timeout=s.agent_timeout,
+                    transport=self._transport,
+                    client_cert=cert,
+                    allow_http=peer.agent_lab,
+                )
+            except ConfigurationError as exc:
+                return str(exc)
             self._clients[key] = client
         return _Agent(client)
 
@@ -122,44 +136,62 @@ class AgentDirectory:
 
 
 class Runtime:
-    """Everything a worker keeps between invocations; `async with Runtime(settings) as rt`."""
+    """Everything a worker keeps between invocations: `async with Runtime(settings) as rt`.
+
+    Every client is built on entry, on the running loop, and closed on exit, in reverse order;
+    a failure half-way closes what was already built. `storage=False` (CLI `plan`, tests) runs
+    without ledger, leases and alerts.
+    """
 
     def __init__(self, settings: Settings, *, storage: bool = True) -> None:
         self.settings = settings
         self.storage = storage
         self._stack = AsyncExitStack()
-        self.services: Services | None = None
-        self.ledger: Any = None
+        self._services: Services | None = None
+        self._ledger: Ledger | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("Runtime is not open: use `async with Runtime(settings) as rt`")
+        return self._services
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            why = "it is not open" if self._services is None else "it was opened with storage=False"
+            raise RuntimeError(f"this Runtime has no drift ledger: {why}")
+        return self._ledger
 
     async def __aenter__(self) -> Runtime:
-        try:
-            return await self._open()
-        except BaseException:
-            # `async with` does not call __aexit__ when __aenter__ fails: close what was built
-            # (the ARM session, agent clients, a ledger whose tables could not be made) here.
-            await self._stack.aclose()
-            raise
+        async with AsyncExitStack() as stack:
+            self._services, self._ledger = await self._build(stack)
+            self._stack = stack.pop_all()  # built: close them on __aexit__, not now
+        return self
 
-    async def _open(self) -> Runtime:
+    async def __aexit__(self, *exc: object) -> None:
+        self._services = self._ledger = None
+        await self._stack.aclose()
+
+    async def _build(self, stack: AsyncExitStack) -> tuple[Services, Ledger | None]:
         s = self.settings
         arm = build_arm(s)
-        self._stack.push_async_callback(arm.close)
+        stack.push_async_callback(arm.close)
         agents = AgentDirectory(s)
-        self._stack.push_async_callback(agents.close)
-        ledger = leases = alerts = None
+        stack.push_async_callback(agents.close)
+        ledger: Ledger | None = None
+        leases: TargetLeases | None = None
+        alerts: notify.AlertStep | None = None
         if self.storage:
-            from reconciler.lease import TargetLeases
-            from reconciler.ledger import Ledger
-
-            conn = s.storage_connection.get_secret_value()
+            conn = storage.from_settings(s)  # a connection string, or the managed identity
+            stack.push_async_callback(conn.close)
             ledger = Ledger(conn, table_prefix=s.table_prefix)
-            self._stack.push_async_callback(ledger.close)
+            stack.push_async_callback(ledger.close)
             await ledger.ensure_tables()
             leases = TargetLeases(conn, duration_s=s.lease_seconds)
-            self._stack.push_async_callback(leases.close)
-            alerts = await notify.build(s, self._stack)
-        self.ledger = ledger
-        self.services = Services(
+            stack.push_async_callback(leases.close)
+            alerts = await notify.build(s, stack)
+        services = Services(
             arm=arm,
             agents=agents,
             ledger=ledger,
@@ -169,10 +201,7 @@ class Runtime:
             verify_interval=s.verify_interval,
             target_concurrency=s.target_concurrency,
         )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
+        return services, ledger
 
 
 class Worker:
@@ -187,9 +216,10 @@ class Worker:
     def __init__(self, settings: Settings, root: Path | None = None) -> None:
         self.settings = settings
         self.root = root or Path.cwd()
-        self.fanout: Any = None  # reconciler.fanout.FanoutQueue when ARS_FANOUT is on
-        self.queue: Any = None  # the same queue, always: HTTP runs fall back to it
-        self.runs: Any = None  # reconciler.runs.RunStore: HTTP runs that outlive their request
+        self.fanout: FanoutQueue | None = None  # the queue, when ARS_FANOUT is on
+        self._queue: FanoutQueue | None = None
+        self._runs: RunStore | None = None
+        self._stack = AsyncExitStack()  # closes the runtime, the queue and the run store
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -199,7 +229,8 @@ class Worker:
     def from_environment(cls, root: Path | None = None) -> Worker:
         """Read and check every setting (ConfigurationError names the first bad one)."""
         settings = load_settings()
-        if settings.fanout and not os.environ.get("ARS_STORAGE_CONNECTION"):
+        identity = storage.from_settings(settings).identity  # checks the identity form's settings too
+        if settings.fanout and not (settings.storage_named or identity):
             # The queue trigger binds to this setting by name; the AzureWebJobsStorage fallback
             # that the Python side accepts would leave the trigger listening nowhere.
             raise ConfigurationError(
@@ -242,7 +273,8 @@ class Worker:
         if self._loop is not loop:
             # A new loop (a test, or the local host restarting): clients of the old one are unusable.
             self._loop, self._lock, self._runtime = loop, asyncio.Lock(), None
-            self.fanout = self.queue = self.runs = None
+            self.fanout = self._queue = self._runs = None
+            self._stack = AsyncExitStack()
         assert self._lock is not None
         async with self._lock:
             if self._runtime is None:
@@ -250,28 +282,37 @@ class Worker:
         return self._runtime
 
     async def _build(self) -> Runtime:
-        rt = Runtime(self.settings)
-        try:
-            await rt.__aenter__()
-            from reconciler.fanout import FanoutQueue
-            from reconciler.runs import RunStore
-
-            conn = self.settings.storage_connection.get_secret_value()
+        async with AsyncExitStack() as stack:
+            rt = await stack.enter_async_context(Runtime(self.settings))
+            conn = storage.from_settings(self.settings)
+            stack.push_async_callback(conn.close)
             queue = FanoutQueue(conn, self.settings.fanout_queue)
-            rt._stack.push_async_callback(queue.close)
+            stack.push_async_callback(queue.close)
             await queue.ensure()
             runs = RunStore(conn)
-            rt._stack.push_async_callback(runs.close)
+            stack.push_async_callback(runs.close)
             await runs.ensure()
-            self.queue, self.runs = queue, runs
+            self._queue, self._runs = queue, runs
             self.fanout = queue if self.settings.fanout else None
-        except BaseException:
-            await rt.__aexit__(None, None, None)  # close what was built before the failure
-            raise
+            self._stack = stack.pop_all()  # built: kept until aclose()
         return rt
 
     async def aclose(self) -> None:
-        rt, self._runtime = self._runtime, None
-        self.fanout = self.queue = self.runs = None
-        if rt is not None:
-            await rt.__aexit__(None, None, None)
+        stack, self._stack = self._stack, AsyncExitStack()
+        self._runtime = None
+        self.fanout = self._queue = self._runs = None
+        await stack.aclose()
+
+    @property
+    def queue(self) -> FanoutQueue:
+        """The fan-out queue, always built (HTTP runs fall back to it); after `runtime()`."""
+        if self._queue is None:
+            raise RuntimeError("the worker is not started: await Worker.runtime() first")
+        return self._queue
+
+    @property
+    def runs(self) -> RunStore:
+        """HTTP runs that outlive their request; after `runtime()`."""
+        if self._runs is None:
+            raise RuntimeError("the worker is not started: await Worker.runtime() first")
+        return self._runs

@@ -134,18 +134,27 @@ class Peer(Strict):
     token_setting: SettingName | None = Field(
         default=None, description="name of the app setting that holds the agent's bearer token (never the token)"
     )
+    agent_lab: bool = Field(
+        default=False,
+        description="lab only: accept a plain http:// agent_url (the bearer token would cross the network in clear)",
+    )
 
     @field_validator("agent_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("https://", "http://")):
-            raise ValueError("agent_url must start with https:// (or http:// in a lab)")
+            raise ValueError("agent_url must start with https:// (or http:// with agent_lab: true)")
         return v
 
     @model_validator(mode="after")
     def _token_with_url(self) -> Peer:
         if self.agent_url and not self.token_setting:
             raise ValueError("a peer with agent_url also needs token_setting (the app setting holding its token)")
+        if self.agent_url and self.agent_url.startswith("http://") and not self.agent_lab:
+            raise ValueError(
+                "agent_url is plain http://: the agent's token would cross the network in clear; "
+                "use https:// (README 'The NVA agent': TLS/mTLS), or set agent_lab: true for a lab agent"
+            )
         return self
 
 

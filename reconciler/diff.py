@@ -33,7 +33,9 @@ from reconciler.observed import (
     AgentView,
     Connection,
     Firewall,
+    FirewallHealth,
     Gateway,
+    HealthStatus,
     Hub,
     InstanceRoutes,
     Observation,
@@ -46,8 +48,17 @@ INSTANCES = ("RouteServiceRole_IN_0", "RouteServiceRole_IN_1")  # platform rule 
 ESTABLISHED = "Established"
 
 
-def instance_name(hub: Hub | Unknown | None, ars_ip: str) -> str:
-    """ARS instance name for a Route Server IP: instance i answers on virtualRouterIps[i]."""
+def instance_name(hub: Hub | Unknown | None, ars_ip: str, learned: Iterable[InstanceRoutes] = ()) -> str:
+    """ARS instance name for a Route Server IP.
+
+    The instance is the one whose routes carry that IP as their `localAddress`: published output has
+    IN_0 on the higher of the two virtualRouterIps, so the position in that list proves nothing.
+    Only when no learned route names the IP does the position decide.
+    """
+    for routes in learned:
+        for inst, entries in routes.items():
+            if {r.local_address for r in entries} == {ars_ip}:
+                return inst
     if isinstance(hub, Hub) and ars_ip in hub.ips:
         return f"RouteServiceRole_IN_{hub.ips.index(ars_ip)}"
     return ars_ip
@@ -229,13 +240,16 @@ def _check_routes(
     firewall_ip: str | None,
     side: str,
 ) -> None:
-    by_prefix: dict[str, Route] = {}
+    by_prefix: dict[str, list[Route]] = {}
     for r in routes:
-        by_prefix.setdefault(_norm(r.prefix), r)
+        # An instance lists a prefix once per entry (e.g. per localAddress): every copy is judged.
+        by_prefix.setdefault(_norm(r.prefix), []).append(r)
     for prefix in wanted:
         subject = f"peer={peer.name}/instance={inst}/prefix={prefix}"
-        route = by_prefix.get(prefix)
-        if route is None:
+        copies = by_prefix.get(prefix, [])
+        looped = next((r for r in copies if ARS_ASN in r.asns), None)
+        wrong = next((r for r in copies if firewall_ip is not None and r.next_hop != firewall_ip), None)
+        if not copies:
             found.add(
                 DriftCode.ROUTE_MISSING,
                 subject,
@@ -243,25 +257,27 @@ def _check_routes(
                 f"{prefix} via {firewall_ip or 'firewall'}",
                 "absent",
             )
-        elif ARS_ASN in route.asns:
+        elif looped is not None:
             found.add(
                 DriftCode.ROUTE_REJECTED_LOOP,
                 subject,
-                f"{peer.name} sends {prefix} with AS path {route.as_path}; Route Server drops paths containing 65515",
+                f"{peer.name} sends {prefix} with AS path {looped.as_path}; Route Server drops paths containing 65515",
                 f"AS path without {ARS_ASN}",
-                route.as_path,
+                looped.as_path,
             )
-        elif firewall_ip is not None and route.next_hop != firewall_ip:
+        elif wrong is not None:
             found.add(
                 DriftCode.ROUTE_NEXT_HOP_WRONG,
                 subject,
-                f"{prefix} from {peer.name} at {inst} points to {route.next_hop}, not the firewall",
+                f"{prefix} from {peer.name} at {inst} points to {wrong.next_hop}, not the firewall",
                 f"next hop {firewall_ip}",
-                f"next hop {route.next_hop}",
+                f"next hop {', '.join(sorted({str(r.next_hop) for r in copies}))}",
             )
-    for prefix, route in sorted(by_prefix.items()):
+    for prefix, copies in sorted(by_prefix.items()):
         if prefix not in wanted:
-            code = DriftCode.ROUTE_REJECTED_LOOP if ARS_ASN in route.asns else DriftCode.ROUTE_UNEXPECTED
+            route = copies[0]
+            looped_copy = any(ARS_ASN in r.asns for r in copies)
+            code = DriftCode.ROUTE_REJECTED_LOOP if looped_copy else DriftCode.ROUTE_UNEXPECTED
             found.add(
                 code,
                 f"peer={peer.name}/instance={inst}/prefix={prefix}",
@@ -283,8 +299,9 @@ def _agents(target: Target, obs: Observation, found: _Collector) -> None:
             found.unknown(view)
             continue
         neighbors = {n.ip: n for n in view.neighbors}
+        learned = [v for v in obs.learned.values() if not isinstance(v, Unknown)]
         for ars_ip in ars_ips or sorted(neighbors):
-            inst = instance_name(obs.hub, ars_ip)
+            inst = instance_name(obs.hub, ars_ip, learned)
             n = neighbors.get(ars_ip)
             if n is None or n.state != ESTABLISHED:
                 found.add(
@@ -321,6 +338,20 @@ def _firewall(target: Target, obs: Observation, found: _Collector) -> None:
             "Succeeded with a private IP",
             f"provisioningState {fw.provisioning_state}, private IP {fw.private_ip or 'none'}",
         )
+    health = obs.firewall_health
+    if isinstance(health, Unknown):
+        found.unknown(health)
+    elif isinstance(health, FirewallHealth) and health.status in (HealthStatus.DEGRADED, HealthStatus.UNHEALTHY):
+        # Platform rule 13: provisioningState says nothing about health; the FirewallHealth metric does
+        # (Degraded = SNAT ports exhausted: new connections fail intermittently).
+        reason = f" ({health.reason})" if health.reason else ""
+        found.add(
+            DriftCode.FIREWALL_UNHEALTHY,
+            subject,
+            f"Azure Firewall reports {health.status.value}{reason} in its FirewallHealth metric",
+            "FirewallHealth Healthy",
+            f"FirewallHealth {health.status.value}{reason}, {health.percent:g} %",
+        )
 
 
 def _firewall_ok(fw: Firewall) -> bool:
@@ -347,6 +378,17 @@ def _gateways(target: Target, obs: Observation, found: _Collector) -> None:
                 )
             continue
         _gateway_learning(found, gw, prefixes, obs.firewall_ip)
+        if isinstance(gw.config, Unknown):
+            found.unknown(gw.config)
+        elif want.type == GatewayType.VPN and gw.config is not None and not gw.config.active_active:
+            # Platform rule 14 (Route Server FAQ): a VPN gateway used with Route Server must be active-active.
+            found.add(
+                DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE,
+                f"gateway={want.name}",
+                f"VPN gateway {want.name} is active-standby; Route Server needs it active-active",
+                "activeActive true",
+                "activeActive false",
+            )
         advertisable = [
             p for p in prefixes if not (want.type == GatewayType.VPN and ip_network(p) == DEFAULT_ROUTE)
         ]  # platform rule 5: a VPN gateway never advertises 0/0, so it is not expected to

@@ -25,6 +25,7 @@ class DriftCode(StrEnum):
     ROUTE_LIMIT_RISK = "ROUTE_LIMIT_RISK"
     GATEWAY_NOT_LEARNING = "GATEWAY_NOT_LEARNING"
     GATEWAY_NOT_ADVERTISING = "GATEWAY_NOT_ADVERTISING"
+    GATEWAY_NOT_ACTIVE_ACTIVE = "GATEWAY_NOT_ACTIVE_ACTIVE"
     FIREWALL_UNHEALTHY = "FIREWALL_UNHEALTHY"
     UDR_INVARIANT_BROKEN = "UDR_INVARIANT_BROKEN"
     OBSERVATION_FAILED = "OBSERVATION_FAILED"
@@ -62,6 +63,7 @@ SEVERITY: dict[DriftCode, Severity] = {
     DriftCode.ROUTE_LIMIT_RISK: Severity.WARNING,
     DriftCode.GATEWAY_NOT_LEARNING: Severity.CRITICAL,
     DriftCode.GATEWAY_NOT_ADVERTISING: Severity.CRITICAL,
+    DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: Severity.WARNING,
     DriftCode.FIREWALL_UNHEALTHY: Severity.CRITICAL,
     DriftCode.UDR_INVARIANT_BROKEN: Severity.CRITICAL,
     DriftCode.OBSERVATION_FAILED: Severity.WARNING,
@@ -82,6 +84,7 @@ FIXER: dict[DriftCode, Fixer] = {
     DriftCode.ROUTE_LIMIT_RISK: Fixer.HUMAN,
     DriftCode.GATEWAY_NOT_LEARNING: Fixer.HUMAN,
     DriftCode.GATEWAY_NOT_ADVERTISING: Fixer.HUMAN,
+    DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: Fixer.HUMAN,
     DriftCode.FIREWALL_UNHEALTHY: Fixer.HUMAN,
     DriftCode.UDR_INVARIANT_BROKEN: Fixer.HUMAN,
     DriftCode.OBSERVATION_FAILED: Fixer.NOBODY,
@@ -105,6 +108,7 @@ SUBJECTS: dict[DriftCode, str] = {
     DriftCode.ROUTE_LIMIT_RISK: "peer=<name> | gateway=<name>/onprem=<peer ip>",
     DriftCode.GATEWAY_NOT_LEARNING: "gateway=<name>/prefix=<prefix>",
     DriftCode.GATEWAY_NOT_ADVERTISING: "gateway=<name>/onprem=<peer ip>/prefix=<prefix>",
+    DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: "gateway=<name>",
     DriftCode.FIREWALL_UNHEALTHY: "firewall=<name or ip>",
     DriftCode.UDR_INVARIANT_BROKEN: "subnet=<vnet>:<subnet>/prefix=<prefix>",
     DriftCode.OBSERVATION_FAILED: "read=<operation>/resource=<name>",

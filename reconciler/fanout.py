@@ -10,6 +10,7 @@ module, retries messages and moves them to the poison queue.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueClient
 
 from reconciler.errors import PermanentError
-from reconciler.storage import storage_error
+from reconciler.storage import StorageAccess, queue_client
+from reconciler.storage_rules import storage_error
 
 VERSION = 1
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
@@ -163,9 +164,9 @@ def parse_message(body: bytes | str) -> FanoutMessage:
 class FanoutQueue:
     """The fan-out queue over one storage account. Build once per worker; close it."""
 
-    def __init__(self, connection_string: str, queue: str, *, retries: int = 3) -> None:
+    def __init__(self, connection_string: str | StorageAccess, queue: str, *, retries: int = 3) -> None:
         self.queue = queue
-        self._client = QueueClient.from_connection_string(
+        self._client = queue_client(
             connection_string,
             queue,
             # The queue trigger expects base64 bodies (host.json messageEncoding, the default).
@@ -183,13 +184,15 @@ class FanoutQueue:
         except AzureError as exc:
             raise storage_error(f"fan-out queue {self.queue!r}", "create", exc) from exc
 
-    async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int) -> int:
+    async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int, *, delay_s: float = 0) -> int:
         """Send one message per target, living `ttl_s` (HostQueueRules.message_ttl: long enough for
-        every retry the host will make, so a failing target reaches the poison queue)."""
+        every retry the host will make, so a failing target reaches the poison queue). `delay_s`
+        keeps them invisible that long first (whole seconds: the queue's visibility timeout)."""
         sent = 0
+        visible = math.ceil(delay_s) if delay_s > 0 else None
         for m in messages:
             try:
-                await self._client.send_message(m.to_json(), time_to_live=ttl_s)
+                await self._client.send_message(m.to_json(), time_to_live=ttl_s, visibility_timeout=visible)
             except AzureError as exc:
                 raise storage_error(
                     f"fan-out queue {self.queue!r}", f"sent {sent}, failed at target {m.target!r}", exc

@@ -262,20 +262,26 @@ def health(
     """Last successful pass per target and how stale it is against the timer schedule.
 
     A pass is a success for a target when it ran for real (not a dry run) and recorded no error
-    against that target. A target is stale when that is older than two ticks plus a minute (one
-    missed tick is tolerated: a cold start or a slow pass). 503 when any target is stale, so an
-    availability probe can alert on it. Names targets and pass ids: behind the function key
-    (`/api/health/details`); the anonymous route answers `health_summary` of it.
+    against that target other than the alert step's. A target is stale when that is older than two
+    ticks plus a minute (one missed tick is tolerated: a cold start or a slow pass). 503 when any
+    target is stale, so an availability probe can alert on it. "degraded" (200) when the newest
+    pass of a target recorded alert-step problems (a card that could not be built or was
+    dead-lettered, the outbox unreachable): drift is watched, but on-call may not hear of it.
+    Names targets and pass ids: behind the function key (`/api/health/details`); the anonymous
+    route answers `health_summary` of it.
     """
     stale_after = 2 * interval + timedelta(seconds=60)
     last: dict[str, Any] = {}
+    alerting: dict[str, list[str]] = {}  # target → the alert-step problems of its newest pass
     for p in passes:  # newest first
         if p.dry_run:
             continue
         for t in p.targets:
-            if t in last or t not in targets:
+            if t not in targets:
                 continue
-            if not any(str(e).startswith(f"{t}/") for e in p.errors):
+            mine = [str(e) for e in p.errors if str(e).startswith(f"{t}/")]
+            alerting.setdefault(t, [e for e in mine if e.startswith(f"{t}/alerts:")])
+            if t not in last and not any(not e.startswith(f"{t}/alerts:") for e in mine):
                 last[t] = p
     rows = []
     for t in targets:
@@ -289,17 +295,20 @@ def health(
                 "trigger": None if p is None else p.trigger,
                 "age_s": None if age is None else round(age, 1),
                 "stale": age is None or age > stale_after.total_seconds(),
+                "alert_problems": alerting.get(t, [])[:5],
             }
         )
     stale = [r["target"] for r in rows if r["stale"]]
+    degraded = [r["target"] for r in rows if r["alert_problems"]]
     body = {
-        "status": "stale" if stale else "ok",
+        "status": "stale" if stale else "degraded" if degraded else "ok",
         "checked_at": now,
         "schedule": schedule,
         "interval_s": interval.total_seconds(),
         "stale_after_s": stale_after.total_seconds(),
         "fanout": fanout,
         "stale_targets": stale,
+        "alerts_degraded_targets": degraded,
         "targets": rows,
     }
     return ApiResponse(503 if stale else 200, body)

@@ -20,11 +20,12 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
 )
-from azure.storage.blob.aio import BlobClient, BlobLeaseClient, BlobServiceClient, LinearRetry
+from azure.storage.blob.aio import BlobClient, BlobLeaseClient, LinearRetry
 
 from reconciler.errors import LockedError, TransientError, first_line
 from reconciler.ledger import encode_key
-from reconciler.storage import storage_error
+from reconciler.storage import StorageAccess, blob_service
+from reconciler.storage_rules import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,18 @@ class TargetLeases:
     """
 
     def __init__(
-        self, connection_string: str, container: str = "ars-leases", duration_s: int = 15, *, retries: int = 3
+        self,
+        connection_string: str | StorageAccess,
+        container: str = "ars-leases",
+        duration_s: int = 15,
+        *,
+        retries: int = 3,
     ) -> None:
         if not _MIN_S <= duration_s <= _MAX_S:
             raise ValueError(f"lease duration must be {_MIN_S}..{_MAX_S} s, not {duration_s}")
         self.duration_s = duration_s
         self.container = container
-        self._service = BlobServiceClient.from_connection_string(
+        self._service = blob_service(
             connection_string,
             # The blob SDK's default retry waits 15 s before the first retry; a pass would rather
             # hear "unavailable" quickly and try again next time.

@@ -28,8 +28,8 @@ from typing import Any, NoReturn
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.data.tables import TableTransactionError, UpdateMode
-from azure.data.tables.aio import TableServiceClient
 
+from reconciler.attribution import Attribution
 from reconciler.drift import Drift
 from reconciler.errors import TransientError
 from reconciler.ledger_state import (
@@ -41,7 +41,8 @@ from reconciler.ledger_state import (
     transition,
 )
 from reconciler.outcome import ActionOutcome
-from reconciler.storage import checked_table_prefix, storage_error
+from reconciler.storage import StorageAccess, table_service
+from reconciler.storage_rules import checked_table_prefix, storage_error
 
 __all__ = [
     "ActionRecord",
@@ -166,9 +167,9 @@ class Ledger:
     included), for measuring what a pass costs.
     """
 
-    def __init__(self, connection_string: str, table_prefix: str = "ars", *, retries: int = 3) -> None:
+    def __init__(self, connection_string: str | StorageAccess, table_prefix: str = "ars", *, retries: int = 3) -> None:
         table_prefix = checked_table_prefix(table_prefix)
-        self._service = TableServiceClient.from_connection_string(
+        self._service = table_service(
             connection_string,
             retry_total=retries,
             retry_backoff_factor=0.4,
@@ -221,6 +222,7 @@ class Ledger:
         *,
         blind: bool,
         pass_id: str = "",
+        changed_by: Attribution | None = None,
     ) -> LedgerChange:
         """Bring `target`'s rows to what this pass found; append the events to history.
 
@@ -239,7 +241,7 @@ class Ledger:
         for attempt in (1, 2):
             stored = await self._read_target(target)
             change = transition(
-                target, [s.record for s in stored.values()], drifts, actions, now, blind=blind
+                target, [s.record for s in stored.values()], drifts, actions, now, blind=blind, changed_by=changed_by
             )
             try:
                 await self._write_state(target, stored, change)
@@ -452,6 +454,7 @@ def _event(kind: str, now: datetime, rec: DriftRecord, **extra: Any) -> dict[str
         "kind": kind, "at": now, "target": rec.target, "identity": rec.identity, "code": rec.code,
         "subject": rec.subject, "severity": rec.severity, "message": _clip(rec.message),
         "expected": _clip(rec.expected), "observed": _clip(rec.observed), "occurrences": rec.occurrences,
+        **({"changed_by": rec.changed_by.describe()} if rec.changed_by is not None else {}),
         **extra,
     }
 
@@ -475,6 +478,8 @@ def _to_entity(rec: DriftRecord) -> dict[str, Any]:
         "last_action": _clip(rec.last_action),
         "last_outcome": rec.last_outcome,
     }
+    if rec.changed_by is not None:
+        entity["changed_by"] = rec.changed_by.to_json()
     if rec.resolved_at is not None:  # Tables has no null: an absent property is the null
         entity["resolved_at"] = rec.resolved_at
     return entity
@@ -498,6 +503,7 @@ def _to_record(row: Mapping[str, Any]) -> DriftRecord:
         observed=str(row.get("observed", "")),
         last_action=str(row.get("last_action", "")),
         last_outcome=str(row.get("last_outcome", "")),
+        changed_by=Attribution.from_json(row.get("changed_by")),
     )
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from reconciler.attribution import Attribution
 from reconciler.drift import Drift, is_blind
 from reconciler.outcome import ActionOutcome
 
@@ -74,6 +75,7 @@ class DriftRecord:
     observed: str
     last_action: str = ""
     last_outcome: str = ""
+    changed_by: Attribution | None = None  # who made the change that opened this incident, if known
 
     @property
     def duration(self) -> timedelta | None:
@@ -145,6 +147,7 @@ def transition(
     now: datetime,
     *,
     blind: bool,
+    changed_by: Attribution | None = None,
 ) -> LedgerChange:
     """The change one pass makes to `target`'s records.
 
@@ -177,6 +180,8 @@ def transition(
             # else: already counted at this `now` (a re-applied pass), or a worker whose clock
             # runs behind the last writer's: last_seen never moves backwards.
             rec = _with_action(rec, action_for.get(identity))
+            if rec.changed_by is None and changed_by is not None:
+                rec = replace(rec, changed_by=changed_by)  # opened by a pass that did not know who
             (opened if rec.first_seen == now else persisting).append(rec)
         else:
             # New identity, or a resolved one back again: a new incident. The old incident's
@@ -186,7 +191,7 @@ def transition(
                 severity=d.severity.value, status=DriftStatus.OPEN,
                 first_seen=now, last_seen=now, resolved_at=None,
                 occurrences=(old.occurrences if old is not None else 0) + 1,
-                message=d.message, expected=d.expected, observed=d.observed,
+                message=d.message, expected=d.expected, observed=d.observed, changed_by=changed_by,
             )
             opened.append(_with_action(rec, action_for.get(identity)))
 

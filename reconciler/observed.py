@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Route:
     as_path: str
     origin: str = ""
     source_peer: str = ""
+    local_address: str | None = None  # the ARS instance IP (Route Server) or gateway IP that holds it
 
     @property
     def asns(self) -> tuple[int, ...]:
@@ -60,12 +62,22 @@ InstanceRoutes = Mapping[str, tuple[Route, ...]]
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """The gateway resource itself (read for VPN gateways: Route Server needs them active-active)."""
+
+    gateway_type: str
+    active_active: bool
+    provisioning_state: str
+
+
+@dataclass(frozen=True)
 class Gateway:
     """What a gateway learned from Route Server and advertises to each on-premises peer (by IP)."""
 
     name: str
     learned: tuple[Route, ...] | Unknown
     advertised: Mapping[str, tuple[Route, ...] | Unknown]
+    config: GatewayConfig | Unknown | None = None  # None: not read (ExpressRoute gateways)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,24 @@ class Firewall:
     name: str
     provisioning_state: str
     private_ip: str | None  # None: deallocated
+
+
+class HealthStatus(StrEnum):
+    """The Status dimension of Azure Firewall's FirewallHealth metric (Azure Firewall metrics docs)."""
+
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    UNHEALTHY = "Unhealthy"
+    UNKNOWN = "Unknown"  # a data point without the Status dimension: not judged
+
+
+@dataclass(frozen=True)
+class FirewallHealth:
+    """The newest FirewallHealth data point: status, its Reason dimension and the percentage."""
+
+    status: HealthStatus
+    reason: str
+    percent: float
 
 
 @dataclass(frozen=True)
@@ -122,19 +152,20 @@ class Observation:
     gateways: Mapping[str, Gateway | Unknown | None] = field(default_factory=dict)  # by gateway name
     firewall: Firewall | Unknown | None = None
     firewall_ip: str | None = None  # the next hop the routes must carry, resolved from firewall or fixed
+    firewall_health: FirewallHealth | Unknown | None = None  # None: not read, or the metric has no data
     subnets: Mapping[str, SubnetRouting | Unknown | None] = field(default_factory=dict)  # by "vnet:subnet"
     agents: Mapping[str, AgentView | Unknown] = field(default_factory=dict)  # by peer name
 
     def unknowns(self) -> list[Unknown]:
         found: list[Unknown] = []
-        for value in (self.hub, self.connections, self.firewall):
+        for value in (self.hub, self.connections, self.firewall, self.firewall_health):
             if isinstance(value, Unknown):
                 found.append(value)
         for mapping in (self.learned, self.gateways, self.subnets, self.agents):
             found.extend(v for v in mapping.values() if isinstance(v, Unknown))
         for gw in self.gateways.values():
             if isinstance(gw, Gateway):
-                for part in (gw.learned, *gw.advertised.values()):
+                for part in (gw.learned, *gw.advertised.values(), gw.config):
                     if isinstance(part, Unknown):
                         found.append(part)
         return found

@@ -7,7 +7,8 @@ opaque payload bytes to a `Sender`.
 Outbox partition (PartitionKey = target), by RowKey:
     counter            next sequence number (updated with its ETag, so concurrent enqueues serialize)
     key-<sha256>       idempotency index: "this key is already queued" (created in the same transaction)
-    msg-<seq:016d>     one message: payload bytes, idempotency key, sent / dead flags, attempts, last error
+    msg-<seq:016d>     one message: payload bytes, idempotency key, what it announces (identity → kind),
+                       sent / dead flags, attempts, last error
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,11 +28,12 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.data.tables import TableTransactionError, UpdateMode
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 
 from reconciler.alerts import AlertState
 from reconciler.errors import PermanentError, ReconcilerError, TransientError
-from reconciler.storage import checked_table_prefix, storage_error
+from reconciler.storage import StorageAccess, table_service
+from reconciler.storage_rules import checked_table_prefix, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,15 @@ _COUNTER = "counter"
 _TXN_OPS = 100  # Table Storage's transaction limit
 _FIELD_CHARS = 4_000  # keeps one state well under the 64 KiB property limit
 _ENQUEUE_RETRIES = 10
+# A message Teams rejects (400/413) is tried on this many flushes (one per pass), then dead-lettered:
+# a rejection can be Teams' own hiccup, but a card it will never take must not block the target.
+MAX_REJECTIONS = 3
 
 
 class MessageRejected(PermanentError):
-    """Raised by a Sender: this message can never be delivered (e.g. the receiver rejects its
-    content). The outbox dead-letters it and moves on, instead of blocking the target forever."""
+    """Raised by a Sender: the receiver rejected this message's content (Teams 400/413). The outbox
+    tries it again on the next MAX_REJECTIONS - 1 flushes, then dead-letters it and moves on,
+    instead of blocking the target forever."""
 
 
 class Sender(Protocol):
@@ -64,18 +70,29 @@ class OutboxEntry:
     dead: bool
     attempts: int
     last_error: str
+    announces: Mapping[str, str] = field(default_factory=dict)  # identity → alert kind
 
 
 @dataclass(frozen=True)
 class FlushReport:
     """`failed`: targets whose delivery stopped at a failure (their messages stay queued, in order);
-    `pending`: messages still queued for the flushed targets; `rejected`: dead-lettered messages."""
+    `pending`: messages still queued for the flushed targets; `rejected`: messages Teams rejected
+    this flush; `dead`: those of them dead-lettered now (rejected MAX_REJECTIONS times)."""
 
     sent: int = 0
     failed: int = 0
     pending: int = 0
     rejected: int = 0
     errors: tuple[str, ...] = ()
+    dead: tuple[OutboxEntry, ...] = ()
+
+
+def _announces(raw: object) -> dict[str, str]:
+    try:
+        data = json.loads(str(raw)) if raw else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def idempotency_key(pass_id: str, target: str) -> str:
@@ -96,11 +113,11 @@ def _hash(value: str) -> str:
 class AlertStore:
     """Alert states and outbox over one storage account. Use `async with AlertStore(...) as store`."""
 
-    def __init__(self, connection_string: str, table_prefix: str, *, retry_total: int = 3) -> None:
+    def __init__(self, connection_string: str | StorageAccess, table_prefix: str, *, retry_total: int = 3) -> None:
         """`retry_total`: the SDK's own retries per request. Few: a pass must not hang on a storage
         outage; the outbox makes the next pass the retry."""
         table_prefix = checked_table_prefix(table_prefix)
-        self._service = TableServiceClient.from_connection_string(connection_string, retry_total=retry_total)
+        self._service = table_service(connection_string, retry_total=retry_total)
         self._states: TableClient = self._service.get_table_client(f"{table_prefix}alertstate")
         self._outbox: TableClient = self._service.get_table_client(f"{table_prefix}alertoutbox")
         self._ready = False
@@ -179,8 +196,11 @@ class AlertStore:
 
     # --- outbox -------------------------------------------------------------------------------
 
-    async def enqueue(self, target: str, payload: bytes, key: str) -> bool:
-        """Queue `payload` after every earlier message of `target`. False if `key` was already queued."""
+    async def enqueue(
+        self, target: str, payload: bytes, key: str, announces: Mapping[str, str] | None = None
+    ) -> bool:
+        """Queue `payload` after every earlier message of `target`. False if `key` was already queued.
+        `announces` (identity → alert kind) travels with it, for un-announcing a dead letter."""
         await self._ensure_tables()
         pk = _key(target)
         index = {"PartitionKey": pk, "RowKey": f"key-{_hash(key)}"}
@@ -202,6 +222,7 @@ class AlertStore:
                     "PartitionKey": pk, "RowKey": f"{_MSG_LOW}{seq:016d}", "target": target,
                     "key": key, "payload": payload, "sent": False, "dead": False, "attempts": 0,
                     "last_error": "", "created": datetime.now(UTC),
+                    "announces": json.dumps(dict(announces or {}))[:_FIELD_CHARS * 8],
                 }
                 try:
                     # One transaction: sequence, index and message appear together or not at all.
@@ -263,7 +284,18 @@ class AlertStore:
             target=str(entity["target"]), seq=int(str(entity["RowKey"])[len(_MSG_LOW):]),
             idempotency_key=str(entity["key"]), payload=bytes(entity["payload"]), sent=bool(entity["sent"]),
             dead=bool(entity["dead"]), attempts=int(entity["attempts"]), last_error=str(entity["last_error"]),
+            announces=_announces(entity.get("announces")),
         )
+
+    async def dead_letters(self, target: str, since: datetime) -> list[OutboxEntry]:
+        """Messages of `target` dead-lettered since `since` (what /api/health reports)."""
+        await self._ensure_tables()
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high and dead eq true and Timestamp ge @since"
+        params = {"pk": _key(target), "low": _MSG_LOW, "high": _MSG_HIGH, "since": since}
+        try:
+            return [self._entry(e) async for e in self._outbox.query_entities(query, parameters=params)]
+        except AzureError as exc:
+            raise storage_error("alert store", "reading dead letters", exc) from exc
 
     async def flush(self, sender: Sender, targets: Collection[str] | None = None) -> FlushReport:
         """Deliver queued messages in order per target; a target stops at its first failure so its
@@ -271,6 +303,7 @@ class AlertStore:
         queued = await self.pending(targets)
         sent = failed = rejected = 0
         errors: list[str] = []
+        dead: list[OutboxEntry] = []
         stopped: set[str] = set()
         for entry in queued:
             if entry.target in stopped:
@@ -279,8 +312,16 @@ class AlertStore:
                 await sender.send(entry.payload, entry.idempotency_key)
             except MessageRejected as exc:
                 rejected += 1
-                errors.append(f"{entry.target} #{entry.seq}: dead-lettered: {exc}")
-                await self._mark(entry, dead=True, attempts=entry.attempts + 1, last_error=str(exc)[:1000])
+                attempts = entry.attempts + 1
+                if attempts < MAX_REJECTIONS:
+                    # Keep order: the target waits for this message until the next flush.
+                    stopped.add(entry.target)
+                    errors.append(f"{entry.target} #{entry.seq}: rejected ({attempts}/{MAX_REJECTIONS}): {exc}")
+                    await self._mark(entry, attempts=attempts, last_error=str(exc)[:1000])
+                    continue
+                errors.append(f"{entry.target} #{entry.seq}: dead-lettered after {attempts} rejections: {exc}")
+                await self._mark(entry, dead=True, attempts=attempts, last_error=str(exc)[:1000])
+                dead.append(replace(entry, dead=True, attempts=attempts, last_error=str(exc)[:1000]))
                 continue
             except ReconcilerError as exc:
                 failed += 1
@@ -294,7 +335,8 @@ class AlertStore:
                              sent_at=datetime.now(UTC))
             sent += 1
         remaining = len(await self.pending(targets))
-        return FlushReport(sent=sent, failed=failed, pending=remaining, rejected=rejected, errors=tuple(errors))
+        return FlushReport(sent=sent, failed=failed, pending=remaining, rejected=rejected, errors=tuple(errors),
+                           dead=tuple(dead))
 
     async def _mark(self, entry: OutboxEntry, **changes: Any) -> None:
         entity = {"PartitionKey": _key(entry.target), "RowKey": f"{_MSG_LOW}{entry.seq:016d}", **changes}

@@ -19,6 +19,8 @@ def render_report(report: dict[str, Any], out: TextIO) -> None:
     )
     for t in report["targets"]:
         print(f"\n[{t['target']}] {t['status'].upper()}", file=out)
+        if t.get("changed_by"):
+            print(f"  changed by {t['changed_by']['text']}", file=out)
         rows = [
             {
                 "code": d["code"],

@@ -21,9 +21,10 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 
 from reconciler.ledger import raise_storage_error
+from reconciler.storage import StorageAccess, table_service
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Retention:
 
     def __init__(
         self,
-        connection_string: str,
+        connection_string: str | StorageAccess,
         table_prefix: str,
         policy: RetentionPolicy | None = None,
         *,
@@ -80,7 +81,7 @@ class Retention:
     ) -> None:
         self.policy = policy or RetentionPolicy()
         self._sleep = sleep
-        self._service = TableServiceClient.from_connection_string(connection_string, retry_total=3)
+        self._service = table_service(connection_string, retry_total=3)
         p = table_prefix
         self._expiries = (
             # Outbox rows: messages that were sent (`sent_at` set by the outbox when Teams took it)

@@ -26,9 +26,9 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
-from azure.storage.blob.aio import BlobServiceClient
 
-from reconciler.storage import storage_error
+from reconciler.storage import StorageAccess, blob_service
+from reconciler.storage_rules import storage_error
 
 CONTAINER = "ars-runs"
 PASS_ID = re.compile(r"^[0-9a-f]{12}$")  # service.new_pass_id()
@@ -94,8 +94,8 @@ class Run:
 class RunStore:
     """Run records in one blob container. Build once per worker; close it."""
 
-    def __init__(self, connection_string: str, container: str = CONTAINER, *, retries: int = 3) -> None:
-        self._service = BlobServiceClient.from_connection_string(
+    def __init__(self, connection_string: str | StorageAccess, container: str = CONTAINER, *, retries: int = 3) -> None:
+        self._service = blob_service(
             connection_string, retry_total=retries, connection_timeout=10, read_timeout=30
         )
         self._container = self._service.get_container_client(container)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from typing import Any, Protocol
 
+from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.diff import diff, matched_connections
 from reconciler.drift import Drift, is_blind
@@ -60,6 +61,7 @@ class LedgerPort(Protocol):
         *,
         blind: bool,
         pass_id: str = "",
+        changed_by: Attribution | None = None,
     ) -> LedgerChange: ...
     async def record_pass(self, record: PassRecord) -> None: ...
 
@@ -71,6 +73,9 @@ class LeasesPort(Protocol):
 class AlertsPort(Protocol):
     """reconciler.notify.AlertStep."""
 
+    async def after_target(
+        self, target: Target, report: TargetReport, pass_id: str, now: datetime
+    ) -> Mapping[str, object]: ...
     async def after_pass(self, report: PassReport, now: datetime) -> Mapping[str, object]: ...
     async def poisoned(self, target: str, reason: str, now: datetime) -> Mapping[str, object]: ...
 
@@ -127,6 +132,8 @@ class TargetReport:
     remaining: list[Drift] = field(default_factory=list)  # drift still present after apply/verify
     errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, message)
     ledger: dict[str, int] = field(default_factory=dict)
+    alerts: Mapping[str, object] = field(default_factory=dict)
+    changed_by: Attribution | None = None  # the change that asked for this pass (event-driven passes)
 
     @property
     def blind(self) -> bool:
@@ -148,6 +155,8 @@ class TargetReport:
             "remaining": [d.to_dict() for d in self.remaining],
             "errors": [{"stage": s, "message": m} for s, m in self.errors],
             "ledger": self.ledger,
+            "alerts": dict(self.alerts),
+            "changed_by": self.changed_by.to_dict() if self.changed_by is not None else None,
         }
 
 
@@ -214,9 +223,12 @@ async def reconcile(
     dry_run: bool = False,
     only: str | None = None,
     pass_id: str | None = None,
+    changed_by: Mapping[str, Attribution] | None = None,
 ) -> PassReport:
     """Run one pass over all targets (or `only`). Never raises for a target's failure: it is reported.
-    `pass_id` is given when the caller announced it before the pass (an HTTP run's Location)."""
+    `pass_id` is given when the caller announced it before the pass (an HTTP run's Location).
+    `changed_by` (per target) is who made the change that started this pass (an event): drift the
+    pass opens on that target is recorded as caused by it."""
     if only is not None and only not in {t.name for t in state.targets}:
         raise ConfigurationError(f"unknown target {only!r}; known: {', '.join(t.name for t in state.targets)}")
     targets = [t for t in state.targets if only is None or t.name == only]
@@ -226,7 +238,8 @@ async def reconcile(
 
     async def one(t: Target) -> TargetReport:
         async with sem:
-            return await reconcile_target(svc, t, dry_run=dry_run, pass_id=report.pass_id)
+            who = changed_by.get(t.name) if changed_by else None
+            return await reconcile_target(svc, t, dry_run=dry_run, pass_id=report.pass_id, changed_by=who)
 
     report.targets = list(await asyncio.gather(*(one(t) for t in targets)))
     report.duration_s = time.monotonic() - t0
@@ -240,11 +253,22 @@ async def reconcile(
     return report
 
 
-async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass_id: str = "") -> TargetReport:
-    rep = TargetReport(target.name)
+async def reconcile_target(
+    svc: Services, target: Target, *, dry_run: bool, pass_id: str = "", changed_by: Attribution | None = None
+) -> TargetReport:
+    rep = TargetReport(target.name, changed_by=changed_by)
     try:
         async with _lease(svc, target.name, dry_run):
-            await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
+            try:
+                await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
+            except Exception as exc:
+                # A bug must not take the other targets of the pass down with it: it is recorded on
+                # this target (and logged with its traceback) so the pass still reports everything.
+                log.exception("pass %s target %s: internal error", pass_id, target.name)
+                rep.status = "error"
+                rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+            if not dry_run and svc.alerts is not None:
+                await _alert(svc, svc.alerts, target, rep, pass_id)
     except LockedError as exc:
         rep.status = "locked"
         rep.errors.append(("lease", str(exc)))
@@ -270,6 +294,18 @@ async def reconcile_target(svc: Services, target: Target, *, dry_run: bool, pass
         extra={"pass_id": pass_id, "target": target.name},
     )
     return rep
+
+
+async def _alert(svc: Services, alerts: AlertsPort, target: Target, rep: TargetReport, pass_id: str) -> None:
+    """The target's alert step, still under its lease: a newer pass cannot have observed the target
+    yet, so nothing is announced (least of all "resolved") from an older observation."""
+    try:
+        rep.alerts = await alerts.after_target(target, rep, pass_id, svc.clock())
+    except ReconcilerError as exc:
+        rep.errors.append(("alerts", str(exc)))
+        return
+    problems = rep.alerts.get("problems", ())
+    rep.errors.extend(("alerts", str(p)) for p in (problems if isinstance(problems, list | tuple) else ()))
 
 
 @contextlib.asynccontextmanager
@@ -303,10 +339,10 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
                 # Both writes carry the same `now`, so nothing is counted twice.
                 before_blind = is_blind(rep.drifts)
                 first = await svc.ledger.record_target(
-                    target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id
+                    target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id, changed_by=rep.changed_by
                 )
             change = await svc.ledger.record_target(
-                target.name, rep.remaining, actions, now, blind=rep.blind, pass_id=pass_id
+                target.name, rep.remaining, actions, now, blind=rep.blind, pass_id=pass_id, changed_by=rep.changed_by
             )
             rep.ledger = {
                 "opened": len((first or change).opened),
@@ -468,15 +504,18 @@ async def _record_pass(svc: Services, report: PassReport) -> None:
     if len(svc.unwritten) == svc.unwritten.maxlen:
         dropped = svc.unwritten[0]
         log.warning("pass record %s dropped: %d unwritten already", dropped.pass_id, len(svc.unwritten))
-    svc.unwritten.append(record)
-    while svc.unwritten:
+    # Take the backlog as this pass's own (passes of one worker run concurrently on one loop:
+    # taking it in one synchronous step means no record is written twice or dropped).
+    todo = [*svc.unwritten, record]
+    svc.unwritten.clear()
+    for i, rec in enumerate(todo):
         try:
-            await svc.ledger.record_pass(svc.unwritten[0])
+            await svc.ledger.record_pass(rec)
         except TransientError as exc:
+            svc.unwritten.extendleft(reversed(todo[i:]))
             behind = len(svc.unwritten)
             report.errors.append(("ledger", f"pass record not written ({behind} kept for the next pass): {exc}"))
             return
-        svc.unwritten.popleft()
 
 
 async def trace_targets(

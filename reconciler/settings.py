@@ -1,19 +1,21 @@
 """App settings: one typed value read from the environment (Function App settings, local.settings.json).
 
 Owns the names, defaults and meaning of every setting, and the one-line error for a bad one.
-Must not build clients. Secrets are `SecretStr` so they never print.
+Must not build clients. Secrets are `SecretStr` so they never print. This is the one module that
+reads the process environment: everything else asks a `Settings` value.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reconciler.errors import ConfigurationError
-from reconciler.storage import TABLE_PREFIX_PATTERN
+from reconciler.storage_rules import TABLE_PREFIX_PATTERN
 
 
 class Settings(BaseSettings):
@@ -59,9 +61,36 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ARS_STORAGE_CONNECTION", "AzureWebJobsStorage"),
         description="Table/Blob/Queue storage for the ledger, leases, outbox and fan-out queue",
     )
+    # The identity-based form of ARS_STORAGE_CONNECTION (reconciler.storage): the host's queue
+    # triggers read these same names for their `connection`.
+    storage_blob_uri: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__blobServiceUri",
+        description="identity-based storage: the Blob service URI (leases, run records)",
+    )
+    storage_queue_uri: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__queueServiceUri",
+        description="identity-based storage: the Queue service URI (fan-out queue; the queue triggers read it too)",
+    )
+    storage_table_uri: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__tableServiceUri",
+        description="identity-based storage: the Table service URI (ledger, alerts, outbox)",
+    )
+    storage_credential: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__credential",
+        description="identity-based storage: `managedidentity`",
+    )
+    storage_client_id: str | None = Field(
+        default=None,
+        validation_alias="ARS_STORAGE_CONNECTION__clientId",
+        description="identity-based storage: client ID of the user-assigned managed identity",
+    )
     table_prefix: str = Field(
         default="ars", pattern=TABLE_PREFIX_PATTERN, validation_alias="ARS_TABLE_PREFIX"
-    )  # the one table-naming rule: reconciler.storage
+    )  # the one table-naming rule: reconciler.storage_rules
     teams_webhook_url: SecretStr | None = Field(
         default=None,
         validation_alias="ARS_TEAMS_WEBHOOK_URL",
@@ -78,6 +107,12 @@ class Settings(BaseSettings):
         description="seconds a drift must persist before it pages, for every code; unset = per-code defaults "
         "(180 s, the BGP hold time, for PEER_DOWN and ROUTE_*)",
     )
+    alert_fixed_notice: bool = Field(
+        default=True,
+        validation_alias="ARS_ALERT_FIXED_NOTICE",
+        description="post a compact \"fixed automatically\" card per target and pass when the reconciler put "
+        "drift back before anyone was paged; false = only incidents",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:7071",
         validation_alias="ARS_PUBLIC_BASE_URL",
@@ -85,6 +120,14 @@ class Settings(BaseSettings):
     )
     agent_ca_bundle: str | None = Field(
         default=None, validation_alias="ARS_AGENT_CA_BUNDLE", description="CA file to trust for NVA agents"
+    )
+    agent_client_cert: str | None = Field(
+        default=None,
+        validation_alias="ARS_AGENT_CLIENT_CERT",
+        description="PEM file of the client certificate shown to NVA agents (mutual TLS; the agent pins it)",
+    )
+    agent_client_key: str | None = Field(
+        default=None, validation_alias="ARS_AGENT_CLIENT_KEY", description="PEM file of that certificate's key"
     )
     agent_timeout: float = Field(default=20.0, gt=0, le=120, validation_alias="ARS_AGENT_TIMEOUT")
     verify_timeout: float = Field(
@@ -115,6 +158,25 @@ class Settings(BaseSettings):
         description="Application Insights; when set, logs and traces go there through OpenTelemetry",
     )
     lease_seconds: int = Field(default=30, ge=15, le=60, validation_alias="ARS_LEASE_SECONDS")
+    # ---- event-driven passes (Event Grid; reconciler.events) ----
+    event_own_ids: str = Field(
+        default="",
+        validation_alias="ARS_EVENT_OWN_IDS",
+        description="comma-separated app/object IDs of the reconciler's own identity (besides AZURE_CLIENT_ID): "
+        "events they caused never start a pass",
+    )
+    event_max_age: float = Field(
+        default=900.0, ge=10, le=86400, validation_alias="ARS_EVENT_MAX_AGE",
+        description="seconds: an older event is stale and rejected (the timer covers what it was about)",
+    )  # fmt: skip
+    event_settle: float = Field(
+        default=2.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
+        description="seconds an event pass waits (queue visibility delay) so a burst of writes lands first",
+    )  # fmt: skip
+    event_min_interval: float = Field(
+        default=5.0, ge=0, le=3600, validation_alias="ARS_EVENT_MIN_INTERVAL",
+        description="seconds between two event passes of one target (the rate bound under an event storm)",
+    )  # fmt: skip
     http_wait: float = Field(
         default=25.0,
         ge=0,
@@ -153,10 +215,22 @@ class Settings(BaseSettings):
             raise ValueError("queue names may not contain consecutive hyphens")
         return v
 
+    # The environment these settings were read from, kept for the app settings whose names only
+    # the desired state knows (agent tokens). Read once, with everything else: in Azure a change
+    # of app settings restarts the app, so nothing is missed.
+    _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._environ = {k: v for k, v in os.environ.items() if v}
+
     def secret(self, name: str) -> str | None:
         """An app setting named by the desired state (agent tokens). Key Vault references arrive resolved."""
-        value = os.environ.get(name)
-        return value or None
+        return self._environ.get(name) or None
+
+    @property
+    def storage_named(self) -> bool:
+        """ARS_STORAGE_CONNECTION itself is set, not only the AzureWebJobsStorage fallback."""
+        return self.secret("ARS_STORAGE_CONNECTION") is not None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -164,7 +238,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     try:
         if env is None:
             return Settings()
-        return Settings.model_validate(env)
+        settings = Settings.model_validate(env)
+        settings._environ.update({k: v for k, v in env.items() if v})
+        return settings
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in first["loc"]) or "settings"

@@ -1,75 +1,119 @@
-"""Azure Storage facts the adapters share: what a storage failure means for the caller, and which
-table names Azure accepts.
+"""How the app reaches its own storage account: one value for every Tables, Blobs and Queues client.
 
-Owns the one mapping from azure-core storage errors to our error tree (ledger, retention, leases,
-the alert store and the fan-out queue all use it) and the table-prefix rule. Must not know what
-is stored or why.
+Owns the two forms of `ARS_STORAGE_CONNECTION`, the same two the Functions host accepts for the
+queue triggers' `connection` (they bind to this name):
+
+- a connection string in the setting itself (Azurite, local runs, the demo);
+- an identity-based connection: no such setting, but settings under its prefix, one service URI
+  per service the app uses and the managed identity
+  (`ARS_STORAGE_CONNECTION__queueServiceUri`, `__blobServiceUri`, `__tableServiceUri`,
+  `__credential=managedidentity`, `__clientId`; "Identity-based connections",
+  https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#identity-based-connections
+  and "Common properties for identity-based connections",
+  https://learn.microsoft.com/azure/azure-functions/functions-reference#common-properties-for-identity-based-connections).
+  Then no account key exists anywhere and the account can refuse shared-key access.
+
+Adapters (ledger, leases, outbox, retention, runs, fan-out queue) take `str | StorageAccess` and
+build their client with `table_service` / `blob_service` / `queue_client`. Must not know tables,
+containers or queues by name.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from typing import Any
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.data.tables.aio import TableServiceClient
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueClient
 
-from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError, first_line
+from reconciler.errors import ConfigurationError
+from reconciler.settings import Settings
 
-
-def _status(exc: AzureError) -> int | None:
-    return exc.status_code if isinstance(exc, HttpResponseError) else None
-
-
-def _code(exc: AzureError) -> str | None:
-    return getattr(exc, "error_code", None)
+SETTING = "ARS_STORAGE_CONNECTION"
 
 
-# What a storage failure means for the caller; the first matching row wins, anything else is
-# transient (timeouts, connection errors, 5xx, 409/412 races: the next pass retries).
-# 403 is permanent: Azure Storage answers it when the identity lacks a data-plane role
-# (AuthorizationPermissionMismatch), the account's network rules block us (AuthorizationFailure),
-# the account is disabled or a SAS expired. None heals by retrying on the next pass — a human must
-# grant or open something — so it is alerted, as errors.py's tree says (401/403 → permanent).
-# The ledger used to retry it for ever while the alert store gave up: now both give up.
-# 400 is permanent too: the same request is just as malformed on the next pass.
-STORAGE_ERRORS: tuple[tuple[Callable[[AzureError], bool], type[ReconcilerError], str], ...] = (
-    (lambda e: isinstance(e, ClientAuthenticationError), PermanentError, "storage refused the credentials"),
-    (
-        lambda e: _status(e) == 403,
-        PermanentError,
-        "storage refused access (the identity's data role or the account's network rules)",
-    ),
-    (lambda e: _code(e) == "TableNotFound", PermanentError, "table missing, run ensure_tables()"),
-    (lambda e: _status(e) == 400, PermanentError, "storage rejected the request as malformed"),
-)
-_TRANSIENT = "storage unreachable or failing, retry on a later pass"
+class StorageAccess:
+    """A connection string, or the three service URIs with the managed identity. For the identity
+    form one credential is made on first use (on the worker's loop) and closed by `close()`."""
+
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        *,
+        blob_uri: str | None = None,
+        queue_uri: str | None = None,
+        table_uri: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        uris = {"blobServiceUri": blob_uri, "queueServiceUri": queue_uri, "tableServiceUri": table_uri}
+        if connection_string is None:
+            missing = [k for k, v in uris.items() if not v]
+            if missing:
+                raise ConfigurationError(
+                    f"setting {SETTING}__{missing[0]}: required for an identity-based storage connection "
+                    f"(or set {SETTING} to a connection string)"
+                )
+            bad = [k for k, v in uris.items() if not str(v).startswith("https://")]
+            if bad:
+                raise ConfigurationError(f"setting {SETTING}__{bad[0]}: must be an https:// URI")
+        self.connection_string = connection_string
+        self.blob_uri, self.queue_uri, self.table_uri = blob_uri, queue_uri, table_uri
+        self.client_id = client_id
+        self._credential: AsyncTokenCredential | None = None
+
+    @property
+    def identity(self) -> bool:
+        return self.connection_string is None
+
+    def credential(self) -> AsyncTokenCredential:
+        if self._credential is None:
+            from azure.identity.aio import ManagedIdentityCredential
+
+            # A user-assigned identity is named by its client ID; none means the system-assigned one.
+            self._credential = ManagedIdentityCredential(client_id=self.client_id)
+        return self._credential
+
+    async def close(self) -> None:
+        cred, self._credential = self._credential, None
+        if cred is not None:
+            await cred.close()
 
 
-def storage_error(component: str, what: str, exc: AzureError) -> ReconcilerError:
-    """Our error for a storage failure of `component` (e.g. "drift ledger") doing `what`; raise it
-    `from exc`."""
-    kind: type[ReconcilerError] = TransientError
-    meaning = _TRANSIENT
-    for matches, error, text in STORAGE_ERRORS:
-        if matches(exc):
-            kind, meaning = error, text
-            break
-    return kind(f"{component}: {what}: {meaning} ({type(exc).__name__}: {first_line(exc)})")
-
-
-# Azure Tables: "Table names may contain only alphanumeric characters ... cannot begin with a
-# numeric character ... must be from 3 to 63 characters long" (Storage REST docs, "Understanding the
-# Table service data model", Table names). Every table we make is the prefix + one of these.
-TABLE_SUFFIXES = ("drift", "drifthistory", "passes", "alertstate", "alertoutbox")
-MAX_TABLE_NAME = 63
-MAX_TABLE_PREFIX = MAX_TABLE_NAME - max(len(s) for s in TABLE_SUFFIXES)
-TABLE_PREFIX_PATTERN = rf"^[A-Za-z][A-Za-z0-9]{{0,{MAX_TABLE_PREFIX - 1}}}$"
-
-
-def checked_table_prefix(prefix: str) -> str:
-    """`prefix` when every table name made from it is one Azure accepts; else a ConfigurationError."""
-    if not re.fullmatch(TABLE_PREFIX_PATTERN, prefix):
-        raise ConfigurationError(
-            f"table prefix {prefix!r}: use 1-{MAX_TABLE_PREFIX} letters and digits, starting with a letter"
+def from_settings(settings: Settings) -> StorageAccess:
+    """The identity form when its service URIs are set, else the connection string."""
+    if settings.storage_blob_uri or settings.storage_queue_uri or settings.storage_table_uri:
+        if settings.storage_credential not in (None, "managedidentity"):
+            raise ConfigurationError(f"setting {SETTING}__credential: only 'managedidentity' is supported")
+        return StorageAccess(
+            blob_uri=settings.storage_blob_uri,
+            queue_uri=settings.storage_queue_uri,
+            table_uri=settings.storage_table_uri,
+            client_id=settings.storage_client_id,
         )
-    return prefix
+    return StorageAccess(settings.storage_connection.get_secret_value())
+
+
+def _access(conn: str | StorageAccess) -> StorageAccess:
+    return conn if isinstance(conn, StorageAccess) else StorageAccess(conn)
+
+
+def table_service(conn: str | StorageAccess, **kwargs: Any) -> TableServiceClient:
+    a = _access(conn)
+    if a.connection_string is not None:
+        return TableServiceClient.from_connection_string(a.connection_string, **kwargs)
+    return TableServiceClient(str(a.table_uri), credential=a.credential(), **kwargs)
+
+
+def blob_service(conn: str | StorageAccess, **kwargs: Any) -> BlobServiceClient:
+    a = _access(conn)
+    if a.connection_string is not None:
+        return BlobServiceClient.from_connection_string(a.connection_string, **kwargs)
+    return BlobServiceClient(str(a.blob_uri), credential=a.credential(), **kwargs)
+
+
+def queue_client(conn: str | StorageAccess, queue: str, **kwargs: Any) -> QueueClient:
+    a = _access(conn)
+    if a.connection_string is not None:
+        return QueueClient.from_connection_string(a.connection_string, queue, **kwargs)
+    return QueueClient(str(a.queue_uri), queue, credential=a.credential(), **kwargs)

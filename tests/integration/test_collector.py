@@ -59,15 +59,15 @@ async def test_healthy_target_costs_one_read_per_resource_and_two_per_route_quer
             await a.close()
         ops = sorted(r.op for r in emu.requests)
         paths = [r.path for r in emu.requests if r.op == "lro.poll"]
-    # hub, peers, firewall, the VNet, two route tables; learned, gateway learned and advertised
-    # are POST + one GET of Location each (the Retry-After is waited out before looking).
+    # hub, peers, firewall and its FirewallHealth metric, the VNet, two route tables; learned, gateway
+    # learned and advertised are POST + one GET of Location each (the Retry-After is waited out first).
     assert ops == sorted(
-        ["hub.get", "bgp.list", "firewall.get", "vnet.get", "routetable.get", "routetable.get"]
+        ["hub.get", "bgp.list", "firewall.get", "firewall.health", "vnet.get", "routetable.get", "routetable.get"]
         + ["routes.learned", "gateway.learned", "gateway.advertised"]
         + ["lro.poll"] * 3
     )
     assert all("/operationResults/" in p for p in paths)
-    assert a.requests == 12 and a.throttled == 0
+    assert a.requests == 13 and a.throttled == 0
 
 
 async def test_subnets_sharing_a_route_table_read_it_once(arm: Arm, emulator: ArmEmulator) -> None:

@@ -21,7 +21,7 @@ from reconciler.alerts import AlertRules, AlertState, Announced, Status
 from reconciler.drift import Drift, DriftCode
 from reconciler.errors import PermanentError, TransientError
 from reconciler.notify import AlertStep, heartbeat, notify
-from reconciler.outbox import AlertStore, MessageRejected, idempotency_key
+from reconciler.outbox import MAX_REJECTIONS, AlertStore, MessageRejected
 from reconciler.teams import Pacer, TeamsWebhook
 
 pytestmark = pytest.mark.azurite
@@ -232,14 +232,25 @@ async def test_flush_stops_a_target_at_its_first_failure_others_continue(
     assert [(r.json()["t"], r.json()["n"]) for r in webhook.accepted()][2:] == [("a", 0), ("a", 1)]
 
 
-async def test_rejected_message_is_dead_lettered_not_blocking(store: AlertStore, webhook: WebhookReceiver,
-                                                              client: httpx.AsyncClient) -> None:
-    await store.enqueue("a", b'{"n":0}', "k0")
+@pytest.mark.parametrize("status", [400, 413])
+async def test_rejected_message_is_retried_a_bounded_number_of_times_then_dead_lettered_not_blocking(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient, status: int
+) -> None:
+    """On main a single 400/413 dead-lettered the card at once, with no second try."""
+    await store.enqueue("a", b'{"n":0}', "k0", {"a|PEER_DOWN|peer=x": "firing"})
     await store.enqueue("a", b'{"n":1}', "k1")
-    webhook.script(Reply(400))
-    report = await store.flush(hook_for(webhook, client))
+    webhook.script(*[Reply(status)] * MAX_REJECTIONS)
+    sender = hook_for(webhook, client)
+    for attempt in range(1, MAX_REJECTIONS):
+        report = await store.flush(sender)
+        assert (report.sent, report.rejected, report.pending, report.dead) == (0, 1, 2, ()), attempt
+    report = await store.flush(sender)
     assert (report.sent, report.rejected, report.pending) == (1, 1, 0)
+    [dead] = report.dead
+    assert dead.attempts == MAX_REJECTIONS and dead.announces == {"a|PEER_DOWN|peer=x": "firing"}
     assert [(e.dead, e.sent) for e in await store.entries("a")] == [(True, False), (False, True)]
+    assert [e.seq for e in await store.dead_letters("a", datetime.now(UTC) - timedelta(hours=1))] == [1]
+    assert [r.json()["n"] for r in webhook.requests()] == [0] * MAX_REJECTIONS + [1]  # order held
 
 
 async def test_concurrent_enqueues_get_distinct_ordered_sequence_numbers(azurite: Azurite, storage_prefix: str,
@@ -285,7 +296,7 @@ PEER_FAILED = Drift("hub-weu", DriftCode.PEER_FAILED, "peer=nva1", "bgpConnectio
                     expected="Succeeded", observed="Failed")
 UDR = Drift("hub-neu", DriftCode.UDR_INVARIANT_BROKEN, "subnet=hub:AzureFirewallSubnet/prefix=0.0.0.0/0", "lost")
 TARGETS = ("hub-weu", "hub-neu")
-DRIFT_URL = "http://127.0.0.1:7071/api/drift"
+DRIFT_URL = "http://127.0.0.1:7071"  # the app's base URL: cards link /api/drift?target= and /api/runs/{id}
 
 
 async def run_pass(store: AlertStore, sender: TeamsWebhook, n: int, *drifts: Drift,
@@ -300,7 +311,7 @@ def titles(webhook: WebhookReceiver) -> list[tuple[str, str]]:
     out = []
     for r in webhook.accepted():
         header = r.json()["attachments"][0]["content"]["body"][0]["items"][0]["text"]
-        kind, target = header.split(": ", 1)
+        kind, _severity, target = header.split(" · ")
         out.append((target, kind))
     return out
 
@@ -332,7 +343,7 @@ async def test_retried_pass_id_sends_nothing_twice(store: AlertStore, webhook: W
                                                    client: httpx.AsyncClient) -> None:
     sender = hook_for(webhook, client)
     await run_pass(store, sender, 0, PEER_FAILED)
-    key = idempotency_key("pass-0", "hub-weu")
+    [key] = [r.headers["idempotency-key"] for r in webhook.accepted()]
     # A queue redelivery of pass 0 after its states were lost: same pass id → same key → nothing new.
     await store.save_states({}, TARGETS)
     assert await run_pass(store, sender, 0, PEER_FAILED) == (0, 0, 0)
@@ -369,7 +380,7 @@ async def test_a_poisoned_target_is_announced_blind_without_a_hand_built_report(
     result = await step.poisoned("hub-weu", "failed 5 time(s)", T0)
     assert result["enqueued"] == 1 and result["delivery"]["sent"] == 1
     assert titles(webhook) == [("hub-weu", "RECONCILER BLIND")]
-    assert "poison message: failed 5 time(s)" in webhook.accepted()[0].body.decode()
+    assert "poison message: failed 5 time" in webhook.accepted()[0].body.decode()
 
 
 # --- secrets in logs --------------------------------------------------------------------------
@@ -396,3 +407,30 @@ async def test_heartbeat_pings_and_reports(webhook: WebhookReceiver, client: htt
     webhook.default = fail(500)
     assert not await heartbeat(webhook.url, client)
     assert [r.method for r in webhook.requests()] == ["GET", "GET"]
+
+
+# --- nothing stops the alerts; no injection (each fails on the old one-card-per-target builder) ----
+
+
+async def test_a_lone_surrogate_in_one_drift_does_not_stop_the_alerts_of_any_target(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    """Before: json.dumps(...).encode("utf-8") raised UnicodeEncodeError and no card went out."""
+    bad = Drift("hub-weu", DriftCode.PEER_FAILED, "peer=nva1", "agent said \ud800", observed="\udfff")
+    report = await notify(store, hook_for(webhook, client), [bad, UDR], {}, TARGETS, None, T0, AlertRules(), "p",
+                          DRIFT_URL)
+    assert report.delivery.sent == 2 and report.problems == ()
+    assert sorted(titles(webhook)) == [("hub-neu", "FIRING"), ("hub-weu", "FIRING")]
+    assert "agent said \ufffd" in "".join(r.body.decode("utf-8") for r in webhook.accepted())
+
+
+async def test_a_markdown_link_in_agent_text_reaches_teams_inert(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    evil = Drift("hub-weu", DriftCode.PEER_FAILED, "peer=nva1", "[Sign in](https://evil.example/login)",
+                 observed="[Sign in](https://evil.example/login)")
+    await notify(store, hook_for(webhook, client), [evil], {}, TARGETS, None, T0, AlertRules(), "p", DRIFT_URL)
+    [card] = webhook.accepted()
+    texts = json.dumps(card.json()["attachments"][0]["content"]["body"], ensure_ascii=False)
+    assert "[Sign in](" not in texts and "https://evil" not in texts
+    assert "https\\\\[:\\\\]//evil.example" in texts  # shown, defanged and escaped

@@ -36,7 +36,8 @@ def state(emulator: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> desired.Des
 
 
 @pytest.fixture
-async def runtime(emulator: ArmEmulator) -> AsyncIterator[Runtime]:
+async def runtime(emulator: ArmEmulator, state: desired.DesiredState) -> AsyncIterator[Runtime]:
+    # After `state`: that fixture puts the agent tokens in the environment the settings read.
     env = {**demo_env(emulator), "ARS_VERIFY_INTERVAL": "0.05", "ARS_VERIFY_TIMEOUT": "15"}
     async with Runtime(load_settings(env), storage=False) as rt:
         yield rt

@@ -18,6 +18,7 @@ from reconciler.alerts import (
     Status,
     blind_identity,
     evaluate,
+    undelivered,
 )
 from reconciler.drift import Drift, DriftCode, Severity
 
@@ -76,7 +77,8 @@ class Sim:
 
 
 def kinds(notes: Sequence[Notification]) -> list[tuple[Kind, DriftCode]]:
-    return [(n.kind, n.code) for n in notes]
+    """What is announced on its own (folded consequences ride on their cause's card)."""
+    return [(n.kind, n.code) for n in notes if not n.folded]
 
 
 # (name, passes: [(t seconds, drifts present, expected (kind, code) list)])
@@ -333,3 +335,28 @@ def test_notifications_are_ordered_by_target_then_kind() -> None:
     notes = sim.at(60, UDR, OTHER_TARGET, blind={HUB: "agent"})
     assert [(n.target, n.kind) for n in notes] == [
         ("hub-neu", Kind.FIRING), (HUB, Kind.FIRING)]  # PEER_FAILED unknown while blind; blind pending
+
+
+def test_muted_consequences_are_handed_to_their_causes_card_folded_and_stay_unannounced() -> None:
+    sim = Sim()
+    down = Drift("hub-weu", DriftCode.PEER_DOWN, "peer=nva1/instance=RouteServiceRole_IN_0", "down")
+    missing = Drift("hub-weu", DriftCode.ROUTE_MISSING, "peer=nva1/instance=RouteServiceRole_IN_0/prefix=0.0.0.0/0", "")
+    assert sim.at(0, down, missing) == []  # hold-down
+    notes = sim.at(180, down, missing)
+    assert [(n.code, n.folded) for n in notes] == [(DriftCode.PEER_DOWN, False), (DriftCode.ROUTE_MISSING, True)]
+    assert sim.states[missing.identity].announced == Announced.NONE
+    # the session comes back but the route stays missing: now it speaks for itself
+    assert sorted(kinds(sim.at(240, missing))) == [(Kind.FIRING, DriftCode.ROUTE_MISSING), (Kind.RESOLVED, DriftCode.PEER_DOWN)]
+
+
+def test_a_dead_lettered_card_is_not_announced() -> None:
+    """Teams refused the card for good: the next pass says it again (firing, and resolved)."""
+    sim = Sim()
+    udr = Drift("hub-weu", DriftCode.UDR_INVARIANT_BROKEN, "subnet=v:s/prefix=0.0.0.0/0", "lost")
+    assert kinds(sim.at(0, udr)) == [(Kind.FIRING, DriftCode.UDR_INVARIANT_BROKEN)]
+    sim.states = undelivered(sim.states, {udr.identity: Kind.FIRING}, T0)
+    assert kinds(sim.at(60, udr)) == [(Kind.FIRING, DriftCode.UDR_INVARIANT_BROKEN)]
+    assert kinds(sim.at(120)) == [(Kind.RESOLVED, DriftCode.UDR_INVARIANT_BROKEN)]
+    sim.states = undelivered(sim.states, {udr.identity: Kind.RESOLVED}, T0)
+    assert kinds(sim.at(180)) == [(Kind.RESOLVED, DriftCode.UDR_INVARIANT_BROKEN)]
+    assert kinds(sim.at(240)) == []

@@ -24,6 +24,7 @@ HTTP_ROUTES = {
     "run_http": ("runs/{pass_id}", ["GET"], "FUNCTION"),
     "health_http": ("health", ["GET"], "ANONYMOUS"),
     "health_details_http": ("health/details", ["GET"], "FUNCTION"),
+    "agent_report_http": ("agent/changes", ["POST"], "FUNCTION"),
 }
 
 
@@ -33,7 +34,13 @@ def fns() -> dict[str, Any]:
 
 
 def test_the_app_has_exactly_these_functions(fns: dict[str, Any]) -> None:
-    assert set(fns) == {"reconcile_timer", "retention_timer", "reconcile_queue", "reconcile_poison", *HTTP_ROUTES}
+    assert set(fns) == {
+        "reconcile_timer", "retention_timer", "reconcile_queue", "reconcile_poison", "reconcile_event", *HTTP_ROUTES
+    }
+
+
+def test_the_event_function_is_an_event_grid_trigger(fns: dict[str, Any]) -> None:
+    assert trigger(fns["reconcile_event"])["type"] == "eventGridTrigger"
 
 
 def test_every_parameter_name_matches_a_binding_name(fns: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from azure.mgmt.network.aio import NetworkManagementClient
 
-from reconciler.arm import StaticTokenCredential
+from reconciler.arm import RAW_READ_ACTIONS, StaticTokenCredential
 
 ROOT = Path(__file__).resolve().parents[2]
 ARM = ROOT / "reconciler" / "arm.py"
@@ -20,12 +20,18 @@ FIXER = ROOT / "infra" / "reconciler-fixer-role.json"
 ACTIONS: dict[tuple[str, str], str] = {
     ("virtual_hubs", "get"): "Microsoft.Network/virtualHubs/read",
     ("virtual_hub_bgp_connections", "list"): "Microsoft.Network/virtualHubs/bgpConnections/read",
-    ("virtual_hub_bgp_connections", "begin_list_learned_routes"):
-        "Microsoft.Network/virtualHubs/bgpConnections/learnedRoutes/action",
-    ("virtual_network_gateways", "begin_get_learned_routes"):
-        "Microsoft.Network/virtualNetworkGateways/getLearnedRoutes/action",
-    ("virtual_network_gateways", "begin_get_advertised_routes"):
-        "Microsoft.Network/virtualNetworkGateways/getAdvertisedRoutes/action",
+    (
+        "virtual_hub_bgp_connections",
+        "begin_list_learned_routes",
+    ): "Microsoft.Network/virtualHubs/bgpConnections/learnedRoutes/action",
+    (
+        "virtual_network_gateways",
+        "begin_get_learned_routes",
+    ): "Microsoft.Network/virtualNetworkGateways/getLearnedRoutes/action",
+    (
+        "virtual_network_gateways",
+        "begin_get_advertised_routes",
+    ): "Microsoft.Network/virtualNetworkGateways/getAdvertisedRoutes/action",
     ("azure_firewalls", "get"): "Microsoft.Network/azureFirewalls/read",
     ("subnets", "get"): "Microsoft.Network/virtualNetworks/subnets/read",
     ("virtual_networks", "get"): "Microsoft.Network/virtualNetworks/read",
@@ -44,15 +50,27 @@ def operation_groups() -> set[str]:
 
 
 def sdk_calls() -> set[tuple[str, str]]:
-    """Every `<client>.<operation group>.<method>(...)` in arm.py."""
+    """Every `<client>.<operation group>.<method>` in arm.py, called directly or handed to a helper."""
     groups = operation_groups()
     calls = set()
     for node in ast.walk(ast.parse(ARM.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            owner = node.func.value
-            if isinstance(owner, ast.Attribute) and owner.attr in groups:
-                calls.add((owner.attr, node.func.attr))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr in groups:
+            calls.add((node.value.attr, node.attr))
     return calls
+
+
+def read_operations() -> set[str]:
+    """Every operation name passed to `self.read(<subscription>, "<op>", ...)` in arm.py."""
+    ops = set()
+    for node in ast.walk(ast.parse(ARM.read_text())):
+        is_read = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "read"
+        if is_read and len(node.args) >= 2 and isinstance(op := node.args[1], ast.Constant):
+            ops.add(str(op.value))
+    return ops
+
+
+# Reads that go through an SDK call (their action comes from ACTIONS); every other read is a raw GET.
+SDK_READS = {"routes.learned", "gateway.learned", "gateway.advertised"}
 
 
 def actions(path: Path) -> set[str]:
@@ -63,8 +81,14 @@ def actions(path: Path) -> set[str]:
 
 
 def test_the_scan_finds_the_collectors_calls() -> None:
-    # Guards the scanner itself: if it found nothing, the equality tests below would prove nothing.
-    assert {("virtual_hubs", "get"), ("route_tables", "get")} <= sdk_calls()
+    # Guards the scanners themselves: if they found nothing, the equality tests below would prove nothing.
+    assert {("virtual_hubs", "get"), ("virtual_hub_bgp_connections", "begin_list_learned_routes")} <= sdk_calls()
+    assert {"hub.get", "routes.learned", "firewall.health"} <= read_operations()
+
+
+def test_every_raw_read_has_a_known_action() -> None:
+    raw = read_operations() - SDK_READS
+    assert raw == set(RAW_READ_ACTIONS), "a raw GET in arm.py needs its RBAC action in RAW_READ_ACTIONS"
 
 
 def test_every_sdk_call_in_arm_py_has_a_known_action() -> None:
@@ -75,6 +99,7 @@ def test_every_sdk_call_in_arm_py_has_a_known_action() -> None:
 def test_reader_role_is_exactly_the_collectors_read_actions() -> None:
     reads = {c for c in sdk_calls() if c[1] not in WRITES}
     expected = {ACTIONS[c] for c in reads} | (LRO_POLLING if any(m.startswith("begin_") for _, m in reads) else set())
+    expected |= {RAW_READ_ACTIONS[op] for op in read_operations() - SDK_READS}
     assert actions(READER) == expected
 
 

@@ -16,7 +16,8 @@ from azure.core.exceptions import (
 )
 from pydantic import ValidationError
 
-from reconciler import drift, storage
+from reconciler import drift
+from reconciler import storage_rules as storage
 from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError, first_line
 from reconciler.ledger import Ledger, raise_storage_error
 from reconciler.outbox import AlertStore

@@ -1,0 +1,74 @@
+"""The Functions host's Event Grid extension, locally: the webhook an event subscription pushes to.
+
+Owns what the real host does at `/runtime/webhooks/eventgrid?functionName=<fn>&code=<system key>`
+(Microsoft Learn, "Azure Event Grid trigger for Azure Functions" and "Webhook event delivery"):
+- Event Grid schema: header `aeg-event-type: SubscriptionValidation` -> 200 with
+  `{"validationResponse": <data.validationCode>}` (the function is not invoked);
+  `aeg-event-type: Notification` -> the function once per event of the JSON array.
+- CloudEvents 1.0: the abuse-protection OPTIONS request (`WebHook-Request-Origin`) -> 200 with
+  `WebHook-Allowed-Origin`; a POST carries one event (or a batch array).
+A function that raises answers 500, so the sender retries (Event Grid does, with back-off).
+Events reach the function decoded by the SDK's own converter, as the Python worker does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+
+log = logging.getLogger(__name__)
+PATH = "/runtime/webhooks/eventgrid"
+_MAX_BODY = 1024 * 1024  # Event Grid's event size limit is 1 MB
+
+
+def deliver(
+    host: Any, params: Mapping[str, str], method: str, headers: Mapping[str, str], body: bytes
+) -> tuple[int, bytes, dict[str, str]]:
+    """Answer one request to the Event Grid webhook of `host` (a localenv.host.LocalHost)."""
+    head = {k.lower(): v for k, v in headers.items()}
+    if host.key is not None and params.get("code") != host.key:
+        return _json(401, {"error": "the Event Grid webhook needs the system key (?code=)"})
+    name = params.get("functionName", "")
+    fn = host.functions.get(name)
+    if fn is None or _trigger_type(fn) != "eventGridTrigger":
+        return _json(404, {"error": f"no Event Grid function {name!r}"})
+    if method == "OPTIONS":  # CloudEvents abuse protection
+        origin = head.get("webhook-request-origin", "")
+        return 200, b"", {"WebHook-Allowed-Origin": origin} if origin else {}
+    if method != "POST":
+        return _json(405, {"error": "POST events"})
+    if len(body) > _MAX_BODY:
+        return _json(413, {"error": "event batch too large"})
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return _json(400, {"error": "body is not JSON"})
+    events = payload if isinstance(payload, list) else [payload]
+    if head.get("aeg-event-type") == "SubscriptionValidation":
+        first = events[0] if events and isinstance(events[0], dict) else {}
+        code = (first.get("data") or {}).get("validationCode") if isinstance(first.get("data"), dict) else None
+        if not isinstance(code, str):
+            return _json(400, {"error": "validation event without data.validationCode"})
+        return _json(200, {"validationResponse": code})
+    for event in events:
+        value = EventGridEventInConverter.decode(meta.Datum(json.dumps(event), "json"), trigger_metadata={})
+        try:
+            host.invoke(name, value)
+        except Exception as exc:
+            log.warning("Event Grid function %s failed: %s", name, exc)
+            return _json(500, {"error": "function failed"})
+    return 200, b"", {}
+
+
+def _trigger_type(fn: Any) -> str:
+    bindings = json.loads(fn.get_function_json())["bindings"]
+    return str(next((b["type"] for b in bindings if b["direction"] == "IN"), ""))
+
+
+def _json(status: int, payload: object) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps(payload).encode(), {"Content-Type": "application/json"}

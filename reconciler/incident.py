@@ -1,0 +1,145 @@
+"""Incidents: the notifications of one target and pass grouped by cause, so one cause is one card.
+
+Owns the cause table (which drift explains which) and the grouping. Pure: notifications in,
+incidents out; must not know how alerts are decided, stored or rendered. The ledger and the alert
+states still keep every drift on its own: grouping is only how the channel hears about them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.alerts import Kind, Notification
+from reconciler.drift import DriftCode, Severity, subject_part
+
+
+@dataclass(frozen=True)
+class CauseRule:
+    """A drift with code `cause` explains drifts with a code in `consequences` on the same target,
+    when every subject part named in `equal` is present in both and the same."""
+
+    cause: DriftCode
+    consequences: frozenset[DriftCode]
+    equal: tuple[str, ...] = ()
+
+
+_GATEWAY = frozenset({DriftCode.GATEWAY_NOT_LEARNING, DriftCode.GATEWAY_NOT_ADVERTISING})
+_ROUTES = frozenset({DriftCode.ROUTE_MISSING, DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_REJECTED_LOOP})
+
+# Earlier rules win when two causes could explain the same drift: the deeper cause first.
+CAUSES: tuple[CauseRule, ...] = (
+    # The hub itself is broken: everything downstream follows. Blindness is about the reconciler.
+    CauseRule(
+        DriftCode.ROUTE_SERVER_UNHEALTHY,
+        frozenset(DriftCode) - {DriftCode.ROUTE_SERVER_UNHEALTHY, DriftCode.OBSERVATION_FAILED},
+    ),
+    # No firewall IP: the next hop and what the gateway carries are wrong by consequence.
+    CauseRule(DriftCode.FIREWALL_UNHEALTHY, _GATEWAY | {DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_MISSING}),
+    # Branch-to-branch off: the gateway stops learning (and so advertising) what the NVA sends.
+    CauseRule(DriftCode.BRANCH_TO_BRANCH_DISABLED, _GATEWAY),
+    # No usable bgpConnection: its sessions are down and its routes are missing.
+    *(
+        CauseRule(code, frozenset({DriftCode.PEER_DOWN}) | _ROUTES, equal=("peer",))
+        for code in (DriftCode.PEER_MISSING, DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED)
+    ),
+    # A session down on one instance: that instance learned nothing from the peer.
+    CauseRule(DriftCode.PEER_DOWN, _ROUTES, equal=("peer", "instance")),
+    # The route reaches Route Server wrong or not at all (a firewall IP change, a route-map edit):
+    # the gateway then lacks it and does not advertise it on-premises.
+    CauseRule(DriftCode.ROUTE_NEXT_HOP_WRONG, _GATEWAY, equal=("prefix",)),
+    CauseRule(DriftCode.ROUTE_MISSING, _GATEWAY, equal=("prefix",)),
+    CauseRule(
+        DriftCode.GATEWAY_NOT_LEARNING, frozenset({DriftCode.GATEWAY_NOT_ADVERTISING}), equal=("gateway", "prefix")
+    ),
+)
+
+# Drifts of one code that are one cause seen several times (e.g. on both Route Server instances),
+# keyed by the subject parts they share.
+SAME_CAUSE: dict[DriftCode, tuple[str, ...]] = {
+    DriftCode.PEER_DOWN: ("peer",),
+    DriftCode.ROUTE_MISSING: ("peer", "prefix"),
+    DriftCode.ROUTE_NEXT_HOP_WRONG: ("peer", "prefix"),
+    DriftCode.ROUTE_REJECTED_LOOP: ("peer", "prefix"),
+    DriftCode.ROUTE_UNEXPECTED: ("peer", "prefix"),
+    DriftCode.GATEWAY_NOT_LEARNING: ("prefix",),
+    DriftCode.GATEWAY_NOT_ADVERTISING: ("gateway", "prefix"),
+}
+
+_SEVERITY_ORDER = (Severity.CRITICAL, Severity.WARNING, Severity.INFO)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One cause (one or more drifts of the same code) and the drifts it explains, of one kind."""
+
+    kind: Kind
+    target: str
+    causes: tuple[Notification, ...]
+    consequences: tuple[Notification, ...] = ()
+
+    @property
+    def code(self) -> DriftCode:
+        return self.causes[0].code
+
+    @property
+    def severity(self) -> Severity:
+        """The incident's: the worst of its cause and consequences."""
+        return min((n.severity for n in self.members), key=_SEVERITY_ORDER.index)
+
+    @property
+    def members(self) -> tuple[Notification, ...]:
+        return self.causes + self.consequences
+
+    @property
+    def key(self) -> str:
+        """Stable within a pass: the first cause's identity and the kind, hashed."""
+        return hashlib.sha256(f"{self.kind.value}\n{self.causes[0].identity}".encode()).hexdigest()[:16]
+
+
+def explains(rule: CauseRule, cause: Notification, other: Notification) -> bool:
+    if cause.code != rule.cause or other.code not in rule.consequences or cause.target != other.target:
+        return False
+    for key in rule.equal:
+        mine = subject_part(cause.subject, key)
+        if mine is None or mine != subject_part(other.subject, key):
+            return False
+    return True
+
+
+def group(notes: Sequence[Notification], rules: Sequence[CauseRule] = CAUSES) -> list[Incident]:
+    """Incidents of `notes`, most severe first; every notification is in exactly one incident."""
+    by_part: dict[tuple[str, Kind], list[Notification]] = {}
+    for n in sorted(notes, key=lambda n: n.identity):
+        by_part.setdefault((n.target, n.kind), []).append(n)
+    incidents: list[Incident] = []
+    for (target, kind), mine in sorted(by_part.items()):
+        incidents += _group_one(target, kind, mine, rules)
+    return sorted(incidents, key=lambda i: (_SEVERITY_ORDER.index(i.severity), i.target, i.code.value, i.key))
+
+
+def _group_one(target: str, kind: Kind, notes: list[Notification], rules: Sequence[CauseRule]) -> list[Incident]:
+    parent: dict[str, Notification] = {}
+    for n in notes:
+        found = next(
+            (c for rule in rules for c in notes if c.identity != n.identity and explains(rule, c, n)), None
+        )
+        if found is not None:
+            parent[n.identity] = found
+
+    def root(n: Notification) -> Notification:
+        seen = {n.identity}
+        while n.identity in parent and parent[n.identity].identity not in seen:
+            n = parent[n.identity]
+            seen.add(n.identity)
+        return n
+
+    groups: dict[tuple[str, ...], tuple[list[Notification], list[Notification]]] = {}
+    for n in notes:
+        r = root(n)
+        same = SAME_CAUSE.get(r.code)
+        gid = (r.code.value, *(subject_part(r.subject, k) or "" for k in same)) if same else (r.identity,)
+        causes, consequences = groups.setdefault(gid, ([], []))
+        (causes if n.identity == r.identity else consequences).append(n)
+    return [Incident(kind, target, tuple(c), tuple(q)) for c, q in groups.values()]
