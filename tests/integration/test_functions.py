@@ -304,6 +304,22 @@ async def test_an_http_run_whose_worker_went_away_is_finished_from_the_queue(
     assert {t["target"] for t in report["targets"]} == set(TARGETS)
 
 
+async def test_an_http_run_whose_fallback_is_poisoned_answers_an_error_not_202_forever(
+    no_wait: Worker, fns: dict[str, Any]
+) -> None:
+    resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"dry_run": true}'))
+    pass_id = data(resp)["pass_id"]
+    for task in list(function_app._RUNS):  # the worker went away mid-pass
+        task.cancel()
+    await asyncio.gather(*function_app._RUNS, return_exceptions=True)
+    body = json.dumps({"v": 1, "target": None, "tick": "2026-11-25T08:00:00+00:00", "origin": "http",
+                       "run": pass_id, "dry_run": True}).encode()  # fmt: skip
+    await fns["reconcile_poison"](queue_message(id="p1", body=body, dequeue_count=1))
+    done = await poll_run(fns, pass_id, deadline_s=0)
+    assert done.status_code == 500
+    assert data(done)["error"]["code"] == "run_failed" and "failed 5 time(s)" in data(done)["error"]["message"]
+
+
 # ---- HTTP: health -----------------------------------------------------------------------------
 
 
