@@ -150,9 +150,10 @@ async def reconcile_poison(msg: func.QueueMessage) -> None:
 async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
     body = msg.get_body().decode("utf-8", "replace")
     try:
-        target = parse_message(msg.get_body()).target
+        message: FanoutMessage | None = parse_message(msg.get_body())
     except BadMessage:
-        target = None
+        message = None
+    target = message.target if message is not None else None
     # Error level: this is what an App Insights alert rule keys on, Teams or not.
     log.error("fan-out poison message (target=%s): %s", target or "?", reason, extra={"target": target or ""})
     now = datetime.now(UTC)
@@ -163,6 +164,19 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         # A target whose pass keeps failing is one the reconciler cannot see: "reconciler blind",
         # at once (its tries already took minutes; no hold-down applies).
         await alerts.poisoned(target, reason, now)
+    if message is not None and message.run is not None:
+        await _give_up_run(message.run, reason)
+
+
+async def _give_up_run(pass_id: str, reason: str) -> None:
+    """An HTTP run whose fallback message was poisoned: its poller gets an error, not 202 forever."""
+    run = await WORKER.runs.get(pass_id)
+    if run is None or run.status is RunStatus.DONE:
+        return
+    failed = http_api.error(500, "run_failed", f"the pass could not be run: {reason}"[:500])
+    await WORKER.runs.put(
+        Run(run.pass_id, RunStatus.DONE, run.requested_at, run.dry_run, run.target, failed.status, failed.body)
+    )
 
 
 # ---- Event Grid (ARM events of the watched subscriptions; infra/events.bicep) -----------------

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,7 +48,7 @@ def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
         state = demo_desired(emu)
         breaks: list[Break] = [
             (scenarios.BREAKS[name].__doc__ or name, functools.partial(scenarios.BREAKS[name], emu))
-            for name in ("firewall-redeployed", "instance-lost-peering", "next-hop-not-set")
+            for name in ("instance-lost-peering", "next-hop-not-set")
         ]
         problems = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
         problems += _http(emu, az, state, out)
@@ -85,7 +86,7 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             data = f" -d '{json.dumps(body)}'" if body is not None else ""
             print(f"\n  $ curl -X {method} {host.url}{path}{data}", file=out)
             resp = httpx.request(method, host.url + path, json=body, timeout=60)
-            print(f"  HTTP {resp.status_code}: {_summary(resp.json())}", file=out)
+            print(f"  HTTP {resp.status_code}: {_summary(resp.json()) if resp.content else '(no body)'}", file=out)
             if resp.status_code >= 500:
                 problems += 1
     return problems
@@ -175,12 +176,30 @@ async def _story(
         first = await show("demo")
         problems = 0 if first["counts"]["drifts"] == 0 else 1
 
+        # The firewall moves during a maintenance window: the reconciler watches and says so, one
+        # incident card (the wrong next hop, with what the gateway lost folded under it), and
+        # changes nothing until the window ends; then it fixes it and the card resolves.
+        now = datetime.now(UTC).replace(microsecond=0)
+        window = desired.MaintenanceWindow(start=now - timedelta(minutes=1), end=now + timedelta(hours=1),
+                                           reason="firewall upgrade")
+        held = state.model_copy(update={"targets": [
+            t.model_copy(update={"maintenance": [window]}) for t in state.targets
+        ]})
+        _say(out, f"Break: {scenarios.firewall_redeployed(emu)} (during a maintenance window)")
+        report = await reconcile(svc, held, trigger="demo")
+        render_report(report.to_dict(), out)
+        if not report.counts()["remaining"]:
+            problems += 1
+        _say(out, "The maintenance window ends: the reconciler puts the next hop on the firewall's new IP")
+        if (await show("demo"))["counts"]["remaining"]:
+            problems += 1
+
         for _label, do_break in breaks:
             said = do_break()
             _say(out, f"Break: {said if isinstance(said, str) else _label}")
             print("--- plan (dry run: what apply would do)", file=out)
             await show("demo-plan", dry_run=True)
-            print("--- apply", file=out)
+            print("--- apply (fixed within the pass: Teams gets a compact \"fixed automatically\" notice)", file=out)
             fixed = await show("demo")
             if fixed["counts"]["remaining"]:
                 problems += 1
@@ -210,16 +229,30 @@ async def _story(
     _say(out, "Teams cards the local receiver got (Adaptive Card 1.4 in the Workflows envelope)")
     cards_dir = out_dir / "cards"
     cards_dir.mkdir(parents=True, exist_ok=True)
+    drawn = 0
     for i, req in enumerate(hook.accepted()):
         body = req.json()
         (cards_dir / f"card-{i:02d}.json").write_text(json.dumps(body, indent=2))
-        content = body["attachments"][0]["content"]
-        title = next((b.get("text") for b in content.get("body", []) if b.get("type") == "TextBlock"), "")
-        print(f"  card {i:02d}: {title}", file=out)
-    print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}", file=out)
+        header = body["attachments"][0]["content"]["body"][0]["items"]
+        print(f"  card {i:02d}: {header[0]['text']}: {header[1]['text']}", file=out)
+        drawn += _screenshot(body, cards_dir / f"card-{i:02d}.png", out)
+    print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}"
+          + (f", {drawn} drawn as Teams shows them (PNG)" if drawn else ""), file=out)
     if not hook.accepted():
         problems += 1
     return problems
+
+
+def _screenshot(message: dict[str, Any], path: Path, out: TextIO) -> int:
+    """Draw one card with the official renderer in headless Chromium (1), or say why not (0)."""
+    from localenv.cardview import RenderUnavailable, render
+
+    try:
+        render(message, path)
+    except (RenderUnavailable, RuntimeError, OSError) as exc:
+        print(f"    (no screenshot: {exc})", file=out)
+        return 0
+    return 1
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:

@@ -9,9 +9,12 @@ the fault and runs the next pass. After every case:
 - the faulted pass reports the fault against its stage and target A, and target B finishes;
 - nothing is lost: the next pass restores the truth -- world healthy, ledger without open drift,
   every pass recorded, the outbox empty and Teams told.
+- the report, the ledger and the cards agree (tests/e2e/invariants.py): no `internal` error, every
+  pass has its pass record, every step outcome is in the ledger's history under its pass and on
+  the pass's card as the report shows it.
 
 The process-kill case (a pass SIGKILLed mid-flight in a subprocess) lives at the end of the file.
-CI runs 77 cases; `FAULT_MATRIX=full` adds every fault on the reads that do not feed the fix (89).
+CI runs 80 cases; `FAULT_MATRIX=full` adds every fault on the reads that do not feed the fix (92).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import pytest
 from emulator import ArmEmulator, Fault
 from localenv.azurite import Azurite
 from localenv.webhook import Reply, WebhookReceiver
+from reconciler import desired
 from reconciler.composition import Runtime
 from reconciler.errors import ReconcilerError
 from reconciler.ledger import Ledger, PassRecord
@@ -253,6 +257,47 @@ async def test_a_failed_agent_apply_is_an_outcome_of_its_step_and_is_never_appli
             while sum(1 for r in emulator.requests if r.op == "agent.intent") < 3:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.02)
+        await healed(rt, story, webhook)
+
+
+# ---- Azure writes -----------------------------------------------------------------------------
+
+
+def with_azure_writes(emu: ArmEmulator, name: str) -> desired.DesiredState:
+    doc = fleet_desired(emu).model_dump(mode="json")
+    for t in doc["targets"]:
+        if t["name"] == name:
+            t["policy"]["azure_writes"] = True
+    return desired.parse(doc, "fleet")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.error(412, count=None, code="PreconditionFailed"), Fault.busy(count=None)],
+    ids=["412-hub-changed-since-read", "409-another-operation"],
+)
+async def test_a_refused_hub_write_is_deferred_recorded_and_done_by_a_later_pass(
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, webhook: WebhookReceiver, changes: Changes,
+    fault: Fault,
+) -> None:
+    env = settings_env(emulator, azurite.connection_string, storage_prefix, ARS_TEAMS_WEBHOOK_URL=webhook.url)
+    story = Story(emulator, changes)
+    async with Runtime(load_settings(env)) as rt:
+        await opened(rt, emulator, story)
+        with emulator.world.lock:
+            emulator.world.route_server(SUB[A], "rg-hub", "ars-hub").branch_to_branch = False
+        emulator.inject("hub.put", fault, subscription=SUB[A])
+        story.passes.append(await run_pass(rt, with_azure_writes(emulator, A)))
+        a = target_report(story.faulted, A)
+        outcomes = {o.step.kind.value: o.outcome for o in a.outcomes}
+        assert outcomes == {"enable_branch_to_branch": "deferred", "agent_intent": "fixed"}, a.to_dict()
+        assert a.status == "drift" and a.errors == [], a.to_dict()
+        await ledger_agrees(rt, [story.faulted])  # the deferred write is in the ledger, not an internal error
+        other_target_finished(story.faulted)
+        emulator.clear_faults()
+        story.passes.append(await run_pass(rt, with_azure_writes(emulator, A)))
+        assert [o.outcome for o in target_report(story.passes[-1], A).outcomes] == ["fixed"]
+        assert emulator.world.route_server(SUB[A], "rg-hub", "ars-hub").branch_to_branch is True
         await healed(rt, story, webhook)
 
 
