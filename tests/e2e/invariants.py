@@ -6,20 +6,19 @@ ledger and the Teams cards tell one story.
   storage is up, or once the same worker has written it after storage came back);
 - every step outcome of every target is in the ledger's history under that pass, with the outcome
   the report shows;
-- every card the pass queued for Teams shows, for a drift a step acted on, that step's outcome.
+- every card the pass queued for Teams tells a step's outcome as the report does.
 
 It must not decide what a single test expects; each test still asserts its own story.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from reconciler.composition import Runtime
-from reconciler.outbox import idempotency_key
 from reconciler.service import PassReport, TargetReport
 
 STEP_COUNTS = ("steps", "fixed", "failed", "deferred")
@@ -62,49 +61,42 @@ async def ledger_agrees(rt: Runtime, reports: Iterable[PassReport]) -> None:
 
 
 async def cards_agree(rt: Runtime, reports: Iterable[PassReport]) -> int:
-    """Every card a pass queued shows its steps' outcomes; returns how many cards were checked."""
+    """Every card a pass queued tells its steps' outcomes as the report does.
+
+    An incident card says what the reconciler did about its cause ("Ran <step>: <outcome>", or
+    "Fixed it: <step> (<outcome>)" once resolved): that outcome must be the report's outcome of a
+    step of the same pass fixing one of the drifts the card announces. A "fixed automatically"
+    notice may only list steps the report says fixed. Returns how many statements were compared.
+    """
     alerts = rt.services.alerts
     if alerts is None:
         return 0
-    checked = 0
+    compared = 0
     for r in reports:
         for t in r.targets:
-            outcome_of = {_short_id(i): o.outcome.value for o in t.outcomes for i in o.step.fixes}
-            key = idempotency_key(r.pass_id, t.target)
-            cards = [e for e in await alerts.store.entries(t.target) if e.idempotency_key == key]
-            for entry in cards:
-                checked += 1
-                for item_id, facts in _alert_items(json.loads(entry.payload)):
-                    shown = facts.get("Outcome")
-                    if shown is not None and item_id in outcome_of:
-                        assert shown == outcome_of[item_id], (
-                            f"pass {r.pass_id} target {t.target}: card says {shown}, report {outcome_of[item_id]}"
-                        )
-    return checked
+            outcome_of = {i: o.outcome.value for o in t.outcomes for i in o.step.fixes}
+            fixed_steps = {_plain(o.step.describe()) for o in t.outcomes if o.outcome.value == "fixed"}
+            for entry in await alerts.store.entries(t.target):
+                message = json.loads(entry.payload)
+                if _fact(message, "Pass") != r.pass_id:
+                    continue
+                where = f"pass {r.pass_id} target {t.target}"
+                shown = _outcome_said(_text_of(message, "did"))
+                if shown is not None:
+                    acted = {outcome_of[i] for i in entry.announces if i in outcome_of}
+                    assert shown in acted, f"{where}: card says {shown!r}, report says {sorted(acted)}"
+                    compared += 1
+                if _text_of(message, "kind").startswith("FIXED AUTOMATICALLY"):
+                    by = {_plain(v) for v in _facts(message, "By")}
+                    assert by and by <= fixed_steps, f"{where}: notice lists {by}, report fixed {fixed_steps}"
+                    compared += 1
+    return compared
 
 
 async def all_agree(rt: Runtime, reports: Iterable[PassReport]) -> None:
     reports = list(reports)
     await ledger_agrees(rt, reports)
     await cards_agree(rt, reports)
-
-
-def _short_id(identity: str) -> str:
-    # The id cards.py gives an alert's container (`alert-<sha256[:12]>`).
-    return hashlib.sha256(identity.encode()).hexdigest()[:12]
-
-
-def _alert_items(message: dict[str, Any]) -> Iterable[tuple[str, dict[str, str]]]:
-    for attachment in message.get("attachments", []):
-        for element in attachment.get("content", {}).get("body", []):
-            element_id = str(element.get("id", ""))
-            if not element_id.startswith("alert-"):
-                continue
-            facts: dict[str, str] = {}
-            for item in element.get("items", []):
-                if item.get("type") == "FactSet":
-                    facts.update({f["title"]: f["value"] for f in item.get("facts", [])})
-            yield element_id.removeprefix("alert-"), facts
 
 
 async def report_dicts_agree(rt: Runtime, reports: Iterable[dict[str, Any]]) -> None:
@@ -128,3 +120,40 @@ async def report_dicts_agree(rt: Runtime, reports: Iterable[dict[str, Any]]) -> 
                     for identity in o["fixes"]:
                         want = (r["pass_id"], identity, o["outcome"])
                         assert want in acted, f"pass {r['pass_id']} target {name}: {want} not in the ledger's history"
+
+
+def _elements(node: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _elements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _elements(value)
+
+
+def _text_of(message: dict[str, Any], element_id: str) -> str:
+    return next((str(e.get("text", "")) for e in _elements(message) if e.get("id") == element_id), "")
+
+
+def _facts(message: dict[str, Any], title: str) -> list[str]:
+    return [str(f["value"]) for e in _elements(message) if e.get("type") == "FactSet"
+            for f in e.get("facts", []) if f.get("title") == title]  # fmt: skip
+
+
+def _fact(message: dict[str, Any], title: str) -> str | None:
+    found = _facts(message, title)
+    return found[0] if found else None
+
+
+def _outcome_said(did: str) -> str | None:
+    if m := re.fullmatch(r"Ran .*: (\w+)", did):
+        return m.group(1)
+    if m := re.fullmatch(r"Fixed it: .* \((\w+)\)", did):
+        return m.group(1)
+    return None
+
+
+def _plain(text: str) -> str:
+    """Card text without the markdown escapes cards.untrusted adds."""
+    return re.sub(r"\\(.)", r"\1", text)

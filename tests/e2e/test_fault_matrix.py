@@ -59,7 +59,7 @@ from tests.e2e.harness import (
     settle,
     target_report,
 )
-from tests.e2e.invariants import all_agree, ledger_agrees
+from tests.e2e.invariants import all_agree, cards_agree, ledger_agrees
 from tests.fixtures.emulator import TWO_TARGETS
 
 pytestmark = pytest.mark.azurite
@@ -236,10 +236,11 @@ async def test_a_failed_agent_apply_is_an_outcome_of_its_step_and_is_never_appli
 ) -> None:
     fault, expected = APPLY_CASES[case]
     extra = {"ARS_AGENT_TIMEOUT": "0.3"} if case == "timeout" else {}
-    env = settings_env(emulator, azurite.connection_string, storage_prefix, ARS_TEAMS_WEBHOOK_URL=webhook.url, **extra)
+    env = settings_env(emulator, azurite.connection_string, storage_prefix, **extra)
     story = Story(emulator, changes)
-    async with Runtime(load_settings(env)) as rt:
+    async with Runtime(load_settings(env)) as rt:  # no Teams yet: the faulted pass fires the alert
         await opened(rt, emulator, story)
+    async with Runtime(load_settings({**env, "ARS_TEAMS_WEBHOOK_URL": webhook.url})) as rt:
         emulator.inject("agent.intent", fault, resource=NVA[A])
         story.passes.append(await run_pass(rt, fleet_desired(emulator)))
         a = target_report(story.faulted, A)
@@ -248,6 +249,8 @@ async def test_a_failed_agent_apply_is_an_outcome_of_its_step_and_is_never_appli
         # A deferred or failed step is an outcome: the target is not in error and the ledger has it.
         assert a.status in ("ok", "drift") and a.errors == [], a.to_dict()
         await ledger_agrees(rt, [story.faulted])
+        # The pass's cards say what the report says ("Ran <step>: deferred" on A's firing card).
+        assert await cards_agree(rt, [story.faulted]) >= 2
         if expected != "fixed":
             assert a.remaining or case in ("malformed-json", "timeout"), a.to_dict()
         other_target_finished(story.faulted)
