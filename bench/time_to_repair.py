@@ -237,7 +237,8 @@ class Rig:
 
     def heal(self, b: Break, events_on: bool) -> None:
         self.events(False)  # the heal is not a break: no events, no reports
-        b.heal(self.emu)
+        for each in BREAKS.values():  # the last repetition of the previous kind is still broken
+            each.heal(self.emu)
         # Breaks a few seconds apart would measure the rate bound (one event pass per target per
         # ARS_EVENT_MIN_INTERVAL), not the reaction: leave that interval since the last event pass
         # (which ran before the last measurement ended).
