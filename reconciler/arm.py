@@ -47,6 +47,7 @@ from reconciler.desired import GatewayType, SubnetInvariant, Target
 from reconciler.errors import PermanentError, TransientError
 from reconciler.observed import (
     Connection,
+    EffectiveRoute,
     Firewall,
     FirewallHealth,
     Gateway,
@@ -369,6 +370,7 @@ class Arm:
             for g in target.gateways
         ]  # fmt: skip
         sn_t = asyncio.create_task(self._subnets(target))
+        nic_t = asyncio.create_task(self._probe_nics(target))
         conns_v = await self.read(sub, "bgp.list", rs, connections)
 
         learned: dict[str, InstanceRoutes | Unknown] = {}
@@ -394,6 +396,7 @@ class Arm:
             firewall_ip=fw_ip,
             firewall_health=fw_health,
             subnets=subnets,
+            nics=await nic_t,
         )
 
     async def _get(self, subscription: str, url: str, api_version: str | None = NETWORK_API_VERSION) -> Any:
@@ -424,6 +427,22 @@ class Arm:
         """
         poller = await begin(*args, polling=self._route_polling(), cls=_raw_json, **kwargs)
         return await poller.result()
+
+    async def _probe_nics(self, target: Target) -> dict[str, tuple[EffectiveRoute, ...] | Unknown | None]:
+        """Each probe NIC's real effective route table (a long-running POST, like the route queries)."""
+        sub = target.subscription_id
+        c = self.client(sub)
+
+        def read_nic(rg: str, name: str) -> Coroutine[Any, Any, Any]:
+            async def table() -> tuple[EffectiveRoute, ...]:
+                raw = await self._lro(c.network_interfaces.begin_get_effective_route_table, rg, name)
+                return arm_shapes.effective_routes(raw)
+
+            return self.read(sub, "nic.routes", name, table)
+
+        probes = target.probes
+        values = await asyncio.gather(*(read_nic(p.resource_group or target.resource_group, p.nic) for p in probes))
+        return {p.nic: v for p, v in zip(probes, values, strict=True)}
 
     async def _learned(self, sub: str, rg: str, rs: str, conn: str) -> InstanceRoutes | Unknown:
         c = self.client(sub)

@@ -27,6 +27,8 @@ class DriftCode(StrEnum):
     GATEWAY_NOT_ACTIVE_ACTIVE = "GATEWAY_NOT_ACTIVE_ACTIVE"
     FIREWALL_UNHEALTHY = "FIREWALL_UNHEALTHY"
     UDR_INVARIANT_BROKEN = "UDR_INVARIANT_BROKEN"
+    NIC_ROUTE_WRONG = "NIC_ROUTE_WRONG"
+    NIC_ROUTE_MISMATCH = "NIC_ROUTE_MISMATCH"
     OBSERVATION_FAILED = "OBSERVATION_FAILED"
 
 
@@ -65,6 +67,10 @@ SEVERITY: dict[DriftCode, Severity] = {
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: Severity.WARNING,
     DriftCode.FIREWALL_UNHEALTHY: Severity.CRITICAL,
     DriftCode.UDR_INVARIANT_BROKEN: Severity.CRITICAL,
+    DriftCode.NIC_ROUTE_WRONG: Severity.CRITICAL,
+    # The real route is fine or wrong on its own (NIC_ROUTE_WRONG); a mismatch means our model of
+    # Azure's routing is off for this NIC: worth a look, not a page.
+    DriftCode.NIC_ROUTE_MISMATCH: Severity.WARNING,
     DriftCode.OBSERVATION_FAILED: Severity.WARNING,
 }
 
@@ -86,6 +92,8 @@ FIXER: dict[DriftCode, Fixer] = {
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: Fixer.HUMAN,
     DriftCode.FIREWALL_UNHEALTHY: Fixer.HUMAN,
     DriftCode.UDR_INVARIANT_BROKEN: Fixer.HUMAN,
+    DriftCode.NIC_ROUTE_WRONG: Fixer.HUMAN,
+    DriftCode.NIC_ROUTE_MISMATCH: Fixer.HUMAN,
     DriftCode.OBSERVATION_FAILED: Fixer.NOBODY,
 }
 
@@ -110,6 +118,8 @@ SUBJECTS: dict[DriftCode, str] = {
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: "gateway=<name>",
     DriftCode.FIREWALL_UNHEALTHY: "firewall=<name or ip>",
     DriftCode.UDR_INVARIANT_BROKEN: "subnet=<vnet>:<subnet>/prefix=<prefix>",
+    DriftCode.NIC_ROUTE_WRONG: "nic=<name>/prefix=<prefix>",
+    DriftCode.NIC_ROUTE_MISMATCH: "nic=<name>/prefix=<prefix>",
     DriftCode.OBSERVATION_FAILED: "read=<operation>/resource=<name>",
 }
 
