@@ -22,15 +22,16 @@ from typing import Any, TextIO
 import yaml
 
 from emulator import ArmEmulator, World
-from localenv import scenarios
+from localenv import browser, scenarios
 from localenv.azurite import Azurite
 from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
 from reconciler import desired
 from reconciler.composition import Runtime
 from reconciler.errors import ReconcilerError
-from reconciler.report_text import render_report
-from reconciler.service import reconcile
+from reconciler.picture import trace_svg
+from reconciler.report_text import render_report, render_trace
+from reconciler.service import reconcile, trace_targets
 from reconciler.settings import load_settings
 
 Break = tuple[str, Callable[[], object]]
@@ -51,7 +52,7 @@ def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
             for name in ("instance-lost-peering", "next-hop-not-set")
         ]
         problems = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
-        problems += _http(emu, az, state, out)
+        problems += _http(emu, az, state, out, out_dir)
     return _done(out, problems)
 
 
@@ -60,7 +61,7 @@ def _done(out: TextIO, problems: int) -> int:
     return 0 if problems == 0 else 1
 
 
-def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextIO) -> int:
+def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextIO, out_dir: Path) -> int:
     """The Functions app's HTTP routes, served locally through the same function objects."""
     import httpx
 
@@ -80,6 +81,7 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             ("GET", "/api/drift", None),
             ("GET", "/api/health", None),
             ("GET", "/api/health/details", None),
+            ("GET", "/api/trace?target=hub-weu", None),
             ("GET", "/api/reconcile", None),  # wrong method: the host routes by method, so 404
         ]
         for method, path, body in calls:
@@ -89,6 +91,9 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             print(f"  HTTP {resp.status_code}: {_summary(resp.json()) if resp.content else '(no body)'}", file=out)
             if resp.status_code >= 500:
                 problems += 1
+        if browser.chromium() is not None:
+            shot = browser.screenshot(f"{host.url}/api/status", out_dir / "pictures" / "status-page.png", 1600, 1500)
+            print(f"\n  status page (GET /api/status) in headless Chromium: {shot}", file=out)
     return problems
 
 
@@ -149,6 +154,22 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
         lab.down()
 
 
+async def _trace(svc: Any, state: desired.DesiredState, out: TextIO, picture: Path) -> str:
+    """Print the trace of every target and save the first one's picture (SVG, and PNG by Chromium)."""
+    traces = await trace_targets(svc, state)
+    for t in traces:
+        render_trace(t.to_dict(), out)
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    svg = picture.with_suffix(".svg")
+    svg.write_text(trace_svg(traces[0]))
+    saved = [svg]
+    if browser.chromium() is not None:
+        saved.append(browser.screenshot(svg.resolve().as_uri(), picture.with_suffix(".png"), 1700, 470))
+    print(f"  picture: {', '.join(str(p) for p in saved)}", file=out)
+    verdicts = {t.verdict.value for t in traces}
+    return "broken" if "broken" in verdicts else ("unknown" if "unknown" in verdicts else "ok")
+
+
 def _say(out: TextIO, text: str) -> None:
     print(f"\n=== {text}", file=out, flush=True)
 
@@ -175,6 +196,9 @@ async def _story(
         _say(out, "1. The reference lab is healthy: NVA → both ARS instances → ER gateway, next hop 10.0.3.4")
         first = await show("demo")
         problems = 0 if first["counts"]["drifts"] == 0 else 1
+        _say(out, "The path, hop by hop (python -m reconciler trace): whole")
+        if await _trace(svc, state, out, out_dir / "pictures" / "trace-healthy") != "ok":
+            problems += 1
 
         # The firewall moves during a maintenance window: the reconciler watches and says so, one
         # incident card (the wrong next hop, with what the gateway lost folded under it), and
@@ -207,6 +231,9 @@ async def _story(
         _say(out, f"Break: {scenarios.branch_to_branch_off(emu)} (Azure-side writes are off by policy)")
         left = await show("demo")
         if not left["counts"]["remaining"]:
+            problems += 1
+        _say(out, "The path after the break: the first broken hop is the root cause")
+        if await _trace(svc, state, out, out_dir / "pictures" / "trace-broken") != "broken":
             problems += 1
         _say(out, "An operator turns branch-to-branch back on by hand")
         with emu.world.lock:

@@ -288,7 +288,11 @@ class LocalHost:
                 except Exception:
                     log.exception("function %s raised", route.fn.get_function_name())
                     return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
-                return self._send(resp.status_code, resp.get_body(), dict(resp.headers))
+                headers = dict(resp.headers)
+                if not any(k.lower() == "content-type" for k in headers) and resp.mimetype:
+                    # As the host does: the response's mimetype (and charset) become its Content-Type.
+                    headers["Content-Type"] = f"{resp.mimetype}; charset={resp.charset or 'utf-8'}"
+                return self._send(resp.status_code, resp.get_body(), headers)
 
             def _admin(self, name: str, body: bytes) -> None:
                 # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.

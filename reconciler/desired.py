@@ -207,6 +207,23 @@ class SubnetInvariant(Strict):
     disable_bgp_route_propagation: StrictBool | None = None
 
 
+class ProbeExpect(StrEnum):
+    FIREWALL = "firewall"  # e.g. a spoke VM: internet traffic must reach the firewall's IP
+    INTERNET = "internet"  # e.g. the NVA's own NIC: internet traffic must leave directly
+
+
+class ProbeNic(Strict):
+    """A NIC whose real effective route table is read (effectiveRouteTable) to judge its internet next hop."""
+
+    nic: Name = Field(description="network interface name")
+    resource_group: Name | None = Field(default=None, description="defaults to the target's resource group")
+    expect: ProbeExpect = Field(description="where its internet traffic must go: firewall or internet")
+    vnet: Name | None = Field(default=None, description="its VNet, when its subnet is also watched under subnets")
+    subnet: Name | None = Field(
+        default=None, description="its subnet; when watched, the computed route is compared with the real one"
+    )
+
+
 class Policy(Strict):
     """What the reconciler may change for this target."""
 
@@ -248,6 +265,7 @@ class Target(Strict):
     prefixes: list[Prefix] = Field(default_factory=lambda: [DEFAULT_ROUTE], min_length=1)
     peers: list[Peer] = Field(min_length=1)
     subnets: list[SubnetInvariant] = Field(default_factory=list)
+    probes: list[ProbeNic] = Field(default_factory=list, description="NICs whose real effective routes are judged")
     policy: Policy = Field(default_factory=Policy)
     suspend: StrictBool = Field(default=False, description="observe and record, but change nothing")
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)

@@ -1,7 +1,7 @@
 """The HTTP surface's rules: request parsing and validation, status codes, JSON bodies and errors.
 
-Owns what a valid request to /api/reconcile, /api/drift, /api/runs and /api/health looks like,
-and how every failure becomes `{"error": {"code", "message"}}` with a 4xx/5xx status and never a
+Owns what a valid request to /api/reconcile, /api/drift, /api/runs, /api/health, /api/trace and
+/api/status looks like, and how every failure becomes `{"error": {"code", "message"}}` with a 4xx/5xx status and never a
 traceback. Pure: plain values in, `ApiResponse` out; must not know azure.functions or storage.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from ipaddress import IPv4Network
 from typing import Any
 
 from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError
@@ -158,6 +159,36 @@ def parse_run(pass_id: str, params: Mapping[str, str]) -> str:
 
 def parse_health(params: Mapping[str, str]) -> None:
     _query(params, set())
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    target: str | None = None
+    prefix: str | None = None
+    svg: bool = False
+
+
+def parse_trace_query(params: Mapping[str, str], targets: Collection[str]) -> TraceQuery:
+    """GET /api/trace?target=&prefix=&format=json|svg (an SVG shows one target's path of one prefix)."""
+    q = _query(params, {"target", "prefix", "format"})
+    target = _known(q.get("target") or None, targets)
+    prefix = q.get("prefix") or None
+    if prefix is not None:
+        try:
+            IPv4Network(prefix, strict=False)
+        except ValueError as exc:
+            raise ApiError(400, "bad_prefix", f"prefix {prefix[:50]!r} is not an IPv4 prefix like 0.0.0.0/0") from exc
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "svg"):
+        raise ApiError(400, "bad_format", "format must be json or svg")
+    if fmt == "svg" and target is None and len(targets) != 1:
+        raise ApiError(400, "target_required", "an SVG shows one target: give target=")
+    return TraceQuery(target, prefix, fmt == "svg")
+
+
+def parse_status_query(params: Mapping[str, str], targets: Collection[str]) -> str | None:
+    """GET /api/status?target= : the status page, for every target or one."""
+    return _known(_query(params, {"target"}).get("target") or None, targets)
 
 
 def _query(params: Mapping[str, str], allowed: set[str]) -> dict[str, str]:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -41,12 +40,10 @@ from tests.e2e.harness import (
     run_pass,
     set_agent_tokens,
     settings_env,
-    settle,
 )
 from tests.e2e.invariants import all_agree, no_internal_errors
-from tests.fixtures.emulator import TWO_TARGETS
 
-pytestmark = pytest.mark.azurite
+pytestmark = [pytest.mark.azurite, pytest.mark.usefixtures("settled")]
 
 PASSES = int(os.environ.get("SOAK_PASSES", "40"))
 SEED = int(os.environ.get("SOAK_SEED", "20261125"))
@@ -58,17 +55,6 @@ UDR_TABLE = {A: "fw-rt", B: "fw-rt2"}
 FEEDS_FIX = {"hub.get", "bgp.list", "routes.learned", "firewall.get", "agent.state"}
 FAULT_OPS = ["hub.get", "bgp.list", "routes.learned", "gateway.learned", "gateway.advertised", "firewall.get",
              "vnet.get", "routetable.get", "agent.state", "agent.intent", "lro.poll"]  # fmt: skip
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
-
-
-@pytest.fixture(autouse=True)
-async def settled(emulator: ArmEmulator) -> AsyncIterator[None]:
-    yield
-    await settle(emulator)
 
 
 def random_fault(rng: random.Random) -> Fault:

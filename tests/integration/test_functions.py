@@ -32,6 +32,7 @@ from localenv.azurite import Azurite
 from localenv.demo import EXAMPLE, TOKEN_SETTING
 from localenv.host import LocalHost, functions, trigger
 from localenv.webhook import WebhookReceiver
+from reconciler import runs
 from reconciler.composition import Worker
 from reconciler.errors import TransientError
 from reconciler.fanout import HostQueueRules, poison_queue
@@ -318,6 +319,20 @@ async def test_an_http_run_whose_fallback_is_poisoned_answers_an_error_not_202_f
     done = await poll_run(fns, pass_id, deadline_s=0)
     assert done.status_code == 500
     assert data(done)["error"]["code"] == "run_failed" and "failed 5 time(s)" in data(done)["error"]["message"]
+
+
+async def test_the_daily_retention_timer_purges_old_http_run_records(
+    live: Worker, fns: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"dry_run": true, "target": "hub-weu"}'))
+    assert resp.status_code == 200
+    pass_id = data(resp)["pass_id"]
+    assert (await poll_run(fns, pass_id, deadline_s=0)).status_code == 200  # its run record exists
+    await fns["retention_timer"](TimerRequest(past_due=False))
+    assert (await poll_run(fns, pass_id, deadline_s=0)).status_code == 200  # a week is kept
+    monkeypatch.setattr(runs, "RUN_KEEP", timedelta(seconds=-5))  # "a week later"
+    await fns["retention_timer"](TimerRequest(past_due=False))
+    assert (await poll_run(fns, pass_id, deadline_s=0)).status_code == 404
 
 
 # ---- HTTP: health -----------------------------------------------------------------------------
