@@ -44,7 +44,7 @@ from azure.mgmt.network.models import BgpConnection
 
 from reconciler import arm_shapes
 from reconciler.desired import GatewayType, SubnetInvariant, Target
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import PermanentError, TransientError, first_line
 from reconciler.observed import (
     Connection,
     EffectiveRoute,
@@ -334,13 +334,13 @@ class Arm:
         except HttpResponseError as exc:
             return Unknown(operation, resource, _http_reason(exc))
         except arm_shapes.Malformed as exc:
-            return Unknown(operation, resource, f"malformed answer: {_first_line(exc)}")
+            return Unknown(operation, resource, f"malformed answer: {first_line(exc)}")
         except (AzureError, OSError, ValueError, KeyError, TypeError) as exc:
             # ValueError/KeyError/TypeError: a malformed body the SDK could not deserialize.
-            return Unknown(operation, resource, f"{type(exc).__name__}: {_first_line(exc)}")
+            return Unknown(operation, resource, f"{type(exc).__name__}: {first_line(exc)}")
         except Exception as exc:  # the adapter boundary: no answer may crash the target
             log.warning("%s %s: unexpected %s", operation, resource, type(exc).__name__, exc_info=True)
-            return Unknown(operation, resource, f"{type(exc).__name__}: {_first_line(exc)}")
+            return Unknown(operation, resource, f"{type(exc).__name__}: {first_line(exc)}")
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ class Arm:
         try:
             return response.json()
         except ValueError as exc:
-            raise arm_shapes.Malformed(f"not JSON: {_first_line(exc)}") from exc
+            raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
     async def _lro(self, begin: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """Run one route query to its end and return the final answer's raw JSON (see _RoutePolling).
@@ -627,7 +627,7 @@ class Arm:
         try:
             await self._call(fn)
         except ClientAuthenticationError as exc:
-            raise PermanentError(f"{what}: not authorised: {_first_line(exc)}") from exc
+            raise PermanentError(f"{what}: not authorised: {first_line(exc)}") from exc
         except HttpResponseError as exc:
             code = _error_code(exc)
             if exc.status_code == 412:
@@ -643,7 +643,7 @@ class Arm:
         except TimeoutError as exc:
             raise TransientError(f"{what}: timed out") from exc
         except AzureError as exc:
-            raise TransientError(f"{what}: {_first_line(exc)}") from exc
+            raise TransientError(f"{what}: {first_line(exc)}") from exc
 
 
 def _subnet_routing(vnet: str, subnet: str, rt_id: str, rt: Any) -> SubnetRouting | Unknown:
@@ -668,7 +668,7 @@ def _raw_json(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:
     try:
         return pipeline_response.http_response.json()
     except ValueError as exc:
-        raise arm_shapes.Malformed(f"not JSON: {_first_line(exc)}") from exc
+        raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
 
 def _s(value: Any) -> str:
@@ -692,9 +692,6 @@ def _error_code(exc: HttpResponseError) -> str:
 
 def _http_reason(exc: HttpResponseError) -> str:
     code = _error_code(exc)
-    return (f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {_first_line(exc)}")[:300]
+    return (f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {first_line(exc)}")[:300]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -5,6 +5,7 @@ Owns the `Drift` value and its identity. Must not know how drift is detected, st
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -178,3 +179,14 @@ class Drift:
             "expected": self.expected,
             "observed": self.observed,
         }
+
+
+def failed_reads(drifts: Iterable[Drift]) -> list[Drift]:
+    """The OBSERVATION_FAILED drifts: reads that failed, so what they cover is unknown."""
+    return [d for d in drifts if d.code is DriftCode.OBSERVATION_FAILED]
+
+
+def is_blind(drifts: Iterable[Drift]) -> bool:
+    """Whether a target's drifts include a failed read: such a pass cannot say a drift went away.
+    The one definition of "blind" (ledger, verify, alerts and reports all ask it here)."""
+    return any(d.code is DriftCode.OBSERVATION_FAILED for d in drifts)

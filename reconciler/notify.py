@@ -23,7 +23,7 @@ from reconciler import storage, teams
 from reconciler.alerts import AlertRules, AlertState, Announced, Kind, evaluate, undelivered
 from reconciler.cards import AutoFix, Card, Links, build_cards, fallback_card, serialize
 from reconciler.desired import Target
-from reconciler.drift import Drift, DriftCode
+from reconciler.drift import Drift, DriftCode, failed_reads
 from reconciler.errors import ReconcilerError
 from reconciler.outbox import AlertStore, FlushReport, OutboxEntry, Sender, idempotency_key
 from reconciler.outcome import ActionOutcome
@@ -198,7 +198,7 @@ class AlertStep:
         """Alerts for one target of a pass. Call it while holding the target's lease: then no newer
         pass can have observed the target in between, so "resolved" is never announced from an
         older observation, and no two passes flush the target's outbox at once."""
-        reasons = [d.message for d in report.remaining if d.code == DriftCode.OBSERVATION_FAILED]
+        reasons = [d.message for d in failed_reads(report.remaining)]
         reasons += [f"{stage}: {msg}" for stage, msg in report.errors]
         blind = {target.name: "; ".join(reasons)[:500]} if reasons else {}
         actions = {i: (o.step.describe(), str(o.outcome)) for o in report.outcomes for i in o.step.fixes}

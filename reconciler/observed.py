@@ -181,7 +181,3 @@ class Observation:
                     if isinstance(part, Unknown):
                         found.append(part)
         return found
-
-    @property
-    def blind(self) -> bool:
-        return bool(self.unknowns())

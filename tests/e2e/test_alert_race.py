@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +21,8 @@ from reconciler.errors import LockedError
 from reconciler.lease import TargetLeases
 from reconciler.settings import load_settings
 from tests.e2e.harness import SUB, A, B, fleet_desired, run_pass, set_agent_tokens, settings_env, target_report
-from tests.fixtures.emulator import TWO_TARGETS
 
 pytestmark = pytest.mark.azurite
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
 
 
 async def released(leases: TargetLeases, target: str, timeout: float = 30.0) -> None:

@@ -41,16 +41,10 @@ from tests.e2e.harness import (
     settle,
 )
 from tests.e2e.invariants import all_agree, report_dicts_agree
-from tests.fixtures.emulator import TWO_TARGETS
 
 pytestmark = pytest.mark.azurite
 
 HTTP_BODIES = [b'{"target": "hub-weu"}', b'{"target": "hub-neu"}', b"{}", b'{"dry_run": true}']
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,24 +56,11 @@ from tests.e2e.harness import (
     run_pass,
     set_agent_tokens,
     settings_env,
-    settle,
     target_report,
 )
 from tests.e2e.invariants import all_agree, cards_agree, ledger_agrees
-from tests.fixtures.emulator import TWO_TARGETS
 
-pytestmark = pytest.mark.azurite
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
-
-
-@pytest.fixture(autouse=True)
-async def settled(emulator: ArmEmulator) -> AsyncIterator[None]:
-    yield
-    await settle(emulator)
+pytestmark = [pytest.mark.azurite, pytest.mark.usefixtures("settled")]
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
@@ -31,26 +29,14 @@ from reconciler.outbox import AlertStore
 from reconciler.service import PassReport
 from reconciler.settings import load_settings
 from reconciler.telemetry import RedactingSpanProcessor
-from tests.e2e.harness import NVA, TOKEN_SETTINGS, A, B, break_next_hop, fleet_desired, run_pass, settings_env, settle
-from tests.fixtures.emulator import TWO_TARGETS
+from tests.e2e.harness import NVA, TOKEN_SETTINGS, A, B, break_next_hop, fleet_desired, run_pass, settings_env
 
-pytestmark = pytest.mark.azurite
+pytestmark = [pytest.mark.azurite, pytest.mark.usefixtures("settled")]
 
 TOKENS = {A: "agent-token-SECRET-a1b2c3d4e5f6", B: "agent-token-SECRET-0f9e8d7c6b5a"}
 WRONG_TOKEN = "agent-token-SECRET-sent-but-wrong-77aa"
 NOISY_LOGGERS = ("", "azure", "azure.core.pipeline.policies.http_logging_policy", "httpx", "httpcore", "aiohttp",
                  "reconciler", "urllib3")  # fmt: skip
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
-
-
-@pytest.fixture(autouse=True)
-async def settled(emulator: ArmEmulator) -> AsyncIterator[None]:
-    yield
-    await settle(emulator)
 
 
 def secrets(hook: WebhookReceiver) -> dict[str, str]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from emulator import ArmEmulator, Fault
 from localenv.azurite import Azurite
+from localenv.webhook import WebhookReceiver
 from reconciler.composition import Runtime
 from reconciler.service import PassReport
 from reconciler.settings import load_settings
@@ -41,12 +41,10 @@ from tests.e2e.harness import (
     run_pass,
     set_agent_tokens,
     settings_env,
-    settle,
 )
-from tests.e2e.invariants import all_agree, no_internal_errors
-from tests.fixtures.emulator import TWO_TARGETS
+from tests.e2e.invariants import all_agree, cards_agree, no_internal_errors
 
-pytestmark = pytest.mark.azurite
+pytestmark = [pytest.mark.azurite, pytest.mark.usefixtures("settled")]
 
 PASSES = int(os.environ.get("SOAK_PASSES", "40"))
 SEED = int(os.environ.get("SOAK_SEED", "20261125"))
@@ -58,17 +56,6 @@ UDR_TABLE = {A: "fw-rt", B: "fw-rt2"}
 FEEDS_FIX = {"hub.get", "bgp.list", "routes.learned", "firewall.get", "agent.state"}
 FAULT_OPS = ["hub.get", "bgp.list", "routes.learned", "gateway.learned", "gateway.advertised", "firewall.get",
              "vnet.get", "routetable.get", "agent.state", "agent.intent", "lro.poll"]  # fmt: skip
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
-
-
-@pytest.fixture(autouse=True)
-async def settled(emulator: ArmEmulator) -> AsyncIterator[None]:
-    yield
-    await settle(emulator)
 
 
 def random_fault(rng: random.Random) -> Fault:
@@ -165,7 +152,8 @@ class World:
 
 
 async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_world(
-    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, monkeypatch: pytest.MonkeyPatch
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    webhook: WebhookReceiver,
 ) -> None:
     rng = random.Random(SEED)
     set_agent_tokens(emulator, monkeypatch)
@@ -173,7 +161,7 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
     world = World(emulator, rng)
     state = fleet_desired(emulator)
     env = settings_env(emulator, azurite.connection_string, storage_prefix,
-                       ARS_VERIFY_TIMEOUT="0.3", ARS_AGENT_TIMEOUT="2")
+                       ARS_VERIFY_TIMEOUT="0.3", ARS_AGENT_TIMEOUT="2", ARS_TEAMS_WEBHOOK_URL=webhook.url)
     pass_ids: list[str] = []
     reports: list[PassReport] = []
     faults_fired: Counter[str] = Counter()
@@ -217,6 +205,7 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
         assert set(pass_ids) <= stored, f"pass records lost: {sorted(set(pass_ids) - stored)}"
         # Every pass: its record with the report's step counts, each step's outcome in the history.
         await all_agree(rt, [*reports, clean])
+        assert await cards_agree(rt, reports) > 0  # the cards were compared, not skipped
 
         # A human fixes what only a human may fix; the next pass closes everything.
         world.human_restores_everything()
