@@ -202,6 +202,8 @@ class ArmEmulator:
         self._routes = self._route_table()
         # Event Grid (emulator.events.EventPublisher): successful ARM writes and actions publish events.
         self.events: Any = None
+        # Called with the NVA's IP right after an intent applied (emulator.agent_reports uses it).
+        self.on_intent: Callable[[str], None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -831,9 +833,12 @@ class ArmEmulator:
             return _json(422, {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]})
         with self._agent_lock, self.world.lock:
             try:
-                return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
+                applied = agent.apply_intent(self.world, self.world.nva(ip), intent, uptime)
             except agent.Refused as exc:  # 403 outside the NVA's policy, 409 conflict: the real agent's bodies
                 return _json(exc.status, exc.body())
+            if self.on_intent is not None:
+                self.on_intent(ip)  # under the world lock: the agent's own change, seen as such
+            return _json(200, applied)
 
 
 def _reason(status: int) -> str:
