@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from reconciler.asn import peer_asn_problem
+
 from . import activity, agent, derive, resources
 from .certs import ensure_certs
 from .faults import RETRY_AFTER_STATUSES, Fault, FaultBook, FaultKind
@@ -516,8 +518,13 @@ class ArmEmulator:
         peer_asn = props.get("peerAsn") if isinstance(props, dict) else None
         if not isinstance(peer_ip, str) or not _is_ip(peer_ip):
             return _arm_error(400, "InvalidRequestFormat", "properties.peerIp must be an IP address.")
-        if isinstance(peer_asn, bool) or not isinstance(peer_asn, int) or not 1 <= peer_asn <= agent.MAX_ASN:
+        if isinstance(peer_asn, bool) or not isinstance(peer_asn, int):
             return _arm_error(400, "InvalidRequestFormat", "properties.peerAsn must be an ASN.")
+        # Route Server takes only 16-bit ASNs outside the reserved ranges (reconciler.asn, from the
+        # Route Server FAQ). Azure's exact error code for this case is not documented; 400 is.
+        problem = peer_asn_problem(peer_asn)
+        if problem is not None:
+            return _arm_error(400, "InvalidRequestFormat", f"properties.peerAsn: {problem}.")
         with self.world.lock:
             rs = self.world.find_route_server(c.subscription, c.resource_group, c.args[0])
             if rs is None:

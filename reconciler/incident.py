@@ -31,6 +31,10 @@ _ROUTES = frozenset({DriftCode.ROUTE_MISSING, DriftCode.ROUTE_NEXT_HOP_WRONG, Dr
 _NIC = frozenset({DriftCode.NIC_ROUTE_WRONG})
 
 # Earlier rules win when two causes could explain the same drift: the deeper cause first.
+# Not the same decision as alerts.DEFAULT_INHIBIT: inhibition decides what may page on its own at
+# all (across passes, e.g. routes of a peer that stays down); this table decides how the drifts
+# announced in one pass are presented together. Muted drifts still arrive here, `folded`, so a
+# cause's card lists them.
 CAUSES: tuple[CauseRule, ...] = (
     # The hub itself is broken: everything downstream follows. Blindness is about the reconciler.
     CauseRule(
