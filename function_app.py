@@ -20,16 +20,17 @@ from pathlib import Path
 
 import azure.functions as func
 
-from reconciler import http_api, retention, storage
+from reconciler import http_api, retention, runs, status_page, storage
 from reconciler.attribution import latest
 from reconciler.composition import Runtime, Worker
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
 from reconciler.event_intake import EventIntake, change_report_answer, envelope
 from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_message, poison_queue
+from reconciler.picture import trace_svg
 from reconciler.runs import Run, RunStatus
 from reconciler.schedule import parse as parse_schedule
-from reconciler.service import PassReport, new_pass_id, reconcile
+from reconciler.service import PassReport, new_pass_id, reconcile, trace_targets
 
 log = logging.getLogger("reconciler.functions")
 # The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
@@ -50,7 +51,10 @@ if SETTINGS.applicationinsights_connection_string is not None:
     # Imported only when used: the distro is heavy and instruments libraries as it loads.
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(logger_name="reconciler")
+    from reconciler.telemetry import RedactingSpanProcessor
+
+    # Before the exporter: no webhook, heartbeat or query secret leaves in a span (reconciler.telemetry).
+    configure_azure_monitor(logger_name="reconciler", span_processors=[RedactingSpanProcessor()])
 
 # The storage setting the queue triggers bind to (the Python side reads the same one).
 STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
@@ -89,11 +93,15 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
 async def retention_timer(timer: func.TimerRequest) -> None:
     policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
     conn = storage.from_settings(SETTINGS)
+    now = datetime.now(UTC)
     try:
         async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
-            await purge.purge(datetime.now(UTC))
+            await purge.purge(now)
     finally:
         await conn.close()
+    await WORKER.runtime()
+    gone = await WORKER.runs.purge(now - runs.RUN_KEEP)  # HTTP run records (reconciler.runs)
+    log.info("retention: %d HTTP run record(s) older than %s deleted", gone, runs.RUN_KEEP)
 
 
 # ---- fan-out queue ----------------------------------------------------------------------------
@@ -147,9 +155,10 @@ async def reconcile_poison(msg: func.QueueMessage) -> None:
 async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
     body = msg.get_body().decode("utf-8", "replace")
     try:
-        target = parse_message(msg.get_body()).target
+        message: FanoutMessage | None = parse_message(msg.get_body())
     except BadMessage:
-        target = None
+        message = None
+    target = message.target if message is not None else None
     # Error level: this is what an App Insights alert rule keys on, Teams or not.
     log.error("fan-out poison message (target=%s): %s", target or "?", reason, extra={"target": target or ""})
     now = datetime.now(UTC)
@@ -160,6 +169,19 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         # A target whose pass keeps failing is one the reconciler cannot see: "reconciler blind",
         # at once (its tries already took minutes; no hold-down applies).
         await alerts.poisoned(target, reason, now)
+    if message is not None and message.run is not None:
+        await _give_up_run(message.run, reason)
+
+
+async def _give_up_run(pass_id: str, reason: str) -> None:
+    """An HTTP run whose fallback message was poisoned: its poller gets an error, not 202 forever."""
+    run = await WORKER.runs.get(pass_id)
+    if run is None or run.status is RunStatus.DONE:
+        return
+    failed = http_api.error(500, "run_failed", f"the pass could not be run: {reason}"[:500])
+    await WORKER.runs.put(
+        Run(run.pass_id, RunStatus.DONE, run.requested_at, run.dry_run, run.target, failed.status, failed.body)
+    )
 
 
 # ---- Event Grid (ARM events of the watched subscriptions; infra/events.bicep) -----------------
@@ -335,6 +357,51 @@ async def _health() -> http_api.ApiResponse:
         schedule=SETTINGS.timer_schedule,
         fanout=SETTINGS.fanout,
     )
+
+
+@app.function_name("trace_http")
+@app.route(route="trace", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def trace_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The hop-by-hop path (reconciler.trace) from a fresh read-only observation: JSON, or format=svg."""
+    try:
+        state = WORKER.desired()
+        names = [t.name for t in state.targets]
+        q = http_api.parse_trace_query(req.params, names)
+        rt = await WORKER.runtime()
+        assert rt.services is not None
+        only = q.target or (names[0] if q.svg else None)
+        traces = await trace_targets(rt.services, state, only=only, prefix=q.prefix)
+        if q.svg:
+            svg = trace_svg(traces[0])
+            return func.HttpResponse(svg, headers=status_page.SECURITY_HEADERS, mimetype="image/svg+xml")
+        return _http(http_api.ApiResponse(200, {"traces": [t.to_dict() for t in traces]}))
+    except Exception as exc:
+        return _failed("trace", exc)
+
+
+@app.function_name("status_http")
+@app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def status_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The on-call status page (reconciler.status_page): paths, open drift with cause, passes, timeline."""
+    try:
+        state = WORKER.desired()
+        target = http_api.parse_status_query(req.params, [t.name for t in state.targets])
+        rt = await WORKER.runtime()
+        data = await status_page.gather(rt.services, rt.ledger, state, now=datetime.now(UTC), target=target)
+        return func.HttpResponse(status_page.render(data), headers=status_page.SECURITY_HEADERS, mimetype="text/html")
+    except Exception as exc:
+        return _failed("status", exc)
+
+
+@app.function_name("static_http")
+@app.route(route="static/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def static_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The status page's stylesheet: a fixed list of files, nothing secret, so no key."""
+    found = status_page.static_file(req.route_params.get("name", ""))
+    if found is None:
+        return _http(http_api.error(404, "not_found", "no such static file"))
+    body, mimetype = found
+    return func.HttpResponse(body, mimetype=mimetype, headers={"X-Content-Type-Options": "nosniff"})
 
 
 def _http(resp: http_api.ApiResponse) -> func.HttpResponse:

@@ -1,8 +1,9 @@
 """The NVA agent contract, emulated over the world so the pure-Python demo can remediate without FRR.
 
-Owns the agent's JSON shapes (`/v1/health`, `/v1/state`, `PUT /v1/bgp/intent`), strict intent
-validation (422 with the offending path) and what applying an intent does to the world. The real
-agent (nva_agent/, on FRR) keeps to the same contract. It must not know HTTP plumbing or faults;
+Owns the agent's JSON shapes (`/v1/health`, `/v1/state`, `PUT /v1/bgp/intent`) and what applying
+an intent does to the world. Validation and the local policy are the real agent's own code
+(nva_agent.models, nva_agent.policy), so both speak one contract: 422 with the offending path,
+403 naming the policy rule, 409 listing the conflict. It must not know HTTP plumbing or faults;
 callers hold the world lock and serialise intents.
 """
 
@@ -13,26 +14,16 @@ import hashlib
 import ipaddress
 from typing import Any
 
-from .derive import nva_sends
-from .world import Announcement, BgpConnection, Nva, NvaNeighbor, World
+from pydantic import ValidationError
 
-INTENT_FIELDS = {"local_asn", "neighbors", "prefixes", "next_hop", "dry_run"}
-REQUIRED_INTENT_FIELDS = {"local_asn", "neighbors", "prefixes"}
-NEIGHBOR_FIELDS = {"ip", "asn"}
-MAX_ASN = 4_294_967_295
-MAX_NEIGHBORS, MAX_PREFIXES = 16, 256
-# ASNs an NVA must not use as its own (same list as nva_agent.models): AS_TRANS, documentation
-# ranges, the last ASN of each space, and the ASNs Azure reserves (65515 is ARS).
-RESERVED_LOCAL_ASNS = (
-    (23456, 23456),
-    (64496, 64511),
-    (65515, 65515),
-    (65517, 65520),
-    (65535, 65535),
-    (65536, 65551),
-    (MAX_ASN, MAX_ASN),
-)
-OUT_FILTER = "route-map rmap-azure-asns deny 5 | match as-path 65515"
+from nva_agent import policy, render
+from nva_agent.models import ASN_MAX, BgpIntent, ConflictBody, NeighborIntent, PolicyRefusal
+
+from .derive import nva_sends
+from .world import AgentPolicy, Announcement, BgpConnection, Nva, NvaNeighbor, World
+
+MAX_ASN = ASN_MAX
+OUT_FILTER = f"route-map {render.ROUTE_MAP} deny 5 | match as-path {render.ASPATH_LIST}"
 
 
 class IntentError(ValueError):
@@ -43,8 +34,39 @@ class IntentError(ValueError):
         self.loc = ("body", *loc)
 
 
-class IntentConflict(Exception):
+class Refused(Exception):
+    """The intent is refused and the world untouched; `status` and `body` are the real agent's."""
+
+    status = 400
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": str(self)}
+
+
+class IntentConflict(Refused):
     """The intent cannot be applied as asked, e.g. another local AS (answered with 409)."""
+
+    status = 409
+
+    def __init__(self, detail: str, conflicts: list[str]) -> None:
+        super().__init__(detail)
+        self.conflicts = conflicts
+
+    def body(self) -> dict[str, Any]:
+        return ConflictBody(detail=str(self), conflicts=self.conflicts).model_dump()
+
+
+class PolicyRefused(Refused):
+    """Outside the NVA's policy (answered with 403 naming the rule)."""
+
+    status = 403
+
+    def __init__(self, violation: policy.PolicyViolation) -> None:
+        super().__init__(violation.detail)
+        self.violation = violation
+
+    def body(self) -> dict[str, Any]:
+        return PolicyRefusal(detail=self.violation.detail, rule=self.violation.rule.value).model_dump()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,57 +137,46 @@ def config_hash(world: World, nva: Nva) -> str:
 
 
 def parse_intent(body: Any) -> Intent:
-    """Validate like the real agent (nva_agent.models.BgpIntent): strict types, IPv4 only, no extras."""
-    if not isinstance(body, dict):
-        raise IntentError((), "expected a JSON object")
-    unknown = sorted(set(body) - INTENT_FIELDS)
-    if unknown:
-        raise IntentError((unknown[0],), "extra inputs are not permitted")
-    for name in sorted(REQUIRED_INTENT_FIELDS - set(body)):
-        raise IntentError((name,), "field required")
-    local_asn = _asn(body["local_asn"], ("local_asn",))
-    for low, high in RESERVED_LOCAL_ASNS:
-        if low <= local_asn <= high:
-            raise IntentError(("local_asn",), f"AS {local_asn} is reserved and cannot be the NVA's own AS")
-    raw_neighbors = body["neighbors"]
-    if not isinstance(raw_neighbors, list) or not 1 <= len(raw_neighbors) <= MAX_NEIGHBORS:
-        raise IntentError(("neighbors",), f"expected a list of 1 to {MAX_NEIGHBORS} neighbors")
-    neighbors: list[NvaNeighbor] = []
-    for i, n in enumerate(raw_neighbors):
-        if not isinstance(n, dict):
-            raise IntentError(("neighbors", i), "expected an object")
-        extra = sorted(set(n) - NEIGHBOR_FIELDS)
-        if extra:
-            raise IntentError(("neighbors", i, extra[0]), "extra inputs are not permitted")
-        for name in sorted(NEIGHBOR_FIELDS - set(n)):
-            raise IntentError(("neighbors", i, name), "field required")
-        neighbors.append(NvaNeighbor(_ipv4(n["ip"], ("neighbors", i, "ip")), _asn(n["asn"], ("neighbors", i, "asn"))))
-    if len({n.ip for n in neighbors}) != len(neighbors):
-        raise IntentError(("neighbors",), "neighbor IPs must be unique")
-    raw_prefixes = body["prefixes"]
-    if not isinstance(raw_prefixes, list) or len(raw_prefixes) > MAX_PREFIXES:
-        raise IntentError(("prefixes",), f"expected a list of at most {MAX_PREFIXES} prefixes")
-    prefixes = [_prefix(p, ("prefixes", i)) for i, p in enumerate(raw_prefixes)]
-    if len(set(prefixes)) != len(prefixes):
-        raise IntentError(("prefixes",), "prefixes must be unique")
-    raw_next_hop = body.get("next_hop")
-    next_hop = None if raw_next_hop is None else _ipv4(raw_next_hop, ("next_hop",))
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise IntentError(("dry_run",), "expected true or false")
-    return Intent(local_asn, tuple(neighbors), tuple(prefixes), next_hop, dry_run)
+    """Validate with the real agent's own model (nva_agent.models.BgpIntent): one contract."""
+    try:
+        parsed = BgpIntent.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise IntentError(tuple(first["loc"]), first["msg"]) from exc
+    neighbors = tuple(NvaNeighbor(n.ip, n.asn) for n in parsed.neighbors)
+    return Intent(parsed.local_asn, neighbors, tuple(parsed.prefixes), parsed.next_hop, parsed.dry_run)
+
+
+def _policy(p: AgentPolicy | None) -> policy.Policy | None:
+    if p is None:
+        return None
+    return policy.Policy.model_validate(dataclasses.asdict(p))
+
+
+def check_policy(nva: Nva, intent: Intent) -> None:
+    """The real agent's policy check, on the policy the world gives this NVA; PolicyRefused if outside."""
+    as_model = BgpIntent(
+        local_asn=intent.local_asn,
+        neighbors=[NeighborIntent(ip=n.ip, asn=n.asn) for n in intent.neighbors],
+        prefixes=list(intent.prefixes),
+        next_hop=intent.next_hop,
+        dry_run=intent.dry_run,
+    )
+    try:
+        policy.check(_policy(nva.agent_policy), as_model)
+    except policy.PolicyViolation as exc:
+        raise PolicyRefused(exc) from exc
 
 
 def apply_intent(world: World, nva: Nva, intent: Intent, uptime_ms: int) -> dict[str, Any]:
     """Apply like the real agent: diff the config, apply unless dry-run, read back, roll back on mismatch.
 
-    Raises IntentConflict when the NVA runs another local AS (the real agent answers 409).
+    Raises PolicyRefused outside the NVA's policy (403) and IntentConflict when the NVA runs
+    another local AS (409), before anything changes.
     """
+    check_policy(nva, intent)
     if intent.local_asn != nva.asn:
-        raise IntentConflict(
-            f"FRR runs router bgp {nva.asn} but the intent says local_asn {intent.local_asn}; "
-            "changing the local AS tears down every session and is left to a human"
-        )
+        raise IntentConflict(str(render.AsnMismatch(nva.asn, intent.local_asn)), [f"router bgp {nva.asn}"])
     before = _config_lines(world, nva)
     saved = _snapshot(world, nva)
     _write(world, nva, intent)
@@ -210,12 +221,13 @@ def _config_lines(world: World, nva: Nva) -> list[str]:
     """FRR-like config statements, so changes read like the real agent's `+ `/`- ` lines."""
     lines = [f"router bgp {nva.asn}"]
     lines += [f"neighbor {n.ip} remote-as {n.asn}" for n in configured_neighbors(world, nva)]
+    rmap = f"route-map {render.ROUTE_MAP} permit 10"
     for a in sorted(nva.announcements, key=lambda a: _prefix_key(a.prefix)):
-        lines.append(f"network {a.prefix}")
+        lines.append(f"network {a.prefix} route-map {render.ORIGINATE_MAP}")
         if a.next_hop != nva.ip:
-            lines.append(f"route-map rmap-azure-asns permit 10 | match {a.prefix} | set ip next-hop {a.next_hop}")
+            lines.append(f"{rmap} | match {a.prefix} | set ip next-hop {a.next_hop}")
         if a.as_path != str(nva.asn):
-            lines.append(f"route-map rmap-azure-asns permit 10 | match {a.prefix} | as-path {a.as_path!r}")
+            lines.append(f"{rmap} | match {a.prefix} | as-path {a.as_path!r}")
     if nva.out_filter:
         lines.append(OUT_FILTER)
     return lines
@@ -266,27 +278,3 @@ def _ip_key(ip: str) -> int:
 def _prefix_key(p: str) -> tuple[int, int]:
     n = ipaddress.ip_network(p)
     return int(n.network_address), n.prefixlen
-
-
-def _asn(value: Any, loc: tuple[str | int, ...]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ASN:
-        raise IntentError(loc, f"expected an integer ASN between 1 and {MAX_ASN}")
-    return value
-
-
-def _ipv4(value: Any, loc: tuple[str | int, ...]) -> str:
-    if not isinstance(value, str):
-        raise IntentError(loc, "expected an IPv4 address string")
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError as exc:
-        raise IntentError(loc, f"{value!r} is not an IPv4 address") from exc
-
-
-def _prefix(value: Any, loc: tuple[str | int, ...]) -> str:
-    if not isinstance(value, str) or "/" not in value:
-        raise IntentError(loc, "expected an IPv4 prefix with a length, e.g. 0.0.0.0/0")
-    try:
-        return str(ipaddress.IPv4Network(value, strict=True))
-    except ValueError as exc:
-        raise IntentError(loc, f"{value!r} is not an IPv4 prefix") from exc

@@ -44,7 +44,7 @@ ARM_OPS = frozenset(
         "hub.get", "hub.put", "hub.ipconfigs", "bgp.list", "bgp.get", "bgp.put", "bgp.delete",
         "routes.learned", "routes.advertised", "gateway.get", "gateway.learned", "gateway.advertised",
         "gateway.peers", "firewall.get", "firewall.health", "routetable.get", "subnet.get", "vnet.get",
-        "lro.poll",
+        "nic.routes", "lro.poll",
     }
 )  # fmt: skip
 LRO_STYLES: tuple[LroStyle, ...] = ("location", "azure-async-operation", "both")
@@ -418,6 +418,7 @@ class ArmEmulator:
             _Route("GET", ("routetables", "*"), "routetable.get", self._route_table_get),
             _Route("GET", ("virtualnetworks", "*", "subnets", "*"), "subnet.get", self._subnet_get),
             _Route("GET", ("virtualnetworks", "*"), "vnet.get", self._vnet_get),
+            _Route("POST", ("networkinterfaces", "*", "effectiveroutetable"), "nic.routes", self._nic_routes, lro=True),
         ]
 
     def _hub_get(self, c: _Call) -> _Response:
@@ -578,6 +579,21 @@ class ArmEmulator:
             if gw is None:
                 return _not_found("virtualNetworkGateways", c.args[0])
             result = {"value": derive.gateway_learned(self.world, gw, self._sources)}
+        return self._start_lro(c, result, {"value": []})
+
+    def _nic_routes(self, c: _Call) -> _Response:
+        # POST .../networkInterfaces/{nic}/effectiveRouteTable: 200 or 202 then the EffectiveRouteListResult
+        # (NetworkInterfaceEffectiveRouteTableList.json in azure-rest-api-specs).
+        with self.world.lock:
+            nic = self.world.find_nic(c.subscription, c.resource_group, c.args[0])
+            sn = (
+                None
+                if nic is None
+                else self.world.find_subnet(nic.subscription, nic.resource_group, nic.vnet, nic.subnet)
+            )
+            if nic is None or sn is None:
+                return _not_found("networkInterfaces", c.args[0])
+            result = {"value": derive.effective_routes(self.world, sn, self._sources)}
         return self._start_lro(c, result, {"value": []})
 
     def _gateway_advertised(self, c: _Call) -> _Response:
@@ -816,8 +832,8 @@ class ArmEmulator:
         with self._agent_lock, self.world.lock:
             try:
                 return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
-            except agent.IntentConflict as exc:
-                return _json(409, {"detail": str(exc)})
+            except agent.Refused as exc:  # 403 outside the NVA's policy, 409 conflict: the real agent's bodies
+                return _json(exc.status, exc.body())
 
 
 def _reason(status: int) -> str:

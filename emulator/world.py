@@ -54,6 +54,16 @@ class NvaNeighbor:
 
 
 @dataclasses.dataclass
+class AgentPolicy:
+    """The NVA agent's local policy file (nva_agent.policy, same fields): what an intent may ask for."""
+
+    neighbors: list[NvaNeighbor]
+    prefixes: list[str]
+    next_hops: list[str]
+    local_asn: int | None = None
+
+
+@dataclasses.dataclass
 class Nva:
     """An FRR NVA, keyed by its IP. `neighbors` None = peers with every ARS that has a connection to it."""
 
@@ -64,6 +74,8 @@ class Nva:
     # The outbound route-map that drops AS paths containing 65515; a broken route-map edit sets this False.
     out_filter: bool = True
     neighbors: list[NvaNeighbor] | None = None
+    # The emulated agent's policy file; None = like the real agent's --lab (only the built-in rules).
+    agent_policy: AgentPolicy | None = None
 
 
 @dataclasses.dataclass
@@ -182,6 +194,17 @@ class Subnet:
 
 
 @dataclasses.dataclass
+class Nic:
+    """A VM's network interface in a subnet: ARM answers its effectiveRouteTable from that subnet's routes."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    vnet: str
+    subnet: str
+
+
+@dataclasses.dataclass
 class OperationLroStyle:
     """The LRO style of one operation (e.g. "routes.learned"), overriding the world's."""
 
@@ -208,6 +231,7 @@ class World:
     firewalls: list[Firewall] = dataclasses.field(default_factory=list)
     subnets: list[Subnet] = dataclasses.field(default_factory=list)
     route_tables: list[RouteTable] = dataclasses.field(default_factory=list)
+    nics: list[Nic] = dataclasses.field(default_factory=list)
     # LRO answer style for every operation (None: the emulator's default), and per operation name.
     lro_style: LroStyle | None = None
     lro_styles: list[OperationLroStyle] = dataclasses.field(default_factory=list)
@@ -271,6 +295,9 @@ class World:
                 _check_ip(peer.ip, f"$.gateways[{i}].onprem_peers[{j}].ip")
                 for p in peer.prefixes:
                     _check_prefix(p, f"$.gateways[{i}].onprem_peers[{j}].prefixes")
+        for i, nic in enumerate(self.nics):
+            if self.find_subnet(nic.subscription, nic.resource_group, nic.vnet, nic.subnet) is None:
+                raise WorldError(f"$.nics[{i}]: no subnet {nic.vnet}/{nic.subnet} in the same group")
         for i, sn in enumerate(self.subnets):
             if sn.route_table and self.find_route_table(sn.subscription, sn.resource_group, sn.route_table) is None:
                 raise WorldError(f"$.subnets[{i}].route_table: no route table {sn.route_table!r} in the same group")
@@ -316,6 +343,9 @@ class World:
 
     def subnet(self, subscription: str, resource_group: str, vnet: str, name: str) -> Subnet:
         return _must(self.find_subnet(subscription, resource_group, vnet, name), "subnet", name)
+
+    def find_nic(self, subscription: str, resource_group: str, name: str) -> Nic | None:
+        return _find(self.nics, subscription, resource_group, name)
 
     def find_nva(self, ip: str) -> Nva | None:
         return next((n for n in self.nvas if n.ip == ip), None)

@@ -39,7 +39,7 @@ _PAGE = """<!doctype html>
           box-shadow: 0 1px 2px rgba(0,0,0,.14); overflow: hidden; }}
   #from {{ font: 600 12px 'Segoe UI', Tahoma, sans-serif; color: #616161; margin: 12px 12px 0; }}
 </style>
-<script src="{markdown_it}"></script>
+{markdown_it}
 <script src="{adaptivecards}"></script>
 </head><body>
 <div id="from">Workflows · ars-reconciler</div>
@@ -50,11 +50,14 @@ _PAGE = """<!doctype html>
 const report = {{ errors: [] }};
 try {{
   const AC = window.AdaptiveCards;
-  const md = window.markdownit({{ linkify: true }});  // Teams turns bare URLs into links too
-  AC.AdaptiveCard.onProcessMarkdown = (text, result) => {{
-    result.outputHtml = md.render(text);
-    result.didProcess = true;
-  }};
+  report.markdown = !!window.markdownit;
+  if (window.markdownit) {{
+    const md = window.markdownit({{ linkify: true }});  // Teams turns bare URLs into links too
+    AC.AdaptiveCard.onProcessMarkdown = (text, result) => {{
+      result.outputHtml = md.render(text);
+      result.didProcess = true;
+    }};
+  }}
   const card = new AC.AdaptiveCard();
   card.hostConfig = new AC.HostConfig({host});
   const opened = [];
@@ -158,6 +161,7 @@ class Rendered:
     contrast: list[Contrast]
     height: int
     errors: list[str]
+    markdown: bool  # rendered through markdown-it (as Teams renders markdown); False: literally
 
     def failing_contrast(self) -> list[Contrast]:
         return [c for c in self.contrast if not c.passes_aa]
@@ -174,12 +178,15 @@ def chromium() -> str:
 def _page(message: dict[str, Any]) -> str:
     modules = {
         "adaptivecards": MODULES / "adaptivecards" / "dist" / "adaptivecards.min.js",
-        "markdown_it": MODULES / "markdown-it" / "dist" / "markdown-it.min.js",
         "css": MODULES / "adaptivecards" / "dist" / "adaptivecards.css",
     }
     for path in modules.values():
         if not path.exists():
             raise RenderUnavailable(f"{path.relative_to(ROOT)} missing: run `make deps`")
+    # Markdown as Teams does it; without it (an older tools/ install) text renders literally, which
+    # is fine for a screenshot, and `Rendered.markdown` tells a test it cannot judge links.
+    markdown_it = MODULES / "markdown-it" / "dist" / "markdown-it.min.js"
+    md_tag = f'<script src="{markdown_it.as_uri()}"></script>' if markdown_it.exists() else ""
     host = json.loads(HOST_CONFIG.read_text())
     content = message["attachments"][0]["content"]
 
@@ -188,7 +195,7 @@ def _page(message: dict[str, Any]) -> str:
         return json.dumps(value).replace("</", "<\\/")
 
     return _PAGE.format(
-        css=modules["css"].read_text(), width=WIDTH, markdown_it=modules["markdown_it"].as_uri(),
+        css=modules["css"].read_text(), width=WIDTH, markdown_it=md_tag,
         adaptivecards=modules["adaptivecards"].as_uri(), host=inline(host), content=inline(content),
     )
 
@@ -222,4 +229,5 @@ def render(message: dict[str, Any], screenshot: Path | None = None, timeout: flo
         ids=data.get("ids", []), anchors=data.get("anchors", []), buttons=data.get("buttons", []),
         opened=data.get("opened", []), text=data.get("text", ""),
         contrast=[Contrast(**c) for c in data.get("contrast", [])], height=height, errors=data.get("errors", []),
+        markdown=bool(data.get("markdown")),
     )

@@ -15,21 +15,23 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
 from emulator import ArmEmulator, World
-from localenv import scenarios
+from localenv import browser, scenarios
 from localenv.azurite import Azurite
 from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
 from reconciler import desired
 from reconciler.composition import Runtime
 from reconciler.errors import ReconcilerError
-from reconciler.report_text import render_report
-from reconciler.service import reconcile
+from reconciler.picture import trace_svg
+from reconciler.report_text import render_report, render_trace
+from reconciler.service import reconcile, trace_targets
 from reconciler.settings import load_settings
 
 Break = tuple[str, Callable[[], object]]
@@ -47,10 +49,10 @@ def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
         state = demo_desired(emu)
         breaks: list[Break] = [
             (scenarios.BREAKS[name].__doc__ or name, functools.partial(scenarios.BREAKS[name], emu))
-            for name in ("firewall-redeployed", "instance-lost-peering", "next-hop-not-set")
+            for name in ("instance-lost-peering", "next-hop-not-set")
         ]
         problems = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
-        problems += _http(emu, az, state, out)
+        problems += _http(emu, az, state, out, out_dir)
     return _done(out, problems)
 
 
@@ -59,7 +61,7 @@ def _done(out: TextIO, problems: int) -> int:
     return 0 if problems == 0 else 1
 
 
-def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextIO) -> int:
+def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextIO, out_dir: Path) -> int:
     """The Functions app's HTTP routes, served locally through the same function objects."""
     import httpx
 
@@ -79,15 +81,19 @@ def _http(emu: ArmEmulator, az: Azurite, state: desired.DesiredState, out: TextI
             ("GET", "/api/drift", None),
             ("GET", "/api/health", None),
             ("GET", "/api/health/details", None),
+            ("GET", "/api/trace?target=hub-weu", None),
             ("GET", "/api/reconcile", None),  # wrong method: the host routes by method, so 404
         ]
         for method, path, body in calls:
             data = f" -d '{json.dumps(body)}'" if body is not None else ""
             print(f"\n  $ curl -X {method} {host.url}{path}{data}", file=out)
             resp = httpx.request(method, host.url + path, json=body, timeout=60)
-            print(f"  HTTP {resp.status_code}: {_summary(resp.json())}", file=out)
+            print(f"  HTTP {resp.status_code}: {_summary(resp.json()) if resp.content else '(no body)'}", file=out)
             if resp.status_code >= 500:
                 problems += 1
+        if browser.chromium() is not None:
+            shot = browser.screenshot(f"{host.url}/api/status", out_dir / "pictures" / "status-page.png", 1600, 1500)
+            print(f"\n  status page (GET /api/status) in headless Chromium: {shot}", file=out)
     return problems
 
 
@@ -127,7 +133,9 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
             env = demo_env(emu, az.connection_string, hook.url)
             env["ARS_VERIFY_TIMEOUT"] = "20"
             doc = yaml.safe_load(EXAMPLE.read_text())
-            doc["targets"][0]["peers"][0].update(ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING)
+            doc["targets"][0]["peers"][0].update(
+                ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING, agent_lab=True
+            )
             state = desired.parse(doc, str(EXAMPLE))
 
             def frr(text: str, **broken: Any) -> Break:
@@ -144,6 +152,22 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
             return _done(out, asyncio.run(_story(emu, hook, load_settings(env), state, breaks, out_dir, out)))
     finally:
         lab.down()
+
+
+async def _trace(svc: Any, state: desired.DesiredState, out: TextIO, picture: Path) -> str:
+    """Print the trace of every target and save the first one's picture (SVG, and PNG by Chromium)."""
+    traces = await trace_targets(svc, state)
+    for t in traces:
+        render_trace(t.to_dict(), out)
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    svg = picture.with_suffix(".svg")
+    svg.write_text(trace_svg(traces[0]))
+    saved = [svg]
+    if browser.chromium() is not None:
+        saved.append(browser.screenshot(svg.resolve().as_uri(), picture.with_suffix(".png"), 1700, 470))
+    print(f"  picture: {', '.join(str(p) for p in saved)}", file=out)
+    verdicts = {t.verdict.value for t in traces}
+    return "broken" if "broken" in verdicts else ("unknown" if "unknown" in verdicts else "ok")
 
 
 def _say(out: TextIO, text: str) -> None:
@@ -172,13 +196,34 @@ async def _story(
         _say(out, "1. The reference lab is healthy: NVA → both ARS instances → ER gateway, next hop 10.0.3.4")
         first = await show("demo")
         problems = 0 if first["counts"]["drifts"] == 0 else 1
+        _say(out, "The path, hop by hop (python -m reconciler trace): whole")
+        if await _trace(svc, state, out, out_dir / "pictures" / "trace-healthy") != "ok":
+            problems += 1
+
+        # The firewall moves during a maintenance window: the reconciler watches and says so, one
+        # incident card (the wrong next hop, with what the gateway lost folded under it), and
+        # changes nothing until the window ends; then it fixes it and the card resolves.
+        now = datetime.now(UTC).replace(microsecond=0)
+        window = desired.MaintenanceWindow(start=now - timedelta(minutes=1), end=now + timedelta(hours=1),
+                                           reason="firewall upgrade")
+        held = state.model_copy(update={"targets": [
+            t.model_copy(update={"maintenance": [window]}) for t in state.targets
+        ]})
+        _say(out, f"Break: {scenarios.firewall_redeployed(emu)} (during a maintenance window)")
+        report = await reconcile(svc, held, trigger="demo")
+        render_report(report.to_dict(), out)
+        if not report.counts()["remaining"]:
+            problems += 1
+        _say(out, "The maintenance window ends: the reconciler puts the next hop on the firewall's new IP")
+        if (await show("demo"))["counts"]["remaining"]:
+            problems += 1
 
         for _label, do_break in breaks:
             said = do_break()
             _say(out, f"Break: {said if isinstance(said, str) else _label}")
             print("--- plan (dry run: what apply would do)", file=out)
             await show("demo-plan", dry_run=True)
-            print("--- apply", file=out)
+            print("--- apply (fixed within the pass: Teams gets a compact \"fixed automatically\" notice)", file=out)
             fixed = await show("demo")
             if fixed["counts"]["remaining"]:
                 problems += 1
@@ -186,6 +231,9 @@ async def _story(
         _say(out, f"Break: {scenarios.branch_to_branch_off(emu)} (Azure-side writes are off by policy)")
         left = await show("demo")
         if not left["counts"]["remaining"]:
+            problems += 1
+        _say(out, "The path after the break: the first broken hop is the root cause")
+        if await _trace(svc, state, out, out_dir / "pictures" / "trace-broken") != "broken":
             problems += 1
         _say(out, "An operator turns branch-to-branch back on by hand")
         with emu.world.lock:
@@ -208,16 +256,30 @@ async def _story(
     _say(out, "Teams cards the local receiver got (Adaptive Card 1.4 in the Workflows envelope)")
     cards_dir = out_dir / "cards"
     cards_dir.mkdir(parents=True, exist_ok=True)
+    drawn = 0
     for i, req in enumerate(hook.accepted()):
         body = req.json()
         (cards_dir / f"card-{i:02d}.json").write_text(json.dumps(body, indent=2))
-        content = body["attachments"][0]["content"]
-        title = next((b.get("text") for b in content.get("body", []) if b.get("type") == "TextBlock"), "")
-        print(f"  card {i:02d}: {title}", file=out)
-    print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}", file=out)
+        header = body["attachments"][0]["content"]["body"][0]["items"]
+        print(f"  card {i:02d}: {header[0]['text']}: {header[1]['text']}", file=out)
+        drawn += _screenshot(body, cards_dir / f"card-{i:02d}.png", out)
+    print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}"
+          + (f", {drawn} drawn as Teams shows them (PNG)" if drawn else ""), file=out)
     if not hook.accepted():
         problems += 1
     return problems
+
+
+def _screenshot(message: dict[str, Any], path: Path, out: TextIO) -> int:
+    """Draw one card with the official renderer in headless Chromium (1), or say why not (0)."""
+    from localenv.cardview import RenderUnavailable, render
+
+    try:
+        render(message, path)
+    except (RenderUnavailable, RuntimeError, OSError) as exc:
+        print(f"    (no screenshot: {exc})", file=out)
+        return 0
+    return 1
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:

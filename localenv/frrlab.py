@@ -123,8 +123,9 @@ def nva_config(
     operator_out_map: bool = False,
     redistribute: bool = False,
 ) -> str:
-    """The NVA's config as the agent left it (its `nva-agent-*` objects) plus the operator's own
-    lines; healthy by default, the keywords produce the broken variants.
+    """The NVA's config as the agent left it (its `nva-agent-*` objects, with the descriptions it
+    writes) plus the operator's own lines; healthy by default, the keywords produce the broken
+    variants.
 
     Broken variants edit the agent's objects (someone changed them by hand): `next_hop` lost or
     wrong, `announce=False` (its network statement removed), a neighbor removed, `out_filter=False`
@@ -153,18 +154,22 @@ def nva_config(
             f"bgp as-path access-list nva-agent-ars-asns seq 5 permit _{addr.rs_asn}_",
             "!",
             "route-map nva-agent-ars-out deny 5",
+            " description nva-agent: never send Route Server its routes",
             " match as-path nva-agent-ars-asns",
             "exit",
             "!",
         ]
     out += [
         "route-map nva-agent-ars-out permit 10",
+        " description nva-agent: the intent's prefixes",
         " match ip address prefix-list nva-agent-prefixes",
     ]
     if next_hop:
         out.append(f" set ip next-hop {next_hop}")
-    out += ["exit", "!", f"route-map nva-agent-ars-out {'deny' if out_filter else 'permit'} 100", "exit", "!"]
-    out += ["route-map nva-agent-originate permit 10", "exit", "!"]
+    out += ["exit", "!", f"route-map nva-agent-ars-out {'deny' if out_filter else 'permit'} 100"]
+    out += [" description nva-agent: nothing else reaches Route Server", "exit", "!"]
+    out += ["route-map nva-agent-originate permit 10"]
+    out += [" description nva-agent: marks the network statements the agent wrote", "exit", "!"]
     if operator_out_map:  # the operator's own outbound policy: sends everything
         out += ["route-map rmap-sdwan-out permit 10", "exit", "!"]
     out += [

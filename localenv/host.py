@@ -264,11 +264,12 @@ class LocalHost:
                 if admin and self.command == "POST" and admin.group(1) in host.functions:
                     return self._admin(admin.group(1), body)
                 # The host routes by path *and* method: a request whose method no route of that
-                # path takes matches no route at all, so it is a 404 like any unknown path, and
-                # never reaches the function (there is no 405 from the host).
+                # path takes matches no route at all, so it is a 404 with an empty body like any
+                # unknown path, and never reaches the function (no 405 from the host:
+                # Azure/azure-functions-host#10098, and #11625 for HEAD on a GET route).
                 found = [(r, m) for r in host._routes if self.command in r.methods and (m := r.pattern.match(u.path))]
                 if not found:
-                    return self._json(404, {"error": {"code": "not_found", "message": f"no route for {u.path}"}})
+                    return self._send(404, b"", {})
                 route, m = found[0]
                 if route.auth != "ANONYMOUS" and host.key is not None:
                     given = self.headers.get("x-functions-key") or params.get("code")
@@ -287,7 +288,11 @@ class LocalHost:
                 except Exception:
                     log.exception("function %s raised", route.fn.get_function_name())
                     return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
-                return self._send(resp.status_code, resp.get_body(), dict(resp.headers))
+                headers = dict(resp.headers)
+                if not any(k.lower() == "content-type" for k in headers) and resp.mimetype:
+                    # As the host does: the response's mimetype (and charset) become its Content-Type.
+                    headers["Content-Type"] = f"{resp.mimetype}; charset={resp.charset or 'utf-8'}"
+                return self._send(resp.status_code, resp.get_body(), headers)
 
             def _admin(self, name: str, body: bytes) -> None:
                 # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.

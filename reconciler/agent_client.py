@@ -1,10 +1,14 @@
 """The reconciler's client for the NVA agent's HTTP contract (schemas/agent.openapi.json).
 
-Owns HTTP to one agent: bearer auth, timeouts, bounded retries of the idempotent calls, and
-the translation of responses into frozen values and of failures into reconciler.errors:
+Owns HTTP to one agent: bearer auth, TLS (a CA to trust, a client certificate for mutual TLS,
+and no plain http:// unless the caller says the agent is a lab one), timeouts, bounded retries
+of the idempotent calls, and the translation of responses into frozen values and of failures
+into reconciler.errors:
 
     connect error, timeout, 5xx (incl. 503 "FRR unavailable"), 408, 429 -> TransientError
-    401, 403, 409, 413, 422, other 4xx, a body that breaks the contract -> PermanentError
+    401, 403 (outside the NVA's policy), 409 (operator config in the way), 413, 422, other 4xx,
+    a body that breaks the contract -> PermanentError
+    an http:// URL without allow_http                                  -> ConfigurationError
 
 It must not know FRR, the drift model or what the reconciler does with the answers. The token
 is never logged and never part of an exception message.
@@ -21,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import ConfigurationError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,13 +108,28 @@ class AgentClient:
         timeout: float = 15.0,
         retry: RetryPolicy = RetryPolicy(),
         transport: httpx.AsyncBaseTransport | None = None,
+        client_cert: tuple[str, str] | None = None,
+        allow_http: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        if not self.base_url.startswith("https://") and not allow_http:
+            raise ConfigurationError(
+                f"agent URL {self.base_url} is not https://: its bearer token would cross the network in clear "
+                "(mark the peer agent_lab: true only for a lab agent)"
+            )
         self._retry = retry
         # a CA path (the lab's or the NVA's own CA) or True/False; never disable silently
         verify_arg: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
+        if client_cert is not None:
+            # mutual TLS: the agent pins this certificate (NVA_AGENT_TLS_CLIENT_CA)
+            if not isinstance(verify_arg, ssl.SSLContext):
+                verify_arg = ssl.create_default_context() if verify_arg else _unverified_context()
+            try:
+                verify_arg.load_cert_chain(*client_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(f"agent client certificate {client_cert[0]} cannot be loaded: {exc}") from exc
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -184,6 +203,13 @@ class AgentClient:
                 delay *= 2
         assert last is not None
         raise last
+
+
+def _unverified_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 # 429 (a proxy or the agent shedding load) and 408 say "later", like a 5xx: retried, then transient.

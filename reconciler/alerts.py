@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from reconciler.drift import Drift, DriftCode, Severity, subject_part
+from reconciler.drift import Drift, DriftCode, Severity, failed_reads, subject_part
 
 BLIND_SUBJECT = "reconciler=blind"
 """Subject of the per-target "reconciler blind" alert (code OBSERVATION_FAILED)."""
@@ -312,7 +312,7 @@ def evaluate(
         mine = [d for d in drifts if d.target == target]
         observed = {d.identity: d for d in mine if d.code != DriftCode.OBSERVATION_FAILED}
         reasons = [blind[target]] if blind.get(target) else []
-        reasons += [d.message or d.subject for d in mine if d.code == DriftCode.OBSERVATION_FAILED]
+        reasons += [d.message or d.subject for d in failed_reads(mine)]
         if reasons:
             reason = "; ".join(dict.fromkeys(reasons))
             marker = Drift(target, DriftCode.OBSERVATION_FAILED, BLIND_SUBJECT, reason,

@@ -45,9 +45,10 @@ from azure.mgmt.network.models import BgpConnection
 
 from reconciler import arm_shapes
 from reconciler.desired import GatewayType, SubnetInvariant, Target
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import PermanentError, TransientError, first_line
 from reconciler.observed import (
     Connection,
+    EffectiveRoute,
     Firewall,
     FirewallHealth,
     Gateway,
@@ -245,7 +246,7 @@ class _RoutePolling(AsyncARMPolling):
         try:
             return json.loads(body)
         except ValueError as exc:
-            raise arm_shapes.Malformed(f"not JSON: {_first_line(exc)}") from exc
+            raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
 
 class Arm:
@@ -348,13 +349,13 @@ class Arm:
         except HttpResponseError as exc:
             return Unknown(operation, resource, _http_reason(exc))
         except arm_shapes.Malformed as exc:
-            return Unknown(operation, resource, f"malformed answer: {_first_line(exc)}")
+            return Unknown(operation, resource, f"malformed answer: {first_line(exc)}")
         except (AzureError, OSError, ValueError, KeyError, TypeError) as exc:
             # ValueError/KeyError/TypeError: a malformed body the SDK could not deserialize.
-            return Unknown(operation, resource, f"{type(exc).__name__}: {_first_line(exc)}")
+            return Unknown(operation, resource, f"{type(exc).__name__}: {first_line(exc)}")
         except Exception as exc:  # the adapter boundary: no answer may crash the target
             log.warning("%s %s: unexpected %s", operation, resource, type(exc).__name__, exc_info=True)
-            return Unknown(operation, resource, f"{type(exc).__name__}: {_first_line(exc)}")
+            return Unknown(operation, resource, f"{type(exc).__name__}: {first_line(exc)}")
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -384,6 +385,7 @@ class Arm:
             for g in target.gateways
         ]  # fmt: skip
         sn_t = asyncio.create_task(self._subnets(target))
+        nic_t = asyncio.create_task(self._probe_nics(target))
         conns_v = await self.read(sub, "bgp.list", rs, connections)
 
         learned: dict[str, InstanceRoutes | Unknown] = {}
@@ -409,6 +411,7 @@ class Arm:
             firewall_ip=fw_ip,
             firewall_health=fw_health,
             subnets=subnets,
+            nics=await nic_t,
         )
 
     async def _get(self, subscription: str, url: str, api_version: str | None = NETWORK_API_VERSION) -> Any:
@@ -429,7 +432,7 @@ class Arm:
         try:
             return response.json()
         except ValueError as exc:
-            raise arm_shapes.Malformed(f"not JSON: {_first_line(exc)}") from exc
+            raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
     async def _lro(self, begin: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """Run one route query to its end and return the final answer's raw JSON (see _RoutePolling).
@@ -439,6 +442,22 @@ class Arm:
         """
         poller = await begin(*args, polling=self._route_polling(), **kwargs)
         return await poller.result()
+
+    async def _probe_nics(self, target: Target) -> dict[str, tuple[EffectiveRoute, ...] | Unknown | None]:
+        """Each probe NIC's real effective route table (a long-running POST, like the route queries)."""
+        sub = target.subscription_id
+        c = self.client(sub)
+
+        def read_nic(rg: str, name: str) -> Coroutine[Any, Any, Any]:
+            async def table() -> tuple[EffectiveRoute, ...]:
+                raw = await self._lro(c.network_interfaces.begin_get_effective_route_table, rg, name)
+                return arm_shapes.effective_routes(raw)
+
+            return self.read(sub, "nic.routes", name, table)
+
+        probes = target.probes
+        values = await asyncio.gather(*(read_nic(p.resource_group or target.resource_group, p.nic) for p in probes))
+        return {p.nic: v for p, v in zip(probes, values, strict=True)}
 
     async def _learned(self, sub: str, rg: str, rs: str, conn: str) -> InstanceRoutes | Unknown:
         c = self.client(sub)
@@ -623,7 +642,7 @@ class Arm:
         try:
             await self._call(fn)
         except ClientAuthenticationError as exc:
-            raise PermanentError(f"{what}: not authorised: {_first_line(exc)}") from exc
+            raise PermanentError(f"{what}: not authorised: {first_line(exc)}") from exc
         except HttpResponseError as exc:
             code = _error_code(exc)
             if exc.status_code == 412:
@@ -639,7 +658,7 @@ class Arm:
         except TimeoutError as exc:
             raise TransientError(f"{what}: timed out") from exc
         except AzureError as exc:
-            raise TransientError(f"{what}: {_first_line(exc)}") from exc
+            raise TransientError(f"{what}: {first_line(exc)}") from exc
 
 
 def _subnet_routing(vnet: str, subnet: str, rt_id: str, rt: Any) -> SubnetRouting | Unknown:
@@ -680,9 +699,6 @@ def _error_code(exc: HttpResponseError) -> str:
 
 def _http_reason(exc: HttpResponseError) -> str:
     code = _error_code(exc)
-    return (f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {_first_line(exc)}")[:300]
+    return (f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {first_line(exc)}")[:300]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

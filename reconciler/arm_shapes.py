@@ -16,6 +16,7 @@ from typing import Any
 
 from reconciler.observed import (
     Connection,
+    EffectiveRoute,
     Firewall,
     FirewallHealth,
     GatewayConfig,
@@ -273,6 +274,30 @@ def gateway_routes(body: Any, what: str = "gateway routes") -> tuple[Route, ...]
         raise Malformed(f"{what}: no 'value' route list")
     return tuple(_route(r, f"{what}.value[{i}]") for i, r in enumerate(_list(result["value"], f"{what}.value",
                                                                                optional=False)))  # fmt: skip
+
+
+def effective_routes(body: Any) -> tuple[EffectiveRoute, ...]:
+    """POST networkInterfaces/{name}/effectiveRouteTable: `{"value": [...]}`
+    (NetworkInterfaceEffectiveRouteTableList.json); no `value` is no route list: unknown."""
+    what = "effectiveRouteTable"
+    result = _obj(_result_of(body, what), what)
+    if "value" not in result:
+        raise Malformed(f"{what}: no 'value' route list")
+    out = []
+    for i, value in enumerate(_list(result["value"], f"{what}.value", optional=False)):
+        r, where = _obj(value, f"{what}.value[{i}]"), f"{what}.value[{i}]"
+        out.append(
+            EffectiveRoute(
+                prefixes=tuple(_prefix(p, f"{where}.addressPrefix") for p in _list(r.get("addressPrefix"), where)),
+                source=_str(r.get("source"), f"{where}.source"),
+                state=_str(r.get("state"), f"{where}.state"),
+                next_hop_type=_str(r.get("nextHopType"), f"{where}.nextHopType"),
+                next_hop_ips=tuple(
+                    ip for h in _list(r.get("nextHopIpAddress"), where) if (ip := _ip(h, f"{where}.nextHopIpAddress"))
+                ),
+            )
+        )
+    return tuple(out)
 
 
 # ---- Azure Monitor ---------------------------------------------------------------------------------

@@ -96,6 +96,10 @@ class AutoFix:
     restored: str  # the expected value put back
     step: str  # the step that fixed it, described
 
+    @property
+    def identity(self) -> str:
+        return f"{self.target}|{self.code.value}|{self.subject}"
+
 
 # ---- text safety ------------------------------------------------------------------------------
 
@@ -234,9 +238,11 @@ def incident_card(incident: Incident, links: Links, target: Target | None, pass_
     if blind or not ended:
         body.append(_text(untrusted(cause.message or cause.code.value), id="detail", spacing="Small"))
     if incident.consequences:
-        body.append(_section("Consequences", "consequences"))
+        # Ended: name what ended with it, not its (now stale) present-tense message.
+        body.append(_section("Resolved with it" if ended else "Consequences", "consequences"))
         for n in incident.consequences[:MAX_CONSEQUENCES]:
-            body.append(_text(f"• {n.code.value}: {untrusted(n.message or n.subject, 200)}", spacing="None"))
+            said = untrusted(n.subject if ended else n.message or n.subject, 200)
+            body.append(_text(f"• {n.code.value}: {said}", spacing="None"))
         hidden = len(incident.consequences) - MAX_CONSEQUENCES
         if hidden > 0:
             body.append(_text(f"… and {hidden} more (open the drift link)", spacing="None"))
@@ -387,8 +393,8 @@ def _place(target: Target | None) -> list[tuple[str, str]]:
 
 
 def resource_ids(target: Target, members: Sequence[tuple[DriftCode, str]]) -> list[tuple[str, str]]:
-    """(label, ARM resource ID) of each resource the drifts (code, subject) name, in order; the
-    Route Server always last."""
+    """(label, ARM resource ID) of each resource the drifts (code, subject) name, in their order
+    (the cause's first); the Route Server is always among them."""
     base = f"/subscriptions/{_seg(target.subscription_id)}/resourceGroups/"
     net = "/providers/Microsoft.Network/"
 
@@ -401,6 +407,9 @@ def resource_ids(target: Target, members: Sequence[tuple[DriftCode, str]]) -> li
         if names_firewall and target.firewall.name:
             found.setdefault(target.firewall.name,
                              rid(target.firewall.resource_group, "azureFirewalls", target.firewall.name))
+        if subject_part(s, "route_server") or subject_part(s, "peer"):
+            # A Route Server is a virtualHubs resource (notes/azure-api.md §3.1); peers live on it.
+            found.setdefault(target.route_server, rid(None, "virtualHubs", target.route_server))
         if gw := subject_part(s, "gateway"):
             declared = next((g for g in target.gateways if g.name == gw), None)
             if declared is not None:
@@ -408,9 +417,7 @@ def resource_ids(target: Target, members: Sequence[tuple[DriftCode, str]]) -> li
         if (subnet := subject_part(s, "subnet")) and ":" in subnet:
             vnet = subnet.split(":", 1)[0]
             declared_sn = next((n for n in target.subnets if n.vnet == vnet), None)
-            found.setdefault(vnet, rid(declared_sn.resource_group if declared_sn else None,
-                                                 "virtualNetworks", vnet))
-    # A Route Server is a virtualHubs resource (notes/azure-api.md §3.1).
+            found.setdefault(vnet, rid(declared_sn.resource_group if declared_sn else None, "virtualNetworks", vnet))
     found.setdefault(target.route_server, rid(None, "virtualHubs", target.route_server))
     return list(found.items())
 

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from reconciler import desired, storage
 from reconciler.errors import ConfigurationError, ReconcilerError
-from reconciler.report_text import render_report, table
+from reconciler.report_text import render_report, render_trace, table
 from reconciler.settings import Settings, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
@@ -136,23 +136,6 @@ def _trace(args: argparse.Namespace, out: TextIO) -> int:
         for t in traces:
             render_trace(t.to_dict(), out)
     return EXIT_OK if all(t.verdict.value == "ok" for t in traces) else EXIT_DRIFT
-
-
-def render_trace(t: dict[str, Any], out: TextIO) -> None:
-    """One block per path: the hops in order with their evidence; the root cause is marked with >."""
-    print(f"[{t['target']}] {t['prefix']}: {t['verdict'].upper()}", file=out)
-    for p in t["paths"]:
-        src = "on-premises" if p["source_kind"] == "onprem" else "subnet"
-        cause = f" (root cause: {p['root_cause']})" if p["root_cause"] else ""
-        print(f"  from {src} {p['source']}: {p['verdict'].upper()}{cause}", file=out)
-        for i, h in enumerate(p["hops"], 1):
-            mark = ">" if h["id"] == p["root_cause"] else " "
-            codes = sorted({d["code"] for d in h["drifts"]})
-            tail = f"  [{', '.join(codes)}]" if codes else ""
-            print(f"  {mark}{i:>2}. {h['verdict']:<8} {h['label']}{tail}", file=out)
-            for e in h["evidence"]:
-                where = f" [{e['instance']}]" if e["instance"] else ""
-                print(f"                {e['read']} {e['field']}{where}: {e['value']}", file=out)
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:

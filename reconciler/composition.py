@@ -112,9 +112,20 @@ class AgentDirectory:
         client = self._clients.get(key)
         if client is None:
             verify: str | bool = self._settings.agent_ca_bundle or True
-            client = AgentClient(
-                peer.agent_url, token, verify=verify, timeout=self._settings.agent_timeout, transport=self._transport
-            )
+            s = self._settings
+            cert = (s.agent_client_cert, s.agent_client_key or s.agent_client_cert) if s.agent_client_cert else None
+            try:
+                client = AgentClient(
+                    peer.agent_url,
+                    token,
+                    verify=verify,
+                    timeout=s.agent_timeout,
+                    transport=self._transport,
+                    client_cert=cert,
+                    allow_http=peer.agent_lab,
+                )
+            except ConfigurationError as exc:
+                return str(exc)
             self._clients[key] = client
         return _Agent(client)
 

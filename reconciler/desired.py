@@ -134,18 +134,27 @@ class Peer(Strict):
     token_setting: SettingName | None = Field(
         default=None, description="name of the app setting that holds the agent's bearer token (never the token)"
     )
+    agent_lab: bool = Field(
+        default=False,
+        description="lab only: accept a plain http:// agent_url (the bearer token would cross the network in clear)",
+    )
 
     @field_validator("agent_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("https://", "http://")):
-            raise ValueError("agent_url must start with https:// (or http:// in a lab)")
+            raise ValueError("agent_url must start with https:// (or http:// with agent_lab: true)")
         return v
 
     @model_validator(mode="after")
     def _token_with_url(self) -> Peer:
         if self.agent_url and not self.token_setting:
             raise ValueError("a peer with agent_url also needs token_setting (the app setting holding its token)")
+        if self.agent_url and self.agent_url.startswith("http://") and not self.agent_lab:
+            raise ValueError(
+                "agent_url is plain http://: the agent's token would cross the network in clear; "
+                "use https:// (README 'The NVA agent': TLS/mTLS), or set agent_lab: true for a lab agent"
+            )
         return self
 
 
@@ -198,6 +207,23 @@ class SubnetInvariant(Strict):
     disable_bgp_route_propagation: StrictBool | None = None
 
 
+class ProbeExpect(StrEnum):
+    FIREWALL = "firewall"  # e.g. a spoke VM: internet traffic must reach the firewall's IP
+    INTERNET = "internet"  # e.g. the NVA's own NIC: internet traffic must leave directly
+
+
+class ProbeNic(Strict):
+    """A NIC whose real effective route table is read (effectiveRouteTable) to judge its internet next hop."""
+
+    nic: Name = Field(description="network interface name")
+    resource_group: Name | None = Field(default=None, description="defaults to the target's resource group")
+    expect: ProbeExpect = Field(description="where its internet traffic must go: firewall or internet")
+    vnet: Name | None = Field(default=None, description="its VNet, when its subnet is also watched under subnets")
+    subnet: Name | None = Field(
+        default=None, description="its subnet; when watched, the computed route is compared with the real one"
+    )
+
+
 class Policy(Strict):
     """What the reconciler may change for this target."""
 
@@ -239,6 +265,7 @@ class Target(Strict):
     prefixes: list[Prefix] = Field(default_factory=lambda: [DEFAULT_ROUTE], min_length=1)
     peers: list[Peer] = Field(min_length=1)
     subnets: list[SubnetInvariant] = Field(default_factory=list)
+    probes: list[ProbeNic] = Field(default_factory=list, description="NICs whose real effective routes are judged")
     policy: Policy = Field(default_factory=Policy)
     suspend: StrictBool = Field(default=False, description="observe and record, but change nothing")
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from reconciler.desired import (
     ROUTES_TO_EXPRESSROUTE_LIMIT,
     GatewayType,
     Peer,
+    ProbeExpect,
     Target,
 )
 from reconciler.drift import Drift, DriftCode
@@ -24,8 +25,10 @@ from reconciler.effective_routes import (
     HopType,
     Requirement,
     RouteSource,
+    disagreements,
+    from_effective,
+    programmed_routes,
     resolve,
-    route_server_routes,
     subnet_routes,
     violations,
 )
@@ -74,6 +77,7 @@ def diff(target: Target, obs: Observation) -> list[Drift]:
     _firewall(target, obs, found)
     _gateways(target, obs, found)
     _subnets(target, obs, found)
+    _probes(target, obs, found)
     return found.drifts
 
 
@@ -445,7 +449,7 @@ def _subnets(target: Target, obs: Observation, found: _Collector) -> None:
     now plus the target's own prefixes via the firewall (what it programs when the design is
     healthy), so a detached UDR is caught even while the NVA's route happens to be missing.
     """
-    programmed = route_server_routes(sorted(obs.learned.items()))
+    programmed = programmed_routes(obs)
     now = set() if isinstance(programmed, Unknown) else {(c.prefix, c.next_hop_ip) for c in programmed}
     design = tuple(
         CandidateRoute(p, RouteSource.BGP, HopType.VIRTUAL_NETWORK_GATEWAY, obs.firewall_ip, "BGP, the design's route")
@@ -493,6 +497,60 @@ def _subnets(target: Target, obs: Observation, found: _Collector) -> None:
                     inv.disable_bgp_route_propagation,
                     actual,
                 )
+
+
+def _probes(target: Target, obs: Observation, found: _Collector) -> None:
+    """Probe NICs: judge the route ARM really uses for internet traffic, and compare it with ours.
+
+    A real route that disagrees with the one computed from the same UDRs and Route Server routes
+    means the model of Azure's routing is wrong for that NIC: that is a finding of its own.
+    """
+    programmed = programmed_routes(obs)
+    for probe in target.probes:
+        if probe.nic not in obs.nics:
+            continue
+        routes = obs.nics[probe.nic]
+        if isinstance(routes, Unknown):
+            found.unknown(routes)
+            continue
+        if probe.expect is ProbeExpect.INTERNET:
+            want = Requirement(DEFAULT_ROUTE, HopType.INTERNET)
+        elif obs.firewall_ip is not None:
+            want = Requirement(DEFAULT_ROUTE, HopType.VIRTUAL_APPLIANCE, obs.firewall_ip)
+        else:
+            continue  # the firewall's IP is unknown or gone: FIREWALL_UNHEALTHY / OBSERVATION_FAILED say so
+        key = f"{probe.vnet}:{probe.subnet}"
+        sn = obs.subnets.get(key) if probe.vnet and probe.subnet else None
+        for prefix in target.prefixes:
+            subject = f"nic={probe.nic}/prefix={prefix}"
+            req = Requirement(prefix, want.hop, want.ip)
+            if routes is None:
+                found.add(
+                    DriftCode.NIC_ROUTE_WRONG, subject, f"probe NIC {probe.nic} not found", req.describe(), "not found"
+                )
+                continue
+            real = resolve(from_effective(routes), prefix)
+            bad = violations(req, real)
+            if bad:
+                found.add(
+                    DriftCode.NIC_ROUTE_WRONG,
+                    subject,
+                    f"NIC {probe.nic}'s real effective route sends internet traffic elsewhere",
+                    req.describe(),
+                    "; ".join(d.describe() for d in bad[:4]),
+                )
+            if isinstance(sn, SubnetRouting) and not isinstance(programmed, Unknown):
+                computed = resolve(subnet_routes(sn, programmed), prefix)
+                differ = disagreements(real, computed)
+                if differ:
+                    a, b = differ[0]
+                    found.add(
+                        DriftCode.NIC_ROUTE_MISMATCH,
+                        subject,
+                        f"NIC {probe.nic}'s real effective route differs from the one computed for {key}",
+                        f"computed: {b.describe()}",
+                        f"real: {a.describe()}",
+                    )
 
 
 def _norm(prefix: str) -> str:

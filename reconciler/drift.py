@@ -5,6 +5,7 @@ Owns the `Drift` value and its identity. Must not know how drift is detected, st
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,6 +28,8 @@ class DriftCode(StrEnum):
     GATEWAY_NOT_ACTIVE_ACTIVE = "GATEWAY_NOT_ACTIVE_ACTIVE"
     FIREWALL_UNHEALTHY = "FIREWALL_UNHEALTHY"
     UDR_INVARIANT_BROKEN = "UDR_INVARIANT_BROKEN"
+    NIC_ROUTE_WRONG = "NIC_ROUTE_WRONG"
+    NIC_ROUTE_MISMATCH = "NIC_ROUTE_MISMATCH"
     OBSERVATION_FAILED = "OBSERVATION_FAILED"
 
 
@@ -65,6 +68,10 @@ SEVERITY: dict[DriftCode, Severity] = {
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: Severity.WARNING,
     DriftCode.FIREWALL_UNHEALTHY: Severity.CRITICAL,
     DriftCode.UDR_INVARIANT_BROKEN: Severity.CRITICAL,
+    DriftCode.NIC_ROUTE_WRONG: Severity.CRITICAL,
+    # The real route is fine or wrong on its own (NIC_ROUTE_WRONG); a mismatch means our model of
+    # Azure's routing is off for this NIC: worth a look, not a page.
+    DriftCode.NIC_ROUTE_MISMATCH: Severity.WARNING,
     DriftCode.OBSERVATION_FAILED: Severity.WARNING,
 }
 
@@ -86,6 +93,8 @@ FIXER: dict[DriftCode, Fixer] = {
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: Fixer.HUMAN,
     DriftCode.FIREWALL_UNHEALTHY: Fixer.HUMAN,
     DriftCode.UDR_INVARIANT_BROKEN: Fixer.HUMAN,
+    DriftCode.NIC_ROUTE_WRONG: Fixer.HUMAN,
+    DriftCode.NIC_ROUTE_MISMATCH: Fixer.HUMAN,
     DriftCode.OBSERVATION_FAILED: Fixer.NOBODY,
 }
 
@@ -110,6 +119,8 @@ SUBJECTS: dict[DriftCode, str] = {
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: "gateway=<name>",
     DriftCode.FIREWALL_UNHEALTHY: "firewall=<name or ip>",
     DriftCode.UDR_INVARIANT_BROKEN: "subnet=<vnet>:<subnet>/prefix=<prefix>",
+    DriftCode.NIC_ROUTE_WRONG: "nic=<name>/prefix=<prefix>",
+    DriftCode.NIC_ROUTE_MISMATCH: "nic=<name>/prefix=<prefix>",
     DriftCode.OBSERVATION_FAILED: "read=<operation>/resource=<name>",
 }
 
@@ -168,3 +179,14 @@ class Drift:
             "expected": self.expected,
             "observed": self.observed,
         }
+
+
+def failed_reads(drifts: Iterable[Drift]) -> list[Drift]:
+    """The OBSERVATION_FAILED drifts: reads that failed, so what they cover is unknown."""
+    return [d for d in drifts if d.code is DriftCode.OBSERVATION_FAILED]
+
+
+def is_blind(drifts: Iterable[Drift]) -> bool:
+    """Whether a target's drifts include a failed read: such a pass cannot say a drift went away.
+    The one definition of "blind" (ledger, verify, alerts and reports all ask it here)."""
+    return any(d.code is DriftCode.OBSERVATION_FAILED for d in drifts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from ipaddress import IPv4Network
 
-from reconciler.observed import InstanceRoutes, SubnetRouting, Unknown
+from reconciler.observed import EffectiveRoute, Gateway, InstanceRoutes, Observation, SubnetRouting, Unknown
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -176,6 +176,32 @@ def route_server_routes(learned: Learned) -> tuple[CandidateRoute, ...] | Unknow
     return tuple(found.values())
 
 
+def programmed_routes(obs: Observation) -> tuple[CandidateRoute, ...] | Unknown:
+    """Every BGP route in the VNet's subnets: Route Server's (from its peers) and each gateway's own
+    on-premises routes (origin EBgp; the IBgp ones are Route Server's, already counted). An
+    on-premises 0.0.0.0/0 (forced tunnelling) lands in AzureFirewallSubnet just like the NVA's."""
+    ars = route_server_routes(sorted(obs.learned.items()))
+    if isinstance(ars, Unknown):
+        return ars
+    found = {(r.prefix, r.next_hop_ip): r for r in ars}
+    for name, gw in sorted(obs.gateways.items()):
+        if not isinstance(gw, Gateway):
+            continue  # gone, or its own Unknown is reported by the gateway checks
+        if isinstance(gw.learned, Unknown):
+            return gw.learned
+        for r in gw.learned:
+            if r.origin.lower() != "ebgp":
+                continue
+            try:
+                prefix = IPv4Network(r.prefix, strict=False)
+            except ValueError:
+                continue
+            hop = HopType.VIRTUAL_NETWORK_GATEWAY
+            route = CandidateRoute(prefix, RouteSource.BGP, hop, r.next_hop, f"BGP from gateway {name} (on-premises)")
+            found.setdefault((prefix, r.next_hop), route)
+    return tuple(found.values())
+
+
 @dataclass(frozen=True)
 class Requirement:
     """Internet destinations inside `prefix` must leave via `hop` (and `ip` for an appliance)."""
@@ -204,3 +230,50 @@ def violations(requirement: Requirement, decisions: Iterable[Decision]) -> tuple
         if not d.routes or not all(r.delivers_to(requirement.hop, requirement.ip) for r in d.routes):
             bad.setdefault(d.routes, Decision(d.routes[0].prefix if d.routes else d.prefix, d.routes))
     return tuple(bad.values())
+
+
+def from_effective(routes: Iterable[EffectiveRoute]) -> tuple[CandidateRoute, ...]:
+    """A NIC's real effectiveRouteTable as candidate routes: the Active entries (Invalid ones lost a tie).
+
+    Next-hop types the model does not know (service endpoints, peering) carry Azure-service or VNet
+    traffic, never general internet traffic: they are left out.
+    """
+    out: list[CandidateRoute] = []
+    for r in routes:
+        if r.state.lower() != "active":
+            continue
+        hop = HopType.parse(r.next_hop_type)
+        source = RouteSource.from_arm(r.source) or RouteSource.SYSTEM
+        if hop is None:
+            continue
+        for p in r.prefixes:
+            try:
+                prefix = IPv4Network(p, strict=False)
+            except ValueError:
+                continue
+            ip = r.next_hop_ips[0] if r.next_hop_ips else None
+            out.append(CandidateRoute(prefix, source, hop, ip, f"{r.source}, read from ARM"))
+    return tuple(out)
+
+
+def disagreements(real: Sequence[Decision], computed: Sequence[Decision]) -> tuple[tuple[Decision, Decision], ...]:
+    """Internet blocks where two resolutions of the same prefix send traffic to different places.
+
+    Both are piecewise constant over their blocks, so comparing at every block start of either is exact.
+    """
+
+    def where(ds: Sequence[Decision], addr: IPv4Network) -> Decision:
+        return next(d for d in ds if addr.subnet_of(d.prefix))
+
+    def target(d: Decision) -> frozenset[tuple[HopType, str | None]]:
+        return frozenset((r.hop, r.next_hop_ip) for r in d.routes)
+
+    out: dict[tuple[IPv4Network, IPv4Network], tuple[Decision, Decision]] = {}
+    for d in (*real, *computed):
+        if not d.internet:
+            continue
+        start = IPv4Network(f"{d.prefix.network_address}/32")
+        a, b = where(real, start), where(computed, start)
+        if target(a) != target(b):
+            out.setdefault((a.prefix, b.prefix), (a, b))
+    return tuple(out.values())

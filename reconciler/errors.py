@@ -46,3 +46,10 @@ class LockedError(TransientError):
 
 class PermanentError(ReconcilerError):
     """Retrying will not help; alert a human."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception in one short line for a log or a card: the first line of its message (SDK errors
+    carry pages of detail below it), or its type's name when it has no message."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]

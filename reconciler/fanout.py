@@ -21,8 +21,9 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import TextBase64EncodePolicy
 
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import PermanentError
 from reconciler.storage import StorageAccess, queue_client
+from reconciler.storage_rules import storage_error
 
 VERSION = 1
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
@@ -181,7 +182,7 @@ class FanoutQueue:
         except ResourceExistsError:
             pass  # made by an earlier worker or by the host's listener
         except AzureError as exc:
-            raise TransientError(f"fan-out queue {self.queue!r}: cannot create: {_first_line(exc)}") from exc
+            raise storage_error(f"fan-out queue {self.queue!r}", "create", exc) from exc
 
     async def enqueue(self, messages: Iterable[FanoutMessage], ttl_s: int, *, delay_s: float = 0) -> int:
         """Send one message per target, living `ttl_s` (HostQueueRules.message_ttl: long enough for
@@ -193,8 +194,8 @@ class FanoutQueue:
             try:
                 await self._client.send_message(m.to_json(), time_to_live=ttl_s, visibility_timeout=visible)
             except AzureError as exc:
-                raise TransientError(
-                    f"fan-out queue {self.queue!r}: sent {sent}, failed at target {m.target!r}: {_first_line(exc)}"
+                raise storage_error(
+                    f"fan-out queue {self.queue!r}", f"sent {sent}, failed at target {m.target!r}", exc
                 ) from exc
             sent += 1
         return sent
@@ -205,7 +206,7 @@ class FanoutQueue:
         try:
             sent = await self._client.send_message(message.to_json(), visibility_timeout=delay_s, time_to_live=ttl_s)
         except AzureError as exc:
-            raise TransientError(f"fan-out queue {self.queue!r}: cannot send: {_first_line(exc)}") from exc
+            raise storage_error(f"fan-out queue {self.queue!r}", "send", exc) from exc
         return str(sent.id), str(sent.pop_receipt)
 
     async def forget(self, receipt: tuple[str, str]) -> None:
@@ -215,12 +216,7 @@ class FanoutQueue:
         except ResourceNotFoundError:
             pass
         except AzureError as exc:
-            raise TransientError(f"fan-out queue {self.queue!r}: cannot delete: {_first_line(exc)}") from exc
+            raise storage_error(f"fan-out queue {self.queue!r}", "delete", exc) from exc
 
     async def close(self) -> None:
         await self._client.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

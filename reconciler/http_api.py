@@ -1,7 +1,7 @@
 """The HTTP surface's rules: request parsing and validation, status codes, JSON bodies and errors.
 
-Owns what a valid request to /api/reconcile, /api/drift, /api/runs and /api/health looks like,
-and how every failure becomes `{"error": {"code", "message"}}` with a 4xx/5xx status and never a
+Owns what a valid request to /api/reconcile, /api/drift, /api/runs, /api/health, /api/trace and
+/api/status looks like, and how every failure becomes `{"error": {"code", "message"}}` with a 4xx/5xx status and never a
 traceback. Pure: plain values in, `ApiResponse` out; must not know azure.functions or storage.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from ipaddress import IPv4Network
 from typing import Any
 
 from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError
@@ -160,6 +161,36 @@ def parse_health(params: Mapping[str, str]) -> None:
     _query(params, set())
 
 
+@dataclass(frozen=True)
+class TraceQuery:
+    target: str | None = None
+    prefix: str | None = None
+    svg: bool = False
+
+
+def parse_trace_query(params: Mapping[str, str], targets: Collection[str]) -> TraceQuery:
+    """GET /api/trace?target=&prefix=&format=json|svg (an SVG shows one target's path of one prefix)."""
+    q = _query(params, {"target", "prefix", "format"})
+    target = _known(q.get("target") or None, targets)
+    prefix = q.get("prefix") or None
+    if prefix is not None:
+        try:
+            IPv4Network(prefix, strict=False)
+        except ValueError as exc:
+            raise ApiError(400, "bad_prefix", f"prefix {prefix[:50]!r} is not an IPv4 prefix like 0.0.0.0/0") from exc
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "svg"):
+        raise ApiError(400, "bad_format", "format must be json or svg")
+    if fmt == "svg" and target is None and len(targets) != 1:
+        raise ApiError(400, "target_required", "an SVG shows one target: give target=")
+    return TraceQuery(target, prefix, fmt == "svg")
+
+
+def parse_status_query(params: Mapping[str, str], targets: Collection[str]) -> str | None:
+    """GET /api/status?target= : the status page, for every target or one."""
+    return _known(_query(params, {"target"}).get("target") or None, targets)
+
+
 def _query(params: Mapping[str, str], allowed: set[str]) -> dict[str, str]:
     _no_unknown(params, allowed | _HOST_PARAMS, "query")
     return {k: v for k, v in params.items() if k in allowed}
@@ -262,20 +293,26 @@ def health(
     """Last successful pass per target and how stale it is against the timer schedule.
 
     A pass is a success for a target when it ran for real (not a dry run) and recorded no error
-    against that target. A target is stale when that is older than two ticks plus a minute (one
-    missed tick is tolerated: a cold start or a slow pass). 503 when any target is stale, so an
-    availability probe can alert on it. Names targets and pass ids: behind the function key
-    (`/api/health/details`); the anonymous route answers `health_summary` of it.
+    against that target other than the alert step's. A target is stale when that is older than two
+    ticks plus a minute (one missed tick is tolerated: a cold start or a slow pass). 503 when any
+    target is stale, so an availability probe can alert on it. "degraded" (200) when the newest
+    pass of a target recorded alert-step problems (a card that could not be built or was
+    dead-lettered, the outbox unreachable): drift is watched, but on-call may not hear of it.
+    Names targets and pass ids: behind the function key (`/api/health/details`); the anonymous
+    route answers `health_summary` of it.
     """
     stale_after = 2 * interval + timedelta(seconds=60)
     last: dict[str, Any] = {}
+    alerting: dict[str, list[str]] = {}  # target → the alert-step problems of its newest pass
     for p in passes:  # newest first
         if p.dry_run:
             continue
         for t in p.targets:
-            if t in last or t not in targets:
+            if t not in targets:
                 continue
-            if not any(str(e).startswith(f"{t}/") for e in p.errors):
+            mine = [str(e) for e in p.errors if str(e).startswith(f"{t}/")]
+            alerting.setdefault(t, [e for e in mine if e.startswith(f"{t}/alerts:")])
+            if t not in last and not any(not e.startswith(f"{t}/alerts:") for e in mine):
                 last[t] = p
     rows = []
     for t in targets:
@@ -289,17 +326,20 @@ def health(
                 "trigger": None if p is None else p.trigger,
                 "age_s": None if age is None else round(age, 1),
                 "stale": age is None or age > stale_after.total_seconds(),
+                "alert_problems": alerting.get(t, [])[:5],
             }
         )
     stale = [r["target"] for r in rows if r["stale"]]
+    degraded = [r["target"] for r in rows if r["alert_problems"]]
     body = {
-        "status": "stale" if stale else "ok",
+        "status": "stale" if stale else "degraded" if degraded else "ok",
         "checked_at": now,
         "schedule": schedule,
         "interval_s": interval.total_seconds(),
         "stale_after_s": stale_after.total_seconds(),
         "fanout": fanout,
         "stale_targets": stale,
+        "alerts_degraded_targets": degraded,
         "targets": rows,
     }
     return ApiResponse(503 if stale else 200, body)

@@ -17,15 +17,15 @@ from typing import NoReturn
 
 from azure.core.exceptions import (
     AzureError,
-    ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
 )
 from azure.storage.blob.aio import BlobClient, BlobLeaseClient, LinearRetry
 
-from reconciler.errors import LockedError, PermanentError, TransientError
+from reconciler.errors import LockedError, TransientError, first_line
 from reconciler.ledger import encode_key
 from reconciler.storage import StorageAccess, blob_service
+from reconciler.storage_rules import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,8 @@ log = logging.getLogger(__name__)
 _MIN_S, _MAX_S = 15, 60
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 def _fail(what: str, exc: AzureError) -> NoReturn:
-    detail = _first_line(exc)
-    if isinstance(exc, ClientAuthenticationError):
-        raise PermanentError(f"target lease: {what}: storage refused the credentials ({detail})") from exc
-    raise TransientError(
-        f"target lease: {what}: storage unreachable or failing, retry on a later pass "
-        f"({detail})"
-    ) from exc
+    raise storage_error("target lease", what, exc) from exc  # the one mapping: reconciler.storage
 
 
 def _status(exc: AzureError) -> int | None:
@@ -153,7 +142,7 @@ class TargetLeases:
             except AzureError as exc:
                 if _status(exc) == 409 or time.monotonic() - last_ok >= self.duration_s:
                     # 409: the lease expired and someone else took it (LeaseIdMismatch...).
-                    lost.append(_first_line(exc))
+                    lost.append(f"{type(exc).__name__}: {first_line(exc)}")
                     log.warning("lease on %r lost while held: %s", target, lost[0])
                     return
                 log.warning("lease on %r not renewed, will retry: %s", target, exc)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,12 +26,12 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import AzureError
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from reconciler.attribution import Attribution
 from reconciler.drift import Drift
-from reconciler.errors import ConfigurationError, PermanentError, TransientError
+from reconciler.errors import TransientError
 from reconciler.ledger_state import (
     ActionRecord,
     DriftRecord,
@@ -43,6 +42,7 @@ from reconciler.ledger_state import (
 )
 from reconciler.outcome import ActionOutcome
 from reconciler.storage import StorageAccess, table_service
+from reconciler.storage_rules import checked_table_prefix, storage_error
 
 __all__ = [
     "ActionRecord",
@@ -145,16 +145,8 @@ def _plain(value: Any) -> Any:
 
 
 def raise_storage_error(what: str, exc: AzureError) -> NoReturn:
-    """Translate a storage error into ours: auth is permanent, everything else is retried later."""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, ClientAuthenticationError):
-        raise PermanentError(f"drift ledger: {what}: storage refused the credentials ({detail})") from exc
-    if isinstance(exc, HttpResponseError) and getattr(exc, "error_code", None) == "TableNotFound":
-        raise PermanentError(f"drift ledger: {what}: table missing, run ensure_tables() ({detail})") from exc
-    raise TransientError(
-        f"drift ledger: {what}: storage unreachable or failing, retry on a later pass "
-        f"({type(exc).__name__}: {detail})"
-    ) from exc
+    """Raise our error for a failed ledger request (the one mapping lives in reconciler.storage)."""
+    raise storage_error("drift ledger", what, exc) from exc
 
 
 class _Conflict(Exception):
@@ -176,11 +168,7 @@ class Ledger:
     """
 
     def __init__(self, connection_string: str | StorageAccess, table_prefix: str = "ars", *, retries: int = 3) -> None:
-        # Table names: letters and digits, a letter first, 3..63 characters.
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,50}", table_prefix):
-            raise ConfigurationError(
-                f"table prefix {table_prefix!r}: use 1-51 letters and digits, starting with a letter"
-            )
+        table_prefix = checked_table_prefix(table_prefix)
         self._service = table_service(
             connection_string,
             retry_total=retries,

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from reconciler.attribution import Attribution
-from reconciler.drift import Drift, DriftCode
+from reconciler.drift import Drift, is_blind
 from reconciler.outcome import ActionOutcome
 
 
@@ -124,11 +124,6 @@ class PassRecord:
             "dry_run": self.dry_run,
             **{f"count_{k}": v for k, v in sorted(self.counts.items())},
         }
-
-
-def is_blind(drifts: Sequence[Drift]) -> bool:
-    """A pass that failed to read any part of a target cannot say a drift went away."""
-    return any(d.code is DriftCode.OBSERVATION_FAILED for d in drifts)
 
 
 def _refreshed(record: DriftRecord, d: Drift) -> DriftRecord:

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from reconciler import storage, teams
-from reconciler.alerts import AlertRules, AlertState, Kind, evaluate, undelivered
+from reconciler.alerts import AlertRules, AlertState, Announced, Kind, evaluate, undelivered
 from reconciler.cards import AutoFix, Card, Links, build_cards, fallback_card, serialize
 from reconciler.desired import Target
-from reconciler.drift import Drift, DriftCode
+from reconciler.drift import Drift, DriftCode, failed_reads
 from reconciler.errors import ReconcilerError
 from reconciler.outbox import AlertStore, FlushReport, OutboxEntry, Sender, idempotency_key
+from reconciler.outcome import ActionOutcome
 from reconciler.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ async def notify(
     link = links if isinstance(links, Links) else Links(links)
     states = await store.load_states(names)
     new_states, notes = evaluate(states, drifts, blind, names, now, rules, actions, skipped)
+    # A fix of something the channel already heard about is its resolved card, not a notice.
+    fixes = [f for f in fixes if (st := states.get(f.identity)) is None or st.announced == Announced.NONE]
     if changed_by:
         # Who made the change that started this pass (per target), on what it announces now.
         notes = [replace(n, changed_by=changed_by.get(n.target, n.changed_by)) for n in notes]
@@ -159,7 +162,7 @@ def fixed_within(report: TargetReport) -> list[AutoFix]:
     found = {d.identity: d for d in report.drifts}
     out: list[AutoFix] = []
     for o in report.outcomes:
-        if str(o.outcome) != "fixed":
+        if o.outcome != ActionOutcome.FIXED:
             continue
         for identity in o.step.fixes:
             d = found.get(identity)
@@ -195,7 +198,7 @@ class AlertStep:
         """Alerts for one target of a pass. Call it while holding the target's lease: then no newer
         pass can have observed the target in between, so "resolved" is never announced from an
         older observation, and no two passes flush the target's outbox at once."""
-        reasons = [d.message for d in report.remaining if d.code == DriftCode.OBSERVATION_FAILED]
+        reasons = [d.message for d in failed_reads(report.remaining)]
         reasons += [f"{stage}: {msg}" for stage, msg in report.errors]
         blind = {target.name: "; ".join(reasons)[:500]} if reasons else {}
         actions = {i: (o.step.describe(), str(o.outcome)) for o in report.outcomes for i in o.step.fixes}

@@ -125,6 +125,17 @@ class SubnetRouting:
 
 
 @dataclass(frozen=True)
+class EffectiveRoute:
+    """One entry of a NIC's effectiveRouteTable (ARM computes it: UDRs, BGP and system routes)."""
+
+    prefixes: tuple[str, ...]
+    source: str  # "Default" | "User" | "VirtualNetworkGateway" | "Unknown"
+    state: str  # "Active" | "Invalid"
+    next_hop_type: str
+    next_hop_ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AgentNeighborView:
     ip: str
     remote_asn: int | None
@@ -155,13 +166,14 @@ class Observation:
     firewall_health: FirewallHealth | Unknown | None = None  # None: not read, or the metric has no data
     subnets: Mapping[str, SubnetRouting | Unknown | None] = field(default_factory=dict)  # by "vnet:subnet"
     agents: Mapping[str, AgentView | Unknown] = field(default_factory=dict)  # by peer name
+    nics: Mapping[str, tuple[EffectiveRoute, ...] | Unknown | None] = field(default_factory=dict)  # by probe NIC
 
     def unknowns(self) -> list[Unknown]:
         found: list[Unknown] = []
         for value in (self.hub, self.connections, self.firewall, self.firewall_health):
             if isinstance(value, Unknown):
                 found.append(value)
-        for mapping in (self.learned, self.gateways, self.subnets, self.agents):
+        for mapping in (self.learned, self.gateways, self.subnets, self.agents, self.nics):
             found.extend(v for v in mapping.values() if isinstance(v, Unknown))
         for gw in self.gateways.values():
             if isinstance(gw, Gateway):
@@ -169,7 +181,3 @@ class Observation:
                     if isinstance(part, Unknown):
                         found.append(part)
         return found
-
-    @property
-    def blind(self) -> bool:
-        return bool(self.unknowns())

@@ -25,16 +25,15 @@ from typing import Any, Protocol
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from reconciler.alerts import AlertState
-from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError
+from reconciler.errors import PermanentError, ReconcilerError, TransientError
 from reconciler.storage import StorageAccess, table_service
+from reconciler.storage_rules import checked_table_prefix, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -111,24 +110,13 @@ def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:40]
 
 
-def _storage_error(exc: AzureError, what: str) -> ReconcilerError:
-    first_line = str(exc).splitlines()[0] if str(exc) else ""
-    message = f"{what}: {type(exc).__name__}: {first_line}"
-    if isinstance(exc, ClientAuthenticationError):
-        return PermanentError(message)
-    if isinstance(exc, HttpResponseError) and exc.status_code in (400, 401, 403):
-        return PermanentError(message)
-    return TransientError(message)
-
-
 class AlertStore:
     """Alert states and outbox over one storage account. Use `async with AlertStore(...) as store`."""
 
     def __init__(self, connection_string: str | StorageAccess, table_prefix: str, *, retry_total: int = 3) -> None:
         """`retry_total`: the SDK's own retries per request. Few: a pass must not hang on a storage
         outage; the outbox makes the next pass the retry."""
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,40}", table_prefix):
-            raise ConfigurationError(f"table prefix {table_prefix!r}: letters and digits, starting with a letter")
+        table_prefix = checked_table_prefix(table_prefix)
         self._service = table_service(connection_string, retry_total=retry_total)
         self._states: TableClient = self._service.get_table_client(f"{table_prefix}alertstate")
         self._outbox: TableClient = self._service.get_table_client(f"{table_prefix}alertoutbox")
@@ -152,7 +140,7 @@ class AlertStore:
             await self._service.create_table_if_not_exists(self._states.table_name)
             await self._service.create_table_if_not_exists(self._outbox.table_name)
         except AzureError as exc:
-            raise _storage_error(exc, "creating alert tables") from exc
+            raise storage_error("alert store", "creating alert tables", exc) from exc
         self._ready = True
 
     # --- alert states -------------------------------------------------------------------------
@@ -171,7 +159,7 @@ class AlertStore:
                         continue
                     states[state.identity] = state
         except AzureError as exc:
-            raise _storage_error(exc, "loading alert states") from exc
+            raise storage_error("alert store", "loading alert states", exc) from exc
         return states
 
     async def save_states(self, states: Mapping[str, AlertState], targets: Collection[str]) -> None:
@@ -194,7 +182,7 @@ class AlertStore:
                 for i in range(0, len(ops), _TXN_OPS):
                     await self._states.submit_transaction(ops[i : i + _TXN_OPS])
         except (AzureError, TableTransactionError) as exc:
-            raise _storage_error(exc, "saving alert states") from exc
+            raise storage_error("alert store", "saving alert states", exc) from exc
 
     @staticmethod
     def _state_entity(pk: str, rk: str, state: AlertState) -> dict[str, Any]:
@@ -247,7 +235,7 @@ class AlertStore:
                         continue  # lost a race for the counter (412) or the key (409): look again
                     raise
         except AzureError as exc:
-            raise _storage_error(exc, f"enqueueing a message for {target}") from exc
+            raise storage_error("alert store", f"enqueueing a message for {target}", exc) from exc
         raise TransientError(f"enqueueing a message for {target}: counter contended {_ENQUEUE_RETRIES} times")
 
     async def _get(self, pk: str, rk: str) -> Any:
@@ -276,7 +264,7 @@ class AlertStore:
                         )
                     ]
         except AzureError as exc:
-            raise _storage_error(exc, "reading the outbox") from exc
+            raise storage_error("alert store", "reading the outbox", exc) from exc
         entries = [self._entry(e) for e in entities]
         return sorted(entries, key=lambda e: (_key(e.target), e.seq))
 
@@ -288,7 +276,7 @@ class AlertStore:
         try:
             return [self._entry(e) async for e in self._outbox.query_entities(query, parameters=params)]
         except AzureError as exc:
-            raise _storage_error(exc, "reading the outbox") from exc
+            raise storage_error("alert store", "reading the outbox", exc) from exc
 
     @staticmethod
     def _entry(entity: Mapping[str, Any]) -> OutboxEntry:
@@ -307,7 +295,7 @@ class AlertStore:
         try:
             return [self._entry(e) async for e in self._outbox.query_entities(query, parameters=params)]
         except AzureError as exc:
-            raise _storage_error(exc, "reading dead letters") from exc
+            raise storage_error("alert store", "reading dead letters", exc) from exc
 
     async def flush(self, sender: Sender, targets: Collection[str] | None = None) -> FlushReport:
         """Deliver queued messages in order per target; a target stops at its first failure so its
@@ -355,4 +343,4 @@ class AlertStore:
         try:
             await self._outbox.update_entity(entity, mode=UpdateMode.MERGE)
         except AzureError as exc:
-            raise _storage_error(exc, f"recording delivery of {entry.target} #{entry.seq}") from exc
+            raise storage_error("alert store", f"recording delivery of {entry.target} #{entry.seq}", exc) from exc

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from reconciler.desired import ARS_ASN, FirewallPolicy, Peer, Target
-from reconciler.drift import Drift, DriftCode, Fixer
+from reconciler.drift import Drift, DriftCode, Fixer, failed_reads
 
 
 class StepKind(StrEnum):
@@ -134,7 +134,7 @@ def plan(target: Target, drifts: Sequence[Drift], known: Known, now: datetime) -
     hold = _on_hold(target, now)
     if hold:
         return Plan(target.name, (), tuple(Skip(d.identity, hold) for d in mine), (hold,))
-    facts = _Facts(target, known, mine, tuple(d for d in mine if d.code == DriftCode.OBSERVATION_FAILED))
+    facts = _Facts(target, known, mine, tuple(failed_reads(mine)))
     steps: list[Step] = []
     skips: list[Skip] = []
     # Azure-side writes first: an NVA fix cannot land on a connection that does not exist.

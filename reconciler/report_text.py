@@ -1,4 +1,4 @@
-"""The human text form of a pass report and of ledger rows: what an operator reads in a terminal.
+"""The human text form of a pass report, a trace and ledger rows: what an operator reads in a terminal.
 
 Owns layout only (a report's dict form in, lines out). Must not decide, read state or do I/O beyond
 writing to the stream it is given; the CLI and the local demo both print through it.
@@ -74,3 +74,20 @@ def _cell(v: Any) -> str:
     if isinstance(v, list | tuple):
         return "; ".join(str(x) for x in v) or "-"
     return str(v)
+
+
+def render_trace(t: dict[str, Any], out: TextIO) -> None:
+    """One block per path: the hops in order with their evidence; the root cause is marked with >."""
+    print(f"[{t['target']}] {t['prefix']}: {t['verdict'].upper()}", file=out)
+    for p in t["paths"]:
+        src = {"onprem": "on-premises", "subnet": "subnet", "nic": "NIC"}.get(p["source_kind"], p["source_kind"])
+        cause = f" (root cause: {p['root_cause']})" if p["root_cause"] else ""
+        print(f"  from {src} {p['source']}: {p['verdict'].upper()}{cause}", file=out)
+        for i, h in enumerate(p["hops"], 1):
+            mark = ">" if h["id"] == p["root_cause"] else " "
+            codes = sorted({d["code"] for d in h["drifts"]})
+            tail = f"  [{', '.join(codes)}]" if codes else ""
+            print(f"  {mark}{i:>2}. {h['verdict']:<8} {h['label']}{tail}", file=out)
+            for e in h["evidence"]:
+                where = f" [{e['instance']}]" if e["instance"] else ""
+                print(f"                {e['read']} {e['field']}{where}: {e['value']}", file=out)

@@ -87,8 +87,7 @@ RUNBOOK: dict[DriftCode, Runbook] = {
         "NSGs allow TCP 179.",
     ),
     DriftCode.ROUTE_MISSING: Runbook(
-        "Route Server does not learn the prefix from the NVA: traffic for it bypasses the firewall or is "
-        "black-holed.",
+        "Route Server does not learn the prefix from the NVA: traffic for it bypasses the firewall or is black-holed.",
         _LEARNED,
         "Route Server → Peers → the peer's learned routes",
         "On the NVA: restore `network <prefix>` and the outbound route-map; check the session is up.",
@@ -96,7 +95,7 @@ RUNBOOK: dict[DriftCode, Runbook] = {
     DriftCode.ROUTE_NEXT_HOP_WRONG: Runbook(
         "The default route points somewhere other than the firewall: on-premises internet traffic is not "
         "inspected, or is black-holed.",
-        _LEARNED + " --query \"*[].{prefix:network,nextHop:nextHop}\"",
+        _LEARNED + ' --query "*[].{prefix:network,nextHop:nextHop}"',
         "Azure Firewall → Overview (private IP), then Route Server → Peers",
         "Usually the firewall was redeployed with a new IP, or a route-map lost `set ip next-hop`: set the "
         "next hop on the NVA to the firewall's current private IP.",
@@ -146,11 +145,24 @@ RUNBOOK: dict[DriftCode, Runbook] = {
         "Restore or reallocate the firewall; the target's firewall policy decides whether the route is withdrawn.",
     ),
     DriftCode.UDR_INVARIANT_BROKEN: Runbook(
-        "A subnet lost a route it must keep (e.g. the firewall's own internet breakout): traffic loops or "
-        "is dropped.",
+        "A subnet lost a route it must keep (e.g. the firewall's own internet breakout): traffic loops or is dropped.",
         "az network vnet subnet show -g {rg} --vnet-name {vnet} -n {subnet} --query routeTable.id",
         "Route table → Routes, and Subnets",
         "Re-add the route to the subnet's route table (and re-attach the table if it was detached).",
+    ),
+    DriftCode.NIC_ROUTE_WRONG: Runbook(
+        "A probe NIC's real effective route sends its internet traffic elsewhere than the design says "
+        "(around the firewall, or into it when it must leave directly).",
+        "az network nic show-effective-route-table -g {rg} -n {nic} -o table",
+        "Network interface → Help → Effective routes",
+        "Follow the trace (python -m reconciler trace) to the first broken hop; fix the route there.",
+    ),
+    DriftCode.NIC_ROUTE_MISMATCH: Runbook(
+        "ARM's effective route for a probe NIC differs from the route computed from its subnet's UDRs "
+        "and Route Server's routes: something the reconciler does not model is in play.",
+        "az network nic show-effective-route-table -g {rg} -n {nic} -o table",
+        "Network interface → Help → Effective routes, and the subnet's Route table",
+        "Compare the two routes in the drift; trust ARM's, and find the route source the model missed.",
     ),
     DriftCode.OBSERVATION_FAILED: Runbook(
         "The reconciler cannot see part of the design: nothing there is checked or fixed until it can.",

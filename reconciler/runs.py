@@ -16,21 +16,25 @@ fallback when the worker goes away).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from reconciler.errors import TransientError
 from reconciler.storage import StorageAccess, blob_service
+from reconciler.storage_rules import storage_error
 
 CONTAINER = "ars-runs"
+# A run record only has to outlive its polls (minutes); a week leaves room for a look after an
+# incident. The pass itself stays in the ledger for ARS_RETENTION_DAYS. Purged by retention_timer.
+RUN_KEEP = timedelta(days=7)
 PASS_ID = re.compile(r"^[0-9a-f]{12}$")  # service.new_pass_id()
 
 
@@ -106,7 +110,7 @@ class RunStore:
         except ResourceExistsError:
             pass
         except AzureError as exc:
-            raise TransientError(f"run records: cannot create the container: {_first_line(exc)}") from exc
+            raise storage_error("run records", "create the container", exc) from exc
 
     async def put(self, run: Run) -> None:
         try:
@@ -117,7 +121,7 @@ class RunStore:
                 content_settings=ContentSettings(content_type="application/json"),
             )
         except AzureError as exc:
-            raise TransientError(f"run records: write run {run.pass_id}: {_first_line(exc)}") from exc
+            raise storage_error("run records", f"write run {run.pass_id}", exc) from exc
 
     async def get(self, pass_id: str) -> Run | None:
         if not PASS_ID.match(pass_id):
@@ -128,12 +132,25 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise TransientError(f"run records: read run {pass_id}: {_first_line(exc)}") from exc
+            raise storage_error("run records", f"read run {pass_id}", exc) from exc
+
+    async def purge(self, cutoff: datetime, *, batch: int = 100, pause: float = 0.2) -> int:
+        """Delete run records last written before `cutoff`, pausing between batches; returns how many."""
+        deleted = 0
+        try:
+            async for blob in self._container.list_blobs():
+                if blob.last_modified is None or blob.last_modified >= cutoff:
+                    continue
+                try:
+                    await self._container.delete_blob(blob.name)
+                except ResourceNotFoundError:
+                    continue  # another worker's purge got it first
+                deleted += 1
+                if deleted % batch == 0:
+                    await asyncio.sleep(pause)
+        except AzureError as exc:
+            raise storage_error("run records", f"purge (deleted {deleted})", exc) from exc
+        return deleted
 
     async def close(self) -> None:
         await self._service.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

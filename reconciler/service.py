@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.diff import diff, matched_connections
-from reconciler.drift import Drift, DriftCode
+from reconciler.drift import Drift, is_blind
 from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
 from reconciler.ledger_state import ActionRecord, LedgerChange, PassRecord
 from reconciler.observed import AgentView, Firewall, Hub, Observation, Unknown
@@ -137,7 +137,7 @@ class TargetReport:
 
     @property
     def blind(self) -> bool:
-        return any(d.code == DriftCode.OBSERVATION_FAILED for d in self.remaining)
+        return is_blind(self.remaining)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -337,7 +337,7 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
                 # Record what was found before the fix too, so a drift fixed within one pass still
                 # appears in the ledger as opened and then resolved (with the action that fixed it).
                 # Both writes carry the same `now`, so nothing is counted twice.
-                before_blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in rep.drifts)
+                before_blind = is_blind(rep.drifts)
                 first = await svc.ledger.record_target(
                     target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id, changed_by=rep.changed_by
                 )
@@ -448,7 +448,7 @@ async def verify(
     while True:
         drifts = diff(target, await observe(svc, target))
         present = {d.identity for d in drifts}
-        blind = any(d.code == DriftCode.OBSERVATION_FAILED for d in drifts)
+        blind = is_blind(drifts)
         done = not blind and all(not (set(o.step.fixes) & present) for o in applied)
         if done or time.monotonic() >= deadline:
             break
@@ -504,15 +504,18 @@ async def _record_pass(svc: Services, report: PassReport) -> None:
     if len(svc.unwritten) == svc.unwritten.maxlen:
         dropped = svc.unwritten[0]
         log.warning("pass record %s dropped: %d unwritten already", dropped.pass_id, len(svc.unwritten))
-    svc.unwritten.append(record)
-    while svc.unwritten:
+    # Take the backlog as this pass's own (passes of one worker run concurrently on one loop:
+    # taking it in one synchronous step means no record is written twice or dropped).
+    todo = [*svc.unwritten, record]
+    svc.unwritten.clear()
+    for i, rec in enumerate(todo):
         try:
-            await svc.ledger.record_pass(svc.unwritten[0])
+            await svc.ledger.record_pass(rec)
         except TransientError as exc:
+            svc.unwritten.extendleft(reversed(todo[i:]))
             behind = len(svc.unwritten)
             report.errors.append(("ledger", f"pass record not written ({behind} kept for the next pass): {exc}"))
             return
-        svc.unwritten.popleft()
 
 
 async def trace_targets(

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationErro
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reconciler.errors import ConfigurationError
+from reconciler.storage_rules import TABLE_PREFIX_PATTERN
 
 
 class Settings(BaseSettings):
@@ -88,8 +89,8 @@ class Settings(BaseSettings):
         description="identity-based storage: client ID of the user-assigned managed identity",
     )
     table_prefix: str = Field(
-        default="ars", pattern=r"^[A-Za-z][A-Za-z0-9]{0,20}$", validation_alias="ARS_TABLE_PREFIX"
-    )
+        default="ars", pattern=TABLE_PREFIX_PATTERN, validation_alias="ARS_TABLE_PREFIX"
+    )  # the one table-naming rule: reconciler.storage_rules
     teams_webhook_url: SecretStr | None = Field(
         default=None,
         validation_alias="ARS_TEAMS_WEBHOOK_URL",
@@ -119,6 +120,14 @@ class Settings(BaseSettings):
     )
     agent_ca_bundle: str | None = Field(
         default=None, validation_alias="ARS_AGENT_CA_BUNDLE", description="CA file to trust for NVA agents"
+    )
+    agent_client_cert: str | None = Field(
+        default=None,
+        validation_alias="ARS_AGENT_CLIENT_CERT",
+        description="PEM file of the client certificate shown to NVA agents (mutual TLS; the agent pins it)",
+    )
+    agent_client_key: str | None = Field(
+        default=None, validation_alias="ARS_AGENT_CLIENT_KEY", description="PEM file of that certificate's key"
     )
     agent_timeout: float = Field(default=20.0, gt=0, le=120, validation_alias="ARS_AGENT_TIMEOUT")
     verify_timeout: float = Field(

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Network, ip_network
 
-from reconciler.desired import ARS_ASN, Peer, Target
+from reconciler.desired import ARS_ASN, Peer, ProbeExpect, Target
 from reconciler.diff import INSTANCES, diff, instance_name
 from reconciler.drift import Drift, DriftCode
 from reconciler.effective_routes import (
     CandidateRoute,
     HopType,
     Requirement,
+    from_effective,
+    programmed_routes,
     resolve,
-    route_server_routes,
     subnet_routes,
     violations,
 )
@@ -49,15 +50,19 @@ class HopKind(StrEnum):
     GATEWAY_ADVERTISED = "gateway_advertised"
     FIREWALL = "firewall"
     SUBNET_ROUTE = "subnet_route"
+    NIC_ROUTE = "nic_route"
 
 
 class SourceKind(StrEnum):
     ONPREM = "onprem"
     SUBNET = "subnet"
+    NIC = "nic"
 
 
 # Drifts that are reported on a hop without breaking the path: the traffic still flows.
-NOT_BREAKING = frozenset({DriftCode.PEER_UNEXPECTED, DriftCode.ROUTE_LIMIT_RISK, DriftCode.ROUTE_UNEXPECTED})
+NOT_BREAKING = frozenset(
+    {DriftCode.PEER_UNEXPECTED, DriftCode.ROUTE_LIMIT_RISK, DriftCode.ROUTE_UNEXPECTED, DriftCode.NIC_ROUTE_MISMATCH}
+)
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,10 @@ def _trace(target: Target, obs: Observation, prefix: IPv4Network, drifts: Sequen
             paths.append(Path(SourceKind.SUBNET, key, (egress,)))
         else:
             paths.append(Path(SourceKind.SUBNET, key, (b.subnet_hop(inv.subnet),)))
+    for probe in target.probes:
+        nic = b.nic(probe.nic)
+        hops = (*control, nic, firewall, egress) if probe.expect is ProbeExpect.FIREWALL else (nic,)
+        paths.append(Path(SourceKind.NIC, probe.nic, hops))
     return Trace(target.name, str(prefix), tuple(paths))
 
 
@@ -443,8 +452,23 @@ class _Builder:
         label = f"{key} effective route ({want})" if not firewall_egress else f"firewall egress: {key} -> Internet"
         return self._hop(f"subnet:{key}", HopKind.SUBNET_ROUTE, label, ev, drifts, unknowns)
 
+    def nic(self, name: str) -> Hop:
+        routes = self.obs.nics.get(name)
+        ev: list[Evidence] = []
+        unknowns = [routes] if isinstance(routes, Unknown) else []
+        if routes is None and name in self.obs.nics:
+            ev.append(Evidence("nic.routes", "", name, "NIC not found"))
+        elif routes is not None and not isinstance(routes, Unknown):
+            decisions = resolve(from_effective(routes), self.prefix)
+            wins = sorted({" + ".join(r.describe() for r in d.routes) for d in decisions if d.internet})
+            ev.append(Evidence("nic.routes", "effectiveRouteTable (Active)", name, " | ".join(wins) or "no route"))
+        drifts = self._matching([DriftCode.NIC_ROUTE_WRONG, DriftCode.NIC_ROUTE_MISMATCH], nic=name)
+        return self._hop(
+            f"nic:{name}", HopKind.NIC_ROUTE, f"NIC {name} effective route (read from ARM)", ev, drifts, unknowns
+        )
+
     def _effective(self, sn: SubnetRouting, hop: str, key: str) -> list[Evidence]:
-        programmed = route_server_routes(sorted(self.obs.learned.items()))
+        programmed = programmed_routes(self.obs)
         bgp: tuple[CandidateRoute, ...] = () if isinstance(programmed, Unknown) else programmed
         decisions = resolve(subnet_routes(sn, bgp), self.prefix)
         req = Requirement(self.prefix, HopType(hop))

@@ -143,7 +143,7 @@ async def test_vtysh_that_cannot_reach_frr_gives_503_and_a_transient_error(frr_l
         health = httpx.get(f"{agent.url}/v1/health", timeout=10)
         assert health.status_code == 503
         assert health.json() == {"status": "unavailable", "frr": False, "reason": "vty_unreachable"}
-        async with AgentClient(agent.url, agent.token, verify=False) as client:
+        async with AgentClient(agent.url, agent.token, verify=False, allow_http=True) as client:
             with pytest.raises(TransientError, match="503"):
                 await client.state()
     finally:
@@ -159,7 +159,7 @@ async def test_bgpd_stopped_gives_503_and_a_transient_error(frr_lab: FrrLabHandl
         assert health.status_code == 503
         assert health.json() == {"status": "unavailable", "frr": False, "reason": "bgpd_not_running"}
         intent = BgpIntent(65001, tuple((ip, 65515) for ip in frr_lab.addr.rs_ips), ("0.0.0.0/0",), FW)
-        async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False) as client:
+        async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False, allow_http=True) as client:
             with pytest.raises(TransientError, match="503"):
                 await client.apply_intent(intent)
             assert await client.health() is False

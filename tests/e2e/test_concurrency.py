@@ -40,16 +40,11 @@ from tests.e2e.harness import (
     settings_env,
     settle,
 )
-from tests.fixtures.emulator import TWO_TARGETS
+from tests.e2e.invariants import all_agree, report_dicts_agree
 
 pytestmark = pytest.mark.azurite
 
 HTTP_BODIES = [b'{"target": "hub-weu"}', b'{"target": "hub-neu"}', b"{}", b'{"dry_run": true}']
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
 
 
 @pytest.fixture
@@ -127,5 +122,11 @@ async def test_sixty_racing_timer_http_queue_and_worker_passes_fix_each_target_e
     assert sum(p.counts.get("fixed", 0) for p in passes) == 2  # exactly one fixing pass per target
     # The records say what the reports said: every locked target of an HTTP or worker pass is in the ledger.
     assert sum(p.counts.get("locked", 0) for p in passes if p.trigger in ("http", "worker")) == statuses["locked"]
+    # The report, the ledger and the cards agree for every pass that raced.
+    await all_agree(rt, [r for (kind, _), r in zip(calls, results, strict=True) if kind == "worker"])
+    await report_dicts_agree(
+        rt, [json.loads(r.get_body()) for (kind, _), r in zip(calls, results, strict=True) if kind == "http"]
+    )
     final = await run_pass(rt, state)
     assert all(t.status == "ok" for t in final.targets) and await rt.ledger.open_drifts() == []
+    await all_agree(rt, [final])

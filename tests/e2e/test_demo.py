@@ -35,3 +35,13 @@ def test_demo_tells_the_whole_story_and_saves_the_cards(tmp_path: Path) -> None:
     cards = sorted((tmp_path / "cards").glob("*.json"))
     kinds = [json.loads(c.read_text())["attachments"][0]["content"]["version"] for c in cards]
     assert kinds and set(kinds) == {"1.4"}
+    # The story issue #14 asks for: the firewall IP change as one incident with its consequence
+    # folded, a "fixed automatically" notice per NVA break, and resolved cards; each drawn as PNG.
+    said = [json.loads(c.read_text())["attachments"][0]["content"]["body"][0]["items"] for c in cards]
+    heads = [(items[0]["text"].split(" · ")[0], items[1]["text"]) for items in said]
+    firewall = [i for i, (w, h) in enumerate(heads) if w == "FIRING" and h.startswith("ROUTE_NEXT_HOP_WRONG")]
+    assert len(firewall) == 1, heads
+    assert "GATEWAY_NOT_LEARNING" in cards[firewall[0]].read_text()
+    assert [w for w, _ in heads].count("FIXED AUTOMATICALLY") == 2, heads
+    assert [w for w, _ in heads].count("RESOLVED") == 2, heads
+    assert len(list((tmp_path / "cards").glob("*.png"))) == len(cards)

@@ -44,7 +44,7 @@ def lab_emulator(frr_lab: FrrLabHandle) -> Iterator[ArmEmulator]:
 def lab_state(frr_lab: FrrLabHandle) -> desired.DesiredState:
     doc = desired.load("schemas/examples/reference-lab.yaml").model_dump(mode="json")
     peer = doc["targets"][0]["peers"][0]
-    peer.update(ip=frr_lab.addr.nva_ip, agent_url=frr_lab.agent_url, token_setting=TOKEN_SETTING)
+    peer.update(ip=frr_lab.addr.nva_ip, agent_url=frr_lab.agent_url, token_setting=TOKEN_SETTING, agent_lab=True)
     return desired.parse(doc)
 
 

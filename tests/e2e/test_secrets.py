@@ -2,8 +2,9 @@
 
 Runs failing passes with every logger at DEBUG (the Azure SDK's HTTP logging, httpx, httpcore,
 aiohttp included) and collects everything a person could read afterwards -- log records, the
-pass reports as JSON, error strings and reprs, the ledger's rows, the outbox and the cards that
-reached Teams -- then asserts that no agent token, webhook URL, `sig=` value or storage account
+pass reports as JSON, error strings and reprs, the ledger's rows, the outbox, the cards that
+reached Teams, and the spans Application Insights would export (an in-memory exporter behind the
+same span processor function_app installs) -- then asserts that no agent token, webhook URL, `sig=` value or storage account
 key appears in any of it.
 """
 
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from emulator import ArmEmulator
 from localenv.azurite import ACCOUNT_KEY, Azurite
@@ -25,26 +28,15 @@ from reconciler.ledger import Ledger
 from reconciler.outbox import AlertStore
 from reconciler.service import PassReport
 from reconciler.settings import load_settings
-from tests.e2e.harness import NVA, TOKEN_SETTINGS, A, B, break_next_hop, fleet_desired, run_pass, settings_env, settle
-from tests.fixtures.emulator import TWO_TARGETS
+from reconciler.telemetry import RedactingSpanProcessor
+from tests.e2e.harness import NVA, TOKEN_SETTINGS, A, B, break_next_hop, fleet_desired, run_pass, settings_env
 
-pytestmark = pytest.mark.azurite
+pytestmark = [pytest.mark.azurite, pytest.mark.usefixtures("settled")]
 
 TOKENS = {A: "agent-token-SECRET-a1b2c3d4e5f6", B: "agent-token-SECRET-0f9e8d7c6b5a"}
 WRONG_TOKEN = "agent-token-SECRET-sent-but-wrong-77aa"
 NOISY_LOGGERS = ("", "azure", "azure.core.pipeline.policies.http_logging_policy", "httpx", "httpcore", "aiohttp",
                  "reconciler", "urllib3")  # fmt: skip
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
-
-
-@pytest.fixture(autouse=True)
-async def settled(emulator: ArmEmulator) -> AsyncIterator[None]:
-    yield
-    await settle(emulator)
 
 
 def secrets(hook: WebhookReceiver) -> dict[str, str]:
@@ -71,7 +63,7 @@ def leaks(text: str, hook: WebhookReceiver) -> list[str]:
 
 async def test_failing_passes_reveal_no_token_webhook_url_sig_or_storage_key(
     emulator: ArmEmulator, private_azurite: Azurite, storage_prefix: str, webhook: WebhookReceiver,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest,
 ) -> None:
     for name in NOISY_LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
@@ -87,6 +79,12 @@ async def test_failing_passes_reveal_no_token_webhook_url_sig_or_storage_key(
     break_next_hop(emulator, B)
     readable: list[str] = []
     reports: list[PassReport] = []
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(RedactingSpanProcessor())  # as function_app gives configure_azure_monitor
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    request.addfinalizer(HTTPXClientInstrumentor().uninstrument)
     settings = load_settings(env)
     readable += [repr(settings), str(settings.model_dump())]
     async with Runtime(settings) as rt:
@@ -120,6 +118,10 @@ async def test_failing_passes_reveal_no_token_webhook_url_sig_or_storage_key(
         for target in (A, B):
             readable += [repr(e) + e.payload.decode() for e in await store.entries(target)]
     readable += [r.body.decode("utf-8", "replace") for r in webhook.requests()]
+    exported = spans.get_finished_spans()
+    posts = [dict(x.attributes or {}) for x in exported if x.name == "POST"]
+    assert posts and all("[redacted]" in str(a.get("http.url", a.get("url.full"))) for a in posts)  # traced, scrubbed
+    readable += [f"{x.name} {dict(x.attributes or {})} {[e.attributes for e in x.events]}" for x in exported]
     assert len(caplog.records) > 50  # the SDKs' HTTP logging was really on
     assert "webhook sig" in leaks(webhook.requests()[0].path, webhook)  # negative control: the detector works
     found = {name for text in readable for name in leaks(text, webhook)}

@@ -17,15 +17,14 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from emulator import ArmEmulator, Fault
-from emulator import Route as UdrRoute
 from localenv.azurite import Azurite
 from reconciler.composition import Runtime
+from reconciler.service import PassReport
 from reconciler.settings import load_settings
 from tests.e2e.harness import (
     ASN,
@@ -41,11 +40,10 @@ from tests.e2e.harness import (
     run_pass,
     set_agent_tokens,
     settings_env,
-    settle,
 )
-from tests.fixtures.emulator import TWO_TARGETS
+from tests.e2e.invariants import all_agree, no_internal_errors
 
-pytestmark = pytest.mark.azurite
+pytestmark = [pytest.mark.azurite, pytest.mark.usefixtures("settled")]
 
 PASSES = int(os.environ.get("SOAK_PASSES", "40"))
 SEED = int(os.environ.get("SOAK_SEED", "20261125"))
@@ -57,17 +55,6 @@ UDR_TABLE = {A: "fw-rt", B: "fw-rt2"}
 FEEDS_FIX = {"hub.get", "bgp.list", "routes.learned", "firewall.get", "agent.state"}
 FAULT_OPS = ["hub.get", "bgp.list", "routes.learned", "gateway.learned", "gateway.advertised", "firewall.get",
              "vnet.get", "routetable.get", "agent.state", "agent.intent", "lro.poll"]  # fmt: skip
-
-
-@pytest.fixture
-def emulator_world_path() -> Path:
-    return TWO_TARGETS
-
-
-@pytest.fixture(autouse=True)
-async def settled(emulator: ArmEmulator) -> AsyncIterator[None]:
-    yield
-    await settle(emulator)
 
 
 def random_fault(rng: random.Random) -> Fault:
@@ -91,6 +78,10 @@ class World:
         self.emu, self.rng = emu, rng
         self.nva_breaks: Counter[str] = Counter()
         self.log: list[str] = []
+        # What a human restores: each firewall subnet's table as the world began (the VPN hub's
+        # holds the two /1 halves as well as 0/0: longest prefix wins over ARS's pushed halves).
+        with emu.world.lock:
+            self.udrs = {t: list(emu.world.route_table(SUB[t], RG[t], UDR_TABLE[t]).routes) for t in (A, B)}
 
     def change(self) -> None:
         t = self.rng.choice([A, B])
@@ -142,7 +133,7 @@ class World:
     def _udr(self, t: str, present: bool) -> None:
         with self.emu.world.lock:
             table = self.emu.world.route_table(SUB[t], RG[t], UDR_TABLE[t])
-            table.routes = [UdrRoute("default-internet", "0.0.0.0/0", "Internet")] if present else []
+            table.routes = list(self.udrs[t]) if present else []
 
     def human_restores_everything(self) -> None:
         for t in (A, B):
@@ -170,6 +161,7 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
     env = settings_env(emulator, azurite.connection_string, storage_prefix,
                        ARS_VERIFY_TIMEOUT="0.3", ARS_AGENT_TIMEOUT="2")
     pass_ids: list[str] = []
+    reports: list[PassReport] = []
     faults_fired: Counter[str] = Counter()
     async with Runtime(load_settings(env)) as rt:
         assert rt.ledger is not None
@@ -184,6 +176,8 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
                 faults_fired[op] += 1
             report = await run_pass(rt, state, trigger=rng.choice(["timer", "http", "queue"]))
             pass_ids.append(report.pass_id)
+            reports.append(report)
+            no_internal_errors(report)
             where = f"pass {i} (seed {SEED}, changes {world.log[-3:]})"
             assert sorted(t.target for t in report.targets) == sorted([A, B]), where
             for t in report.targets:
@@ -207,11 +201,13 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
         assert recorded == seen, f"ledger {sorted(recorded - seen)} vs world {sorted(seen - recorded)}"
         stored = {p.pass_id for p in await rt.ledger.passes(limit=PASSES + 50)}
         assert set(pass_ids) <= stored, f"pass records lost: {sorted(set(pass_ids) - stored)}"
+        # Every pass: its record with the report's step counts, each step's outcome in the history.
+        await all_agree(rt, [*reports, clean])
 
         # A human fixes what only a human may fix; the next pass closes everything.
         world.human_restores_everything()
         final = await run_pass(rt, state)
-        assert all(t.status == "ok" for t in final.targets), final.to_dict()
+        assert all(t.status == "ok" for t in final.targets), [(t.status, t.errors, [d.identity for d in t.remaining]) for t in final.targets]
         assert await rt.ledger.open_drifts() == []
         for t in (A, B):
             assert world.nva_follows_firewall(t)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from reconciler.agent_client import AgentClient, BgpIntent, RetryPolicy
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import ConfigurationError, PermanentError, TransientError
 
 STATE = {
     "local_asn": 65001,
@@ -24,7 +24,7 @@ FAST = RetryPolicy(attempts=3, backoff=0.001)
 
 
 def client(handler: httpx.MockTransport) -> AgentClient:
-    return AgentClient("http://agent.test", TOKEN, retry=FAST, transport=handler)
+    return AgentClient("http://agent.test", TOKEN, retry=FAST, transport=handler, allow_http=True)
 
 
 async def test_5xx_is_retried_and_the_state_comes_back_typed_and_frozen() -> None:
@@ -97,6 +97,11 @@ async def test_a_body_that_breaks_the_contract_is_permanent() -> None:
 
 async def test_the_client_repr_does_not_show_the_token() -> None:
     async with AgentClient(
-        "http://agent.test", TOKEN, transport=httpx.MockTransport(lambda r: httpx.Response(200))
+        "https://agent.test", TOKEN, transport=httpx.MockTransport(lambda r: httpx.Response(200))
     ) as c:
         assert TOKEN not in repr(c)
+
+
+def test_the_client_refuses_a_plain_http_url_unless_told_it_is_a_lab() -> None:
+    with pytest.raises(ConfigurationError, match="in clear"):
+        AgentClient("http://10.0.1.6:8179", TOKEN)

@@ -55,7 +55,7 @@ class AgentEndpoint:
         return {"Authorization": f"Bearer {self.token}"}
 
     def client(self) -> AgentClient:
-        return AgentClient(self.base_url, self.token, verify=self.verify, timeout=30)
+        return AgentClient(self.base_url, self.token, verify=self.verify, timeout=30, allow_http=self.kind == "frr")
 
     def gap(self, name: str) -> None:
         if name in self.known_gaps:
@@ -249,10 +249,53 @@ async def test_the_client_raises_permanent_errors_for_auth_and_validation(
     agent_endpoint: AgentEndpoint,
 ) -> None:
     ep = agent_endpoint
-    async with AgentClient(ep.base_url, "wrong-token-0123456789", verify=ep.verify) as client:
+    async with AgentClient(ep.base_url, "wrong-token-0123456789", verify=ep.verify, allow_http=ep.kind == "frr") as client:
         with pytest.raises(PermanentError, match="401"):
             await client.state()
     bad = BgpIntent(ep.local_asn, ((ep.neighbors[0][0], 0),), ("0.0.0.0/0",), ep.firewall_ip)
     async with ep.client() as client:
         with pytest.raises(PermanentError, match="422"):
             await client.apply_intent(bad)
+
+
+# ------------------------------------------------------------------------------- local policy (#13)
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        ({"prefixes": ["0.0.0.0/0", "192.0.2.0/24"]}, "prefixes"),
+        ({"next_hop": "10.9.9.9"}, "next_hops"),
+        ({"extra_neighbor": {"ip": "10.0.2.9", "asn": 65515}}, "neighbors"),
+        ({"extra_neighbor": {"ip": "10.0.2.9", "asn": "LOCAL"}}, "no-local-asn-neighbor"),
+    ],
+    ids=["prefix", "next-hop", "neighbor", "local-asn-neighbor"],
+)
+def test_an_intent_outside_the_nvas_policy_is_403_naming_the_rule(
+    agent_endpoint: AgentEndpoint, change: dict[str, Any], rule: str
+) -> None:
+    ep = agent_endpoint
+    body = ep.intent(**{k: v for k, v in change.items() if k != "extra_neighbor"})
+    if "extra_neighbor" in change:
+        extra = dict(change["extra_neighbor"])
+        extra["asn"] = ep.local_asn if extra["asn"] == "LOCAL" else extra["asn"]
+        body["neighbors"] = [*body["neighbors"], extra]
+    with ep.http() as http:
+        before = http.get("/v1/state", headers=ep.auth()).json()
+        resp = http.put("/v1/bgp/intent", json=body, headers=ep.auth())
+        after = http.get("/v1/state", headers=ep.auth()).json()
+    assert resp.status_code == 403, resp.text
+    assert resp.json()["rule"] == rule and resp.json()["detail"]
+    assert after["config_hash"] == before["config_hash"]
+
+
+async def test_the_client_reports_a_policy_refusal_as_permanent(agent_endpoint: AgentEndpoint) -> None:
+    ep = agent_endpoint
+    outside = BgpIntent(ep.local_asn, ep.neighbors, ("0.0.0.0/0", "192.0.2.0/24"), ep.firewall_ip)
+    async with ep.client() as client:
+        with pytest.raises(PermanentError, match=r"403.*192\.0\.2\.0/24"):
+            await client.apply_intent(outside)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_api_documents_are_not_served(agent_endpoint: AgentEndpoint, path: str) -> None:
+    with agent_endpoint.http() as http:
+        assert http.get(path).status_code == 404

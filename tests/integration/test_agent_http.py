@@ -5,7 +5,6 @@ serialised intents, the token kept out of logs; plus its settings and its OpenAP
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import json
 from pathlib import Path
@@ -13,16 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nva_agent.app import create_app, openapi_json
 from nva_agent.settings import AgentSettings, SettingsError
 from reconciler.agent_client import AgentClient, BgpIntent
+from tests.fixtures.certs import server_tls
 from tests.fixtures.frr import FrrLabHandle, lab_policy, strong_token
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,7 +197,7 @@ async def test_concurrent_intents_are_applied_one_after_the_other(frr_lab: FrrLa
     addr = frr_lab.addr
     neighbors = tuple((ip, addr.rs_asn) for ip in addr.rs_ips)
     other = BgpIntent(addr.nva_asn, neighbors, ("0.0.0.0/0",), "10.0.3.5")
-    async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False) as client:
+    async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False, allow_http=True) as client:
         results = await asyncio.gather(*(client.apply_intent(other) for _ in range(3)))
         await client.apply_intent(BgpIntent(addr.nva_asn, neighbors, ("0.0.0.0/0",), addr.firewall_ip))
     assert sorted((r.changed, r.applied) for r in results) == [(False, False), (False, False), (True, True)]
@@ -216,38 +212,11 @@ def test_the_token_never_reaches_the_agent_log(frr_lab: FrrLabHandle, settled: s
     assert frr_lab.agent_token not in log and "guessed-wrong" not in log
 
 
-def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nva-agent test CA")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    ca_path, cert_path, key_path = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca_path, cert_path, key_path
-
-
 @pytest.mark.frr
 async def test_the_agent_serves_tls_that_the_client_verifies_with_a_ca_file(
     frr_lab: FrrLabHandle, tmp_path: Path
 ) -> None:
-    ca, cert, key = _tls_files(tmp_path)
+    ca, cert, key = server_tls(tmp_path)
     agent = frr_lab.lab.start_agent(
         frr_lab.agent_token,
         {"NVA_AGENT_TLS_CERT": str(cert), "NVA_AGENT_TLS_KEY": str(key)},

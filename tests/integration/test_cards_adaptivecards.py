@@ -145,6 +145,7 @@ def test_every_card_renders_cause_first_with_the_runbook(
             "FIXED AUTOMATICALLY", "ALERT"} <= words, words
     for name, r in rendered.items():
         assert r.errors == [], name
+        assert r.markdown, "tools/node_modules/markdown-it missing: run `make deps`"
         assert r.ids[:2] == ["kind", "cause"], name  # the header, then the cause, before anything else
         incident = name not in ("fixed", "overflow", "fallback")
         if incident:

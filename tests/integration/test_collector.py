@@ -60,14 +60,15 @@ async def test_healthy_target_costs_one_read_per_resource_and_two_per_route_quer
         ops = sorted(r.op for r in emu.requests)
         paths = [r.path for r in emu.requests if r.op == "lro.poll"]
     # hub, peers, firewall and its FirewallHealth metric, the VNet, two route tables; learned, gateway
-    # learned and advertised are POST + one GET of Location each (the Retry-After is waited out first).
+    # learned and advertised and the two probe NICs' effective routes are POST + one GET of Location
+    # each (the Retry-After is waited out first).
     assert ops == sorted(
         ["hub.get", "bgp.list", "firewall.get", "firewall.health", "vnet.get", "routetable.get", "routetable.get"]
-        + ["routes.learned", "gateway.learned", "gateway.advertised"]
-        + ["lro.poll"] * 3
+        + ["routes.learned", "gateway.learned", "gateway.advertised", "nic.routes", "nic.routes"]
+        + ["lro.poll"] * 5
     )
     assert all("/operationResults/" in p for p in paths)
-    assert a.requests == 13 and a.throttled == 0
+    assert a.requests == 17 and a.throttled == 0
 
 
 async def test_subnets_sharing_a_route_table_read_it_once(arm: Arm, emulator: ArmEmulator) -> None:
@@ -220,6 +221,7 @@ BREAKS = {
         (C.ROUTE_NEXT_HOP_WRONG, "peer=nva1/instance=RouteServiceRole_IN_0/prefix=0.0.0.0/0"),
         (C.ROUTE_NEXT_HOP_WRONG, "peer=nva1/instance=RouteServiceRole_IN_1/prefix=0.0.0.0/0"),
         (C.GATEWAY_NOT_LEARNING, "gateway=ergw/prefix=0.0.0.0/0"),
+        (C.NIC_ROUTE_WRONG, "nic=vm1-nic/prefix=0.0.0.0/0"),  # the workload VM's real route follows
     },
     "branch-to-branch-off": {
         (C.BRANCH_TO_BRANCH_DISABLED, "route_server=ars-hub"),
@@ -234,6 +236,7 @@ BREAKS = {
         (C.ROUTE_NEXT_HOP_WRONG, "peer=nva1/instance=RouteServiceRole_IN_0/prefix=0.0.0.0/0"),
         (C.ROUTE_NEXT_HOP_WRONG, "peer=nva1/instance=RouteServiceRole_IN_1/prefix=0.0.0.0/0"),
         (C.GATEWAY_NOT_LEARNING, "gateway=ergw/prefix=0.0.0.0/0"),
+        (C.NIC_ROUTE_WRONG, "nic=vm1-nic/prefix=0.0.0.0/0"),  # the workload VM's real route follows
     },
     "firewall-deallocated": {(C.FIREWALL_UNHEALTHY, "firewall=fw-hub")},
 }

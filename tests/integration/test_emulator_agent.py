@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from emulator import Announcement, ArmEmulator, Fault
+from emulator import agent as emulated
 from tests.fixtures.emulator import network_client, tls_context
 
 NVA = "10.0.1.6"
@@ -100,8 +101,8 @@ async def test_second_identical_intent_changes_nothing(agent: httpx.AsyncClient,
     first = (await agent.put("/v1/bgp/intent", json=INTENT)).json()
     second = (await agent.put("/v1/bgp/intent", json=INTENT)).json()
     assert first["changes"] == [
-        "+ network 0.0.0.0/0",
-        "+ route-map rmap-azure-asns permit 10 | match 0.0.0.0/0 | set ip next-hop 10.0.3.4",
+        "+ network 0.0.0.0/0 route-map nva-agent-originate",
+        "+ route-map nva-agent-ars-out permit 10 | match 0.0.0.0/0 | set ip next-hop 10.0.3.4",
     ]
     assert (second["changed"], second["applied"], second["changes"]) == (False, False, [])
     assert second["state"]["config_hash"] == first["state"]["config_hash"]
@@ -111,7 +112,7 @@ async def test_dry_run_reports_changes_without_applying(agent: httpx.AsyncClient
     emulator.world.nva(NVA).announcements = []
     result = (await agent.put("/v1/bgp/intent", json=intent(dry_run=True))).json()
     assert (result["changed"], result["applied"], result["dry_run"]) == (True, False, True)
-    assert "+ network 0.0.0.0/0" in result["changes"]
+    assert "+ network 0.0.0.0/0 route-map nva-agent-originate" in result["changes"]
     assert emulator.world.nva(NVA).announcements == []
 
 
@@ -137,7 +138,7 @@ async def test_intent_drops_65515_paths_and_restores_the_out_filter(
     nva.announcements = [*nva.announcements, Announcement("10.20.10.0/24", "10.0.3.4", "65001 65515")]
     result = (await agent.put("/v1/bgp/intent", json=INTENT)).json()
     assert result["applied"] is True
-    assert "- network 10.20.10.0/24" in result["changes"]
+    assert "- network 10.20.10.0/24 route-map nva-agent-originate" in result["changes"]
     assert nva.out_filter is True
     assert [a.prefix for a in nva.announcements] == ["0.0.0.0/0"]
 
@@ -145,6 +146,7 @@ async def test_intent_drops_65515_paths_and_restores_the_out_filter(
 async def test_intent_for_a_neighbor_ars_does_not_know_is_rolled_back(
     agent: httpx.AsyncClient, emulator: ArmEmulator
 ) -> None:
+    emulator.world.nva(NVA).agent_policy = None  # like the real agent's --lab: 10.0.2.6 is not in the policy
     body = intent(neighbors=[*INTENT["neighbors"], {"ip": "10.0.2.6", "asn": 65515}], prefixes=["0.0.0.0/1"])
     result = (await agent.put("/v1/bgp/intent", json=body)).json()
     assert (result["changed"], result["applied"], result["rolled_back"]) == (True, False, True)
@@ -207,3 +209,23 @@ async def test_agent_faults_and_unknown_nva(agent: httpx.AsyncClient, emulator: 
     assert (await agent.get("/v1/state")).status_code == 200
     async with httpx.AsyncClient(verify=tls_context(emulator)) as http:
         assert (await http.get(f"{emulator.agent_url('10.9.9.9')}/v1/health")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        ({"prefixes": ["0.0.0.0/0", "192.0.2.0/24"]}, "prefixes"),
+        ({"next_hop": "10.9.9.9"}, "next_hops"),
+        ({"neighbors": [{"ip": "10.0.2.4", "asn": 65515}, {"ip": "10.0.2.9", "asn": 65515}]}, "neighbors"),
+        ({"neighbors": [{"ip": "10.0.2.4", "asn": 65515}, {"ip": "10.0.2.5", "asn": 65001}]}, "no-local-asn-neighbor"),
+    ],
+    ids=["prefix", "next-hop", "neighbor", "local-asn-neighbor"],
+)
+async def test_an_intent_outside_the_world_policy_is_403_naming_the_rule_and_changes_nothing(
+    agent: httpx.AsyncClient, emulator: ArmEmulator, change: dict[str, Any], rule: str
+) -> None:
+    before = emulated.state(emulator.world, emulator.world.nva(NVA), 0)
+    resp = await agent.put("/v1/bgp/intent", json=intent(**change))
+    assert resp.status_code == 403
+    assert resp.json()["rule"] == rule and resp.json()["detail"]
+    assert emulated.state(emulator.world, emulator.world.nva(NVA), 0) == before

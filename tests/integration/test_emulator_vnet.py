@@ -19,8 +19,11 @@ async def test_vnet_get_returns_every_subnet_with_its_route_table(emulator: ArmE
         "NvaSubnet": "nva-rt",
         "RouteServerSubnet": None,
         "GatewaySubnet": None,
+        "WorkloadSubnet": None,
     }
-    assert vnet.address_space.address_prefixes == ["10.0.0.0/27", "10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/26"]
+    assert vnet.address_space.address_prefixes == [
+        "10.0.0.0/27", "10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/26", "10.0.4.0/24"
+    ]
     assert [r.op for r in emulator.requests] == ["vnet.get"]
 
 
@@ -40,5 +43,5 @@ async def test_vnet_get_takes_injected_faults(emulator: ArmEmulator) -> None:
     emulator.inject("vnet.get", Fault.throttle(count=1, retry_after=0), resource="hub-vnet")
     async with network_client(emulator) as client:
         vnet = await client.virtual_networks.get("rg-hub", "hub-vnet")
-    assert len(vnet.subnets) == 4
+    assert len(vnet.subnets) == 5
     assert [r.status for r in emulator.requests] == [429, 200]

@@ -32,6 +32,7 @@ from localenv.azurite import Azurite
 from localenv.demo import EXAMPLE, TOKEN_SETTING
 from localenv.host import LocalHost, functions, trigger
 from localenv.webhook import WebhookReceiver
+from reconciler import runs
 from reconciler.composition import Worker
 from reconciler.errors import TransientError
 from reconciler.fanout import HostQueueRules, poison_queue
@@ -304,6 +305,36 @@ async def test_an_http_run_whose_worker_went_away_is_finished_from_the_queue(
     assert {t["target"] for t in report["targets"]} == set(TARGETS)
 
 
+async def test_an_http_run_whose_fallback_is_poisoned_answers_an_error_not_202_forever(
+    no_wait: Worker, fns: dict[str, Any]
+) -> None:
+    resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"dry_run": true}'))
+    pass_id = data(resp)["pass_id"]
+    for task in list(function_app._RUNS):  # the worker went away mid-pass
+        task.cancel()
+    await asyncio.gather(*function_app._RUNS, return_exceptions=True)
+    body = json.dumps({"v": 1, "target": None, "tick": "2026-11-25T08:00:00+00:00", "origin": "http",
+                       "run": pass_id, "dry_run": True}).encode()  # fmt: skip
+    await fns["reconcile_poison"](queue_message(id="p1", body=body, dequeue_count=1))
+    done = await poll_run(fns, pass_id, deadline_s=0)
+    assert done.status_code == 500
+    assert data(done)["error"]["code"] == "run_failed" and "failed 5 time(s)" in data(done)["error"]["message"]
+
+
+async def test_the_daily_retention_timer_purges_old_http_run_records(
+    live: Worker, fns: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resp = await fns["reconcile_http"](http("POST", "reconcile", body=b'{"dry_run": true, "target": "hub-weu"}'))
+    assert resp.status_code == 200
+    pass_id = data(resp)["pass_id"]
+    assert (await poll_run(fns, pass_id, deadline_s=0)).status_code == 200  # its run record exists
+    await fns["retention_timer"](TimerRequest(past_due=False))
+    assert (await poll_run(fns, pass_id, deadline_s=0)).status_code == 200  # a week is kept
+    monkeypatch.setattr(runs, "RUN_KEEP", timedelta(seconds=-5))  # "a week later"
+    await fns["retention_timer"](TimerRequest(past_due=False))
+    assert (await poll_run(fns, pass_id, deadline_s=0)).status_code == 404
+
+
 # ---- HTTP: health -----------------------------------------------------------------------------
 
 
@@ -522,7 +553,8 @@ def _call(url: str, method: str = "GET", body: bytes | None = None, key: str | N
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None
 
 
 def test_local_host_serves_reconcile_and_drift_over_http(host: LocalHost, emulator: ArmEmulator) -> None:
@@ -536,7 +568,7 @@ def test_local_host_serves_reconcile_and_drift_over_http(host: LocalHost, emulat
     runs_before = len(_call(f"{host.url}/api/runs")[1]["runs"])
     for method, path in (("GET", "reconcile"), ("PUT", "reconcile"), ("DELETE", "drift"), ("POST", "runs"),
                          ("POST", "health")):
-        assert _call(f"{host.url}/api/{path}", method)[0] == 404, (method, path)
+        assert _call(f"{host.url}/api/{path}", method) == (404, None), (method, path)  # the host's empty 404
     assert len(_call(f"{host.url}/api/runs")[1]["runs"]) == runs_before
     assert _call(f"{host.url}/api/drift", key=None)[0] == 401  # FUNCTION level needs the key
     assert _call(f"{host.url}/api/drift", key="wrong")[0] == 401

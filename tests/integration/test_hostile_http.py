@@ -100,28 +100,33 @@ async def worker(
     await settle(emulator)
 
 
-ROUTES = {"reconcile": "reconcile_http", "drift": "drift_http", "runs": "runs_http", "health": "health_http"}
+ROUTES = {"reconcile": "reconcile_http", "drift": "drift_http", "runs": "runs_http", "health": "health_http",
+          "health/details": "health_details_http", "runs/{pass_id}": "run_http"}  # fmt: skip
 # The host routes by method: a function only ever sees its route's own method (others are 404).
-METHOD = {"reconcile": "POST", "drift": "GET", "runs": "GET", "health": "GET"}
+METHOD = {"reconcile": "POST"}
+PASS_IDS = st.one_of(st.text(max_size=20), st.sampled_from(["0123456789ab", "../x", "%2e%2e", "0" * 12, "A" * 12]))
 
 
 @pytest.mark.azurite
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=BODIES, params=PARAMS, route=st.sampled_from(list(ROUTES)))
-@example(body=b'{"dry_run": true}', params={}, route="reconcile")  # a real pass runs too
-@example(body=b"", params={"target": A}, route="reconcile")
-@example(body=b"", params={}, route="health")
-@example(body=b"[" * 10_000, params={}, route="reconcile")
+@given(body=BODIES, params=PARAMS, route=st.sampled_from(list(ROUTES)), pass_id=PASS_IDS)
+@example(body=b'{"dry_run": true}', params={}, route="reconcile", pass_id="")  # a real pass runs too
+@example(body=b"", params={"target": A}, route="reconcile", pass_id="")
+@example(body=b"", params={}, route="health", pass_id="")
+@example(body=b"[" * 10_000, params={}, route="reconcile", pass_id="")
+@example(body=b"", params={}, route="runs/{pass_id}", pass_id="0123456789ab")
 async def test_http_functions_answer_hostile_requests_with_json_below_500(
-    worker: Worker, body: bytes, params: dict[str, str], route: str
+    worker: Worker, body: bytes, params: dict[str, str], route: str, pass_id: str
 ) -> None:
     fn = functions(function_app.app)[ROUTES[route]].get_user_function()
-    req = func.HttpRequest(METHOD[route], f"http://localhost/api/{route}", params=params, route_params={}, body=body)
+    route_params = {"pass_id": pass_id} if "{pass_id}" in route else {}
+    url = f"http://localhost/api/{route.replace('{pass_id}', 'x')}"
+    req = func.HttpRequest(METHOD.get(route, "GET"), url, params=params, route_params=route_params, body=body)
     resp: func.HttpResponse = await fn(req)
     assert resp.mimetype == "application/json"
     payload = json.loads(resp.get_body())
     # /api/health answers 503 when the service itself is unhealthy (no pass yet): a verdict, not a fault.
-    verdict = route == "health" and resp.status_code == 503 and payload.get("status") == "stale"
+    verdict = route.startswith("health") and resp.status_code == 503 and payload.get("status") == "stale"
     assert resp.status_code < 500 or verdict, resp.get_body()[:500]
     if 400 <= resp.status_code < 500:
         assert "Traceback" not in payload["error"]["message"]

@@ -407,3 +407,30 @@ async def test_heartbeat_pings_and_reports(webhook: WebhookReceiver, client: htt
     webhook.default = fail(500)
     assert not await heartbeat(webhook.url, client)
     assert [r.method for r in webhook.requests()] == ["GET", "GET"]
+
+
+# --- nothing stops the alerts; no injection (each fails on the old one-card-per-target builder) ----
+
+
+async def test_a_lone_surrogate_in_one_drift_does_not_stop_the_alerts_of_any_target(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    """Before: json.dumps(...).encode("utf-8") raised UnicodeEncodeError and no card went out."""
+    bad = Drift("hub-weu", DriftCode.PEER_FAILED, "peer=nva1", "agent said \ud800", observed="\udfff")
+    report = await notify(store, hook_for(webhook, client), [bad, UDR], {}, TARGETS, None, T0, AlertRules(), "p",
+                          DRIFT_URL)
+    assert report.delivery.sent == 2 and report.problems == ()
+    assert sorted(titles(webhook)) == [("hub-neu", "FIRING"), ("hub-weu", "FIRING")]
+    assert "agent said \ufffd" in "".join(r.body.decode("utf-8") for r in webhook.accepted())
+
+
+async def test_a_markdown_link_in_agent_text_reaches_teams_inert(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    evil = Drift("hub-weu", DriftCode.PEER_FAILED, "peer=nva1", "[Sign in](https://evil.example/login)",
+                 observed="[Sign in](https://evil.example/login)")
+    await notify(store, hook_for(webhook, client), [evil], {}, TARGETS, None, T0, AlertRules(), "p", DRIFT_URL)
+    [card] = webhook.accepted()
+    texts = json.dumps(card.json()["attachments"][0]["content"]["body"], ensure_ascii=False)
+    assert "[Sign in](" not in texts and "https://evil" not in texts
+    assert "https\\\\[:\\\\]//evil.example" in texts  # shown, defanged and escaped

@@ -24,6 +24,9 @@ HTTP_ROUTES = {
     "run_http": ("runs/{pass_id}", ["GET"], "FUNCTION"),
     "health_http": ("health", ["GET"], "ANONYMOUS"),
     "health_details_http": ("health/details", ["GET"], "FUNCTION"),
+    "trace_http": ("trace", ["GET"], "FUNCTION"),
+    "status_http": ("status", ["GET"], "FUNCTION"),
+    "static_http": ("static/{name}", ["GET"], "ANONYMOUS"),  # a stylesheet, nothing secret
     "agent_report_http": ("agent/changes", ["POST"], "FUNCTION"),
 }
 

@@ -468,3 +468,13 @@ def test_vpn_halves_from_route_server_beat_a_default_udr_on_the_firewall_subnet(
         },
     )
     assert [d for d in diff(t, fixed) if d.code is C.UDR_INVARIANT_BROKEN] == []
+
+
+def test_on_premises_routes_the_gateway_programs_count_too() -> None:
+    # On-premises sends the two /1 halves over ExpressRoute (forced tunnelling): the gateway programs
+    # them into every subnet, and they beat AzureFirewallSubnet's 0/0 UDR as the NVA's would.
+    halves = tuple(Route(p, "10.0.0.12", "12076-65020", "EBgp", "10.0.0.12") for p in ("0.0.0.0/1", "128.0.0.0/1"))
+    base = gw()["ergw"]
+    obs = replace(observation(), gateways={"ergw": replace(base, learned=(*base.learned, *halves))})
+    (d,) = [d for d in diff(target(), obs) if d.code is C.UDR_INVARIANT_BROKEN]
+    assert "BGP from gateway ergw (on-premises)" in d.observed

@@ -147,6 +147,22 @@ def test_health_uses_each_targets_last_success_not_the_last_pass() -> None:
     assert body["stale_targets"] == ["hub-a", "hub-b"]  # 12 min > 2 ticks + 1 min
 
 
+def test_alert_step_problems_make_health_degraded_not_stale() -> None:
+    """On main an alert-step failure (a dead letter, a card that could not be built) left health ok."""
+    passes = [
+        P("p2", "timer", NOW - timedelta(minutes=1), ("hub-a", "hub-b"),
+          errors=("hub-a/alerts: hub-a: a card was dead-lettered after 3 rejection(s): HTTP 413",)),
+        P("p1", "timer", NOW - timedelta(minutes=6), ("hub-a", "hub-b")),
+    ]
+    resp = health(passes)
+    assert resp.status == 200 and resp.body["status"] == "degraded"
+    assert resp.body["alerts_degraded_targets"] == ["hub-a"] and resp.body["stale_targets"] == []
+    assert [r["last_pass_id"] for r in resp.body["targets"]] == ["p2", "p2"]  # still a success for staleness
+    assert api.health_summary(resp).body["status"] == "degraded"
+    # the next pass without problems clears it
+    assert health([P("p3", "timer", NOW, ("hub-a", "hub-b")), *passes]).body["status"] == "ok"
+
+
 def test_health_is_503_for_a_target_that_never_passed() -> None:
     resp = health([P("p1", "timer", NOW, ("hub-a",))])
     assert resp.status == 503 and resp.body["stale_targets"] == ["hub-b"]

@@ -138,6 +138,20 @@ def test_unknown_action_outcome_is_refused() -> None:
         ActionRecord("x", "y", "done", "")
 
 
+def test_every_final_step_outcome_is_recordable_and_an_unverified_one_is_not() -> None:
+    from reconciler.outcome import ActionOutcome
+
+    for outcome in ActionOutcome:
+        if outcome.final:
+            rec = ActionRecord("x", "y", outcome, "")
+            assert rec.outcome is outcome
+    deferred = transition(T, [], [ROUTE], [ActionRecord(ROUTE.identity, "agent.apply", ActionOutcome.DEFERRED)], T0,
+                          blind=False).opened[0]
+    assert deferred.last_outcome == "deferred"
+    with pytest.raises(ValueError, match="unknown action outcome"):
+        ActionRecord("x", "y", ActionOutcome.APPLIED, "")  # verify turns it into fixed / not_confirmed first
+
+
 def test_drift_of_another_target_is_refused() -> None:
     with pytest.raises(ValueError, match="other"):
         transition(T, [], [replace(ROUTE, target="other")], [], T0, blind=False)

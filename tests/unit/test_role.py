@@ -36,6 +36,9 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("subnets", "get"): "Microsoft.Network/virtualNetworks/subnets/read",
     ("virtual_networks", "get"): "Microsoft.Network/virtualNetworks/read",
     ("route_tables", "get"): "Microsoft.Network/routeTables/read",
+    # Azure docs, virtual-network-network-interface "Permissions": "Get network interface effective route table".
+    ("network_interfaces", "begin_get_effective_route_table"):
+        "Microsoft.Network/networkInterfaces/effectiveRouteTable/action",
     ("virtual_hub_bgp_connection", "begin_create_or_update"): "Microsoft.Network/virtualHubs/bgpConnections/write",
     ("virtual_hubs", "begin_create_or_update"): "Microsoft.Network/virtualHubs/write",
 }
@@ -70,7 +73,7 @@ def read_operations() -> set[str]:
 
 
 # Reads that go through an SDK call (their action comes from ACTIONS); every other read is a raw GET.
-SDK_READS = {"routes.learned", "gateway.learned", "gateway.advertised"}
+SDK_READS = {"routes.learned", "gateway.learned", "gateway.advertised", "nic.routes"}
 
 
 def actions(path: Path) -> set[str]:
