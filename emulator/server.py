@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from reconciler.asn import peer_asn_problem
+
 from . import agent, derive, resources
 from .certs import ensure_certs
 from .faults import RETRY_AFTER_STATUSES, Fault, FaultBook, FaultKind
@@ -200,6 +202,8 @@ class ArmEmulator:
         self._routes = self._route_table()
         # Event Grid (emulator.events.EventPublisher): successful ARM writes and actions publish events.
         self.events: Any = None
+        # Called with the NVA's IP right after an intent applied (emulator.agent_reports uses it).
+        self.on_intent: Callable[[str], None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -512,8 +516,13 @@ class ArmEmulator:
         peer_asn = props.get("peerAsn") if isinstance(props, dict) else None
         if not isinstance(peer_ip, str) or not _is_ip(peer_ip):
             return _arm_error(400, "InvalidRequestFormat", "properties.peerIp must be an IP address.")
-        if isinstance(peer_asn, bool) or not isinstance(peer_asn, int) or not 1 <= peer_asn <= agent.MAX_ASN:
+        if isinstance(peer_asn, bool) or not isinstance(peer_asn, int):
             return _arm_error(400, "InvalidRequestFormat", "properties.peerAsn must be an ASN.")
+        # Route Server takes only 16-bit ASNs outside the reserved ranges (reconciler.asn, from the
+        # Route Server FAQ). Azure's exact error code for this case is not documented; 400 is.
+        problem = peer_asn_problem(peer_asn)
+        if problem is not None:
+            return _arm_error(400, "InvalidRequestFormat", f"properties.peerAsn: {problem}.")
         with self.world.lock:
             rs = self.world.find_route_server(c.subscription, c.resource_group, c.args[0])
             if rs is None:
@@ -831,9 +840,12 @@ class ArmEmulator:
             return _json(422, {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]})
         with self._agent_lock, self.world.lock:
             try:
-                return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
+                applied = agent.apply_intent(self.world, self.world.nva(ip), intent, uptime)
             except agent.Refused as exc:  # 403 outside the NVA's policy, 409 conflict: the real agent's bodies
                 return _json(exc.status, exc.body())
+            if self.on_intent is not None:
+                self.on_intent(ip)  # under the world lock: the agent's own change, seen as such
+            return _json(200, applied)
 
 
 def _reason(status: int) -> str:

@@ -136,7 +136,7 @@ class EventIntake:
         now = now or datetime.now(UTC)
         outcome = await self._handle(envelope, state, now)
         self.counts[outcome.verdict] += 1
-        if outcome.verdict in (Verdict.ACCEPTED, Verdict.UNRELATED):
+        if outcome.verdict in (Verdict.ACCEPTED, Verdict.UNRELATED, Verdict.SELF):
             log.info("event %s %s", outcome.verdict.value, outcome.reason, extra={"event_verdict": outcome.verdict})
         else:
             # Warning level: a forged or malformed delivery is worth an App Insights query.

@@ -27,8 +27,14 @@ class CauseRule:
 
 _GATEWAY = frozenset({DriftCode.GATEWAY_NOT_LEARNING, DriftCode.GATEWAY_NOT_ADVERTISING})
 _ROUTES = frozenset({DriftCode.ROUTE_MISSING, DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_REJECTED_LOOP})
+# A probe NIC's real route follows what Route Server programs (reconciler.trace puts it downstream).
+_NIC = frozenset({DriftCode.NIC_ROUTE_WRONG})
 
 # Earlier rules win when two causes could explain the same drift: the deeper cause first.
+# Not the same decision as alerts.DEFAULT_INHIBIT: inhibition decides what may page on its own at
+# all (across passes, e.g. routes of a peer that stays down); this table decides how the drifts
+# announced in one pass are presented together. Muted drifts still arrive here, `folded`, so a
+# cause's card lists them.
 CAUSES: tuple[CauseRule, ...] = (
     # The hub itself is broken: everything downstream follows. Blindness is about the reconciler.
     CauseRule(
@@ -36,7 +42,9 @@ CAUSES: tuple[CauseRule, ...] = (
         frozenset(DriftCode) - {DriftCode.ROUTE_SERVER_UNHEALTHY, DriftCode.OBSERVATION_FAILED},
     ),
     # No firewall IP: the next hop and what the gateway carries are wrong by consequence.
-    CauseRule(DriftCode.FIREWALL_UNHEALTHY, _GATEWAY | {DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_MISSING}),
+    CauseRule(
+        DriftCode.FIREWALL_UNHEALTHY, _GATEWAY | _NIC | {DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_MISSING}
+    ),
     # Branch-to-branch off: the gateway stops learning (and so advertising) what the NVA sends.
     CauseRule(DriftCode.BRANCH_TO_BRANCH_DISABLED, _GATEWAY),
     # No usable bgpConnection: its sessions are down and its routes are missing.
@@ -48,8 +56,8 @@ CAUSES: tuple[CauseRule, ...] = (
     CauseRule(DriftCode.PEER_DOWN, _ROUTES, equal=("peer", "instance")),
     # The route reaches Route Server wrong or not at all (a firewall IP change, a route-map edit):
     # the gateway then lacks it and does not advertise it on-premises.
-    CauseRule(DriftCode.ROUTE_NEXT_HOP_WRONG, _GATEWAY, equal=("prefix",)),
-    CauseRule(DriftCode.ROUTE_MISSING, _GATEWAY, equal=("prefix",)),
+    CauseRule(DriftCode.ROUTE_NEXT_HOP_WRONG, _GATEWAY | _NIC, equal=("prefix",)),
+    CauseRule(DriftCode.ROUTE_MISSING, _GATEWAY | _NIC, equal=("prefix",)),
     CauseRule(
         DriftCode.GATEWAY_NOT_LEARNING, frozenset({DriftCode.GATEWAY_NOT_ADVERTISING}), equal=("gateway", "prefix")
     ),
@@ -65,6 +73,7 @@ SAME_CAUSE: dict[DriftCode, tuple[str, ...]] = {
     DriftCode.ROUTE_UNEXPECTED: ("peer", "prefix"),
     DriftCode.GATEWAY_NOT_LEARNING: ("prefix",),
     DriftCode.GATEWAY_NOT_ADVERTISING: ("gateway", "prefix"),
+    DriftCode.NIC_ROUTE_WRONG: ("prefix",),
 }
 
 _SEVERITY_ORDER = (Severity.CRITICAL, Severity.WARNING, Severity.INFO)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.diff import diff
@@ -12,6 +13,7 @@ from reconciler.trace import Verdict, trace
 from tests.unit.factories import FW, observation, target
 
 NVA_SUBNET = "hub-vnet:NvaSubnet"
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 SYSTEM = (
     EffectiveRoute(("0.0.0.0/0",), "Default", "Active", "Internet", ()),
     EffectiveRoute(("10.0.0.0/8",), "Default", "Active", "None", ()),
@@ -95,3 +97,20 @@ def test_firewall_probe_is_not_judged_while_the_firewall_ip_is_unknown() -> None
     t, obs = probed(**{"vm1-nic": SYSTEM})
     obs = replace(obs, firewall=Unknown("firewall.get", "fw-hub", "timeout"), firewall_ip=None)
     assert (C.NIC_ROUTE_WRONG, "nic=vm1-nic/prefix=0.0.0.0/0") not in codes(t, obs)
+
+
+def test_a_probe_nic_following_a_stale_route_is_folded_under_the_route_drift() -> None:
+    # The same order as the trace: the NVA's route is the cause, the NIC's real route a consequence.
+    from reconciler.alerts import Kind, Notification
+    from reconciler.drift import Drift
+    from reconciler.incident import group
+
+    def note(code: C, subject: str) -> Notification:
+        d = Drift("hub", code, subject, "")
+        return Notification(Kind.FIRING, "hub", d.identity, code, subject, d.severity, "", "", "", NOW)
+
+    route = note(C.ROUTE_NEXT_HOP_WRONG, "peer=nva1/instance=RouteServiceRole_IN_0/prefix=0.0.0.0/0")
+    nic = note(C.NIC_ROUTE_WRONG, "nic=vm1-nic/prefix=0.0.0.0/0")
+    (incident,) = group([route, nic])
+    assert [c.identity for c in incident.causes] == [route.identity]
+    assert [q.identity for q in incident.consequences] == [nic.identity]
