@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from reconciler.asn import peer_asn_problem
 
-from . import agent, derive, resources
+from . import activity, agent, derive, resources
 from .certs import ensure_certs
 from .faults import RETRY_AFTER_STATUSES, Fault, FaultBook, FaultKind
 from .throttle import Throttle, Throttler
@@ -46,7 +46,7 @@ ARM_OPS = frozenset(
         "hub.get", "hub.put", "hub.ipconfigs", "bgp.list", "bgp.get", "bgp.put", "bgp.delete",
         "routes.learned", "routes.advertised", "gateway.get", "gateway.learned", "gateway.advertised",
         "gateway.peers", "firewall.get", "firewall.health", "routetable.get", "subnet.get", "vnet.get",
-        "nic.routes", "lro.poll",
+        "nic.routes", "lro.poll", "activity.list",
     }
 )  # fmt: skip
 LRO_STYLES: tuple[LroStyle, ...] = ("location", "azure-async-operation", "both")
@@ -324,6 +324,8 @@ class ArmEmulator:
             and low[6] in ("operations", "operationresults")
         ):
             return "lro.poll", sub, self._poll(req, sub, low[6] == "operations", req.segments[7])
+        if low[2:] == ("providers", "microsoft.insights", "eventtypes", "management", "values") and req.method == "GET":
+            return "activity.list", sub, _json(200, {"value": activity.entries(self.events, sub, req.query)})
         if len(low) < 8 or low[2] != "resourcegroups" or low[4:6] != ("providers", "microsoft.network"):
             return "unknown", sub, _arm_error(404, "InvalidResourceType", f"No route for {req.path}")
         rg, tail, tail_low = req.segments[3], req.segments[6:], low[6:]

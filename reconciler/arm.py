@@ -434,6 +434,11 @@ class Arm:
         except ValueError as exc:
             raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
+    async def get_json(self, subscription: str, path: str) -> Any:
+        """A raw GET of a path outside Microsoft.Network (the Activity Log, reconciler.activity_log),
+        through the same pipeline, concurrency bound and timeout; the path carries its api-version."""
+        return await self._call(lambda: self._get(subscription, path, api_version=None))
+
     async def _lro(self, begin: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """Run one route query to its end and return the final answer's raw JSON (see _RoutePolling).
 
