@@ -726,7 +726,7 @@ class ArmEmulator:
         status_url, result_url = self._op_urls(c.subscription, op_id)
         # With Azure-AsyncOperation alone the client holds only the status body at the end, which is
         # not the result (notes §5): Microsoft's examples answer that way, so the emulator can too.
-        style = self.lro_style_for(c.op)
+        style = self.lro_style_for(c.op, c.subscription)
         headers = {"Retry-After": self._retry_after(op)}
         if style in ("location", "both"):
             headers["Location"] = result_url
@@ -734,10 +734,17 @@ class ArmEmulator:
             headers["Azure-AsyncOperation"] = status_url
         return _Response(202, b"", headers)
 
-    def lro_style_for(self, op: str) -> str:
+    def lro_style_for(self, op: str, subscription: str | None = None) -> str:
         """The style an operation answers in: the world's per-operation choice, the world's, or ours."""
         with self.world.lock:
-            chosen = next((o.style for o in self.world.lro_styles if o.op == op), None)
+            chosen = next(
+                (
+                    o.style
+                    for o in self.world.lro_styles
+                    if o.op == op and (o.subscription is None or (subscription or "").lower() == o.subscription.lower())
+                ),
+                None,
+            )
             return chosen or self.world.lro_style or self.lro_style
 
     def _start_put(self, c: _Call, answer: object, done: Callable[[], None]) -> _Response:
