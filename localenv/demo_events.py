@@ -79,9 +79,11 @@ def events_demo(emu: ArmEmulator, az: Azurite, out: TextIO) -> int:
             problems += int(seen)
             print("  the timer ticks (the safety net):", file=out)
             host.fire_timer()
-            if "BRANCH_TO_BRANCH_DISABLED" in _open(host, rt):
+            found = {d.code: d for d in host.run(rt.ledger.open_drifts(target="hub-weu"))}
+            if "BRANCH_TO_BRANCH_DISABLED" in found:
+                who = found["BRANCH_TO_BRANCH_DISABLED"].changed_by
                 print(f"  {time.monotonic() - t0:5.1f} s  drift recorded by the timer pass: BRANCH_TO_BRANCH_DISABLED"
-                      " (changed by: not known without the event; a human fixes it)", file=out)  # fmt: skip
+                      f" (a human fixes it) — changed by {who.describe() if who else 'unknown'}", file=out)  # fmt: skip
             else:
                 print("  unexpected: the timer pass did not record BRANCH_TO_BRANCH_DISABLED", file=out)
                 problems += 1
