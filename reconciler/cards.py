@@ -241,7 +241,7 @@ def incident_card(incident: Incident, links: Links, target: Target | None, pass_
         # Ended: name what ended with it, not its (now stale) present-tense message.
         body.append(_section("Resolved with it" if ended else "Consequences", "consequences"))
         for n in incident.consequences[:MAX_CONSEQUENCES]:
-            said = untrusted(n.subject if ended else n.message or n.subject, 200)
+            said = untrusted(_plain_subject(n.subject) if ended else n.message or n.subject, 200)
             body.append(_text(f"• {n.code.value}: {said}", spacing="None"))
         hidden = len(incident.consequences) - MAX_CONSEQUENCES
         if hidden > 0:
@@ -300,7 +300,8 @@ def fixed_card(
     }
     body: list[dict[str, Any]] = [header]
     for fix in fixes[:MAX_CONSEQUENCES]:
-        body.append(_text(f"{fix.code.value} · {untrusted(fix.subject, 160)}", weight="Bolder", spacing="Small"))
+        body.append(_text(f"{fix.code.value} · {untrusted(_plain_subject(fix.subject), 160)}", weight="Bolder",
+                          spacing="Small"))
         body.append({"type": "FactSet", "spacing": "None", "facts": [
             {"title": "Was", "value": untrusted(fix.was, 200) or "—"},
             {"title": "Restored", "value": untrusted(fix.restored, 200) or "—"},
@@ -314,6 +315,19 @@ def fixed_card(
 
 
 # ---- parts ------------------------------------------------------------------------------------
+
+
+def _plain_subject(subject: str) -> str:
+    """`peer=nva1/instance=IN_1/prefix=0.0.0.0/0` as `nva1 · IN_1 · 0.0.0.0/0` (values, in order)."""
+    values = []
+    rest = subject
+    while rest:
+        if rest.startswith("prefix="):
+            values.append(rest[len("prefix="):])
+            break
+        head, _, rest = rest.partition("/")
+        values.append(head.split("=", 1)[-1])
+    return " · ".join(v for v in values if v)
 
 
 def _headline(incident: Incident, where: str) -> str:

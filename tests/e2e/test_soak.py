@@ -23,6 +23,7 @@ import pytest
 
 from emulator import ArmEmulator, Fault
 from localenv.azurite import Azurite
+from localenv.webhook import WebhookReceiver
 from reconciler.composition import Runtime
 from reconciler.service import PassReport
 from reconciler.settings import load_settings
@@ -41,7 +42,7 @@ from tests.e2e.harness import (
     set_agent_tokens,
     settings_env,
 )
-from tests.e2e.invariants import all_agree, no_internal_errors
+from tests.e2e.invariants import all_agree, cards_agree, no_internal_errors
 
 pytestmark = [pytest.mark.azurite, pytest.mark.usefixtures("settled")]
 
@@ -151,7 +152,8 @@ class World:
 
 
 async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_world(
-    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, monkeypatch: pytest.MonkeyPatch
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    webhook: WebhookReceiver,
 ) -> None:
     rng = random.Random(SEED)
     set_agent_tokens(emulator, monkeypatch)
@@ -159,7 +161,7 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
     world = World(emulator, rng)
     state = fleet_desired(emulator)
     env = settings_env(emulator, azurite.connection_string, storage_prefix,
-                       ARS_VERIFY_TIMEOUT="0.3", ARS_AGENT_TIMEOUT="2")
+                       ARS_VERIFY_TIMEOUT="0.3", ARS_AGENT_TIMEOUT="2", ARS_TEAMS_WEBHOOK_URL=webhook.url)
     pass_ids: list[str] = []
     reports: list[PassReport] = []
     faults_fired: Counter[str] = Counter()
@@ -203,6 +205,7 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
         assert set(pass_ids) <= stored, f"pass records lost: {sorted(set(pass_ids) - stored)}"
         # Every pass: its record with the report's step counts, each step's outcome in the history.
         await all_agree(rt, [*reports, clean])
+        assert await cards_agree(rt, reports) > 0  # the cards were compared, not skipped
 
         # A human fixes what only a human may fix; the next pass closes everything.
         world.human_restores_everything()

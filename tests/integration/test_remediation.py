@@ -130,3 +130,21 @@ async def test_alert_policy_keeps_the_route_while_the_firewall_is_down(runtime: 
     assert report.targets[0].outcomes == []
     assert emulator.world.nva(scenarios.NVA_IP).announcements != []
     assert DriftCode.FIREWALL_UNHEALTHY in {d.code for d in report.targets[0].remaining}
+
+
+@pytest.mark.parametrize(("provisioning", "routing"), [("Updating", "Provisioned"), ("Succeeded", "Provisioning")])
+async def test_no_azure_write_into_a_hub_that_is_not_ready(
+    runtime: Runtime, emulator: ArmEmulator, provisioning: str, routing: str
+) -> None:
+    with emulator.world.lock:
+        h = hub(emulator)
+        h.connections.clear()
+        h.branch_to_branch = False
+        h.provisioning_state, h.routing_state = provisioning, routing
+    report = await run(runtime, state_with(emulator, policy={"azure_writes": True}))
+    t = report.targets[0]
+    assert [o for o in t.outcomes if o.step.kind.value in ("put_connection", "enable_branch_to_branch")] == []
+    assert not any(r.op in ("bgp.put", "hub.put") for r in emulator.requests)
+    assert t.plan is not None
+    reasons = {s.identity.split("|")[1]: s.reason for s in t.plan.skipped}
+    assert "Route Server not ready" in reasons["PEER_MISSING"] and "Route Server not ready" in reasons["BRANCH_TO_BRANCH_DISABLED"]
