@@ -427,3 +427,20 @@ async def test_drift_the_timer_finds_is_attributed_from_the_activity_log(
         emulator.events = None
         pub.close()
 
+
+
+async def test_a_pass_that_could_not_be_queued_is_queued_by_the_redelivery(
+    live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str
+) -> None:
+    from reconciler.errors import TransientError
+
+    await fns["reconcile_event"](decoded(sample("write-success.eventgrid", HUB)))
+    _take(env, storage_prefix)
+    await function_app.EVENTS.claim("hub-weu")  # that pass ran
+    QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).delete_queue()
+    event = sample("delete-success.eventgrid", CONN)
+    with pytest.raises(TransientError):  # the function fails: Event Grid delivers it again
+        await fns["reconcile_event"](decoded(event))
+    QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).create_queue()
+    await fns["reconcile_event"](decoded(event))  # not a replay, and no phantom pending pass to join
+    assert queued(env, storage_prefix) == [("hub-weu", "event")]
