@@ -4,7 +4,7 @@ agent does (`POST <endpoint>` with x-ars-timestamp / x-ars-nonce / x-ars-signatu
 the reconciler's `change_report` module, restated here because the emulator must not import it).
 
 Owns polling the world (every `period_s`), telling changes the emulated agent made itself (an
-applied intent: the emulator's request log shows it) from changes made around it (a test's world
+applied intent: the emulator calls `on_intent` under the world lock) from changes made around it (a test's world
 edit: "outside-agent"), and delivery after `delay_s`, retried with back-off, in its own thread.
 """
 
@@ -44,40 +44,38 @@ class AgentReporter:
         self._stop = threading.Event()
         with emu.world.lock:
             self._seen = {n.ip: _fingerprint(n) for n in emu.world.nvas}
-        self._since = time.time()
+        emu.on_intent = self._agent_applied
         self._thread = threading.Thread(target=self._run, name="agent-reports", daemon=True)
         self._thread.start()
 
+    def _agent_applied(self, ip: str) -> None:
+        # Called by the emulator under the world lock right after an intent: the agent's own change.
+        nva = self.emu.world.find_nva(ip)
+        if nva is not None:
+            old, self._seen[ip] = self._seen.get(ip), _fingerprint(nva)
+            if old != self._seen[ip]:
+                self._send(ip, nva.agent_token, "agent", old, self._seen[ip])
+
     def close(self) -> None:
+        self.emu.on_intent = None
         self._stop.set()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
-            polled_at = time.time()
-            with self.emu.world.lock:
-                now = {n.ip: (_fingerprint(n), n.agent_token) for n in self.emu.world.nvas}
-            for ip, (fp, token) in now.items():
-                old = self._seen.get(ip)
-                if old == fp:
-                    continue
-                self._seen[ip] = fp
-                by = "agent" if self._intent_since(ip, self._since) else "outside-agent"
-                report = {
-                    "v": 1, "nva_ip": ip, "kind": "config", "at": datetime.now(UTC).isoformat(), "by": by,
-                    "summary": "BGP neighbours, announcements or route-map changed", "old_hash": old or "",
-                    "new_hash": fp,
-                }  # fmt: skip
-                threading.Thread(target=self._deliver, args=(report, token), daemon=True).start()
-            self._since = polled_at
+            with self.emu.world.lock:  # the intent hook updates `_seen` under the same lock
+                for n in self.emu.world.nvas:
+                    fp, old = _fingerprint(n), self._seen.get(n.ip)
+                    if old != fp:
+                        self._seen[n.ip] = fp
+                        self._send(n.ip, n.agent_token, "outside-agent", old, fp)
 
-    def _intent_since(self, ip: str, since: float) -> bool:
-        # The request log gets an intent's entry right after it is applied; allow that instant.
-        time.sleep(0.02)
-        return any(
-            r.op == "agent.intent" and r.status == 200 and f"/agents/{ip}/" in r.path and r.at >= since - 0.05
-            for r in self.emu.requests
-        )
+    def _send(self, ip: str, token: str, by: str, old: str | None, new: str) -> None:
+        report = {
+            "v": 1, "nva_ip": ip, "kind": "config", "at": datetime.now(UTC).isoformat(), "by": by,
+            "summary": "BGP neighbours, announcements or route-map changed", "old_hash": old or "", "new_hash": new,
+        }  # fmt: skip
+        threading.Thread(target=self._deliver, args=(report, token), daemon=True).start()
 
     def _deliver(self, report: dict[str, Any], token: str) -> None:
         if self._stop.wait(self.delay_s) or not self.endpoint:

@@ -29,7 +29,9 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import agent, derive, resources
+from reconciler.asn import peer_asn_problem
+
+from . import activity, agent, derive, resources
 from .certs import ensure_certs
 from .faults import RETRY_AFTER_STATUSES, Fault, FaultBook, FaultKind
 from .throttle import Throttle, Throttler
@@ -44,7 +46,7 @@ ARM_OPS = frozenset(
         "hub.get", "hub.put", "hub.ipconfigs", "bgp.list", "bgp.get", "bgp.put", "bgp.delete",
         "routes.learned", "routes.advertised", "gateway.get", "gateway.learned", "gateway.advertised",
         "gateway.peers", "firewall.get", "firewall.health", "routetable.get", "subnet.get", "vnet.get",
-        "nic.routes", "lro.poll",
+        "nic.routes", "lro.poll", "activity.list",
     }
 )  # fmt: skip
 LRO_STYLES: tuple[LroStyle, ...] = ("location", "azure-async-operation", "both")
@@ -200,6 +202,8 @@ class ArmEmulator:
         self._routes = self._route_table()
         # Event Grid (emulator.events.EventPublisher): successful ARM writes and actions publish events.
         self.events: Any = None
+        # Called with the NVA's IP right after an intent applied (emulator.agent_reports uses it).
+        self.on_intent: Callable[[str], None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -320,6 +324,8 @@ class ArmEmulator:
             and low[6] in ("operations", "operationresults")
         ):
             return "lro.poll", sub, self._poll(req, sub, low[6] == "operations", req.segments[7])
+        if low[2:] == ("providers", "microsoft.insights", "eventtypes", "management", "values") and req.method == "GET":
+            return "activity.list", sub, _json(200, {"value": activity.entries(self.events, sub, req.query)})
         if len(low) < 8 or low[2] != "resourcegroups" or low[4:6] != ("providers", "microsoft.network"):
             return "unknown", sub, _arm_error(404, "InvalidResourceType", f"No route for {req.path}")
         rg, tail, tail_low = req.segments[3], req.segments[6:], low[6:]
@@ -512,8 +518,13 @@ class ArmEmulator:
         peer_asn = props.get("peerAsn") if isinstance(props, dict) else None
         if not isinstance(peer_ip, str) or not _is_ip(peer_ip):
             return _arm_error(400, "InvalidRequestFormat", "properties.peerIp must be an IP address.")
-        if isinstance(peer_asn, bool) or not isinstance(peer_asn, int) or not 1 <= peer_asn <= agent.MAX_ASN:
+        if isinstance(peer_asn, bool) or not isinstance(peer_asn, int):
             return _arm_error(400, "InvalidRequestFormat", "properties.peerAsn must be an ASN.")
+        # Route Server takes only 16-bit ASNs outside the reserved ranges (reconciler.asn, from the
+        # Route Server FAQ). Azure's exact error code for this case is not documented; 400 is.
+        problem = peer_asn_problem(peer_asn)
+        if problem is not None:
+            return _arm_error(400, "InvalidRequestFormat", f"properties.peerAsn: {problem}.")
         with self.world.lock:
             rs = self.world.find_route_server(c.subscription, c.resource_group, c.args[0])
             if rs is None:
@@ -715,7 +726,7 @@ class ArmEmulator:
         status_url, result_url = self._op_urls(c.subscription, op_id)
         # With Azure-AsyncOperation alone the client holds only the status body at the end, which is
         # not the result (notes §5): Microsoft's examples answer that way, so the emulator can too.
-        style = self.lro_style_for(c.op)
+        style = self.lro_style_for(c.op, c.subscription)
         headers = {"Retry-After": self._retry_after(op)}
         if style in ("location", "both"):
             headers["Location"] = result_url
@@ -723,10 +734,17 @@ class ArmEmulator:
             headers["Azure-AsyncOperation"] = status_url
         return _Response(202, b"", headers)
 
-    def lro_style_for(self, op: str) -> str:
+    def lro_style_for(self, op: str, subscription: str | None = None) -> str:
         """The style an operation answers in: the world's per-operation choice, the world's, or ours."""
         with self.world.lock:
-            chosen = next((o.style for o in self.world.lro_styles if o.op == op), None)
+            chosen = next(
+                (
+                    o.style
+                    for o in self.world.lro_styles
+                    if o.op == op and (o.subscription is None or (subscription or "").lower() == o.subscription.lower())
+                ),
+                None,
+            )
             return chosen or self.world.lro_style or self.lro_style
 
     def _start_put(self, c: _Call, answer: object, done: Callable[[], None]) -> _Response:
@@ -824,9 +842,12 @@ class ArmEmulator:
             return _json(422, {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]})
         with self._agent_lock, self.world.lock:
             try:
-                return _json(200, agent.apply_intent(self.world, self.world.nva(ip), intent, uptime))
+                applied = agent.apply_intent(self.world, self.world.nva(ip), intent, uptime)
             except agent.Refused as exc:  # 403 outside the NVA's policy, 409 conflict: the real agent's bodies
                 return _json(exc.status, exc.body())
+            if self.on_intent is not None:
+                self.on_intent(ip)  # under the world lock: the agent's own change, seen as such
+            return _json(200, applied)
 
 
 def _reason(status: int) -> str:

@@ -210,6 +210,7 @@ class OperationLroStyle:
 
     op: str
     style: LroStyle
+    subscription: str | None = None  # only this subscription's requests (None: every one)
 
 
 T = TypeVar("T")

@@ -24,6 +24,7 @@ import yaml
 from emulator import ArmEmulator, World
 from localenv import browser, scenarios
 from localenv.azurite import Azurite
+from localenv.demo_events import events_demo
 from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
 from reconciler import desired
@@ -53,6 +54,7 @@ def run_demo(out_dir: Path, out: TextIO, lab: bool = False) -> int:
         ]
         problems = asyncio.run(_story(emu, hook, settings, state, breaks, out_dir, out))
         problems += _http(emu, az, state, out, out_dir)
+        problems += events_demo(emu, az, out)  # after _http: it uses the app settings _http set
     return _done(out, problems)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import socket
@@ -76,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(config)
 
     async def serve() -> None:
+        loop = asyncio.get_running_loop()
         # SIGHUP re-reads the token and policy files (they are also re-read when they change)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, sources.reload)
+        loop.add_signal_handler(signal.SIGHUP, sources.reload)
+        if settings.tls:
+            # uvicorn has no setting for it: a TLS handshake that never completes would hold its
+            # connection for asyncio's default 60 s; bound it by the same read deadline instead.
+            create = loop.create_server
+            loop.create_server = functools.partial(create, ssl_handshake_timeout=settings.read_timeout)  # type: ignore[method-assign]
         await server.serve(sockets=[sock] if sock is not None else None)
 
     asyncio.run(serve())

@@ -21,19 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-ASN_MIN, ASN_MAX = 1, 4_294_967_295
+from reconciler.asn import peer_asn_problem
 
-# ASNs a router must not use as its own: AS_TRANS (RFC 6793), documentation ranges (RFC 5398),
-# last ASNs of each space (RFC 7300), and the ASNs Azure reserves for itself (65515 is ARS).
-RESERVED_LOCAL_ASNS: tuple[tuple[int, int], ...] = (
-    (23456, 23456),
-    (64496, 64511),
-    (65515, 65515),
-    (65517, 65520),
-    (65535, 65535),
-    (65536, 65551),
-    (4_294_967_295, 4_294_967_295),
-)
+ASN_MIN, ASN_MAX = 1, 4_294_967_295
 
 
 def _ipv4_address(value: str) -> str:
@@ -49,9 +39,11 @@ def _ipv4_prefix(value: str) -> str:
 
 
 def _local_asn(value: int) -> int:
-    for low, high in RESERVED_LOCAL_ASNS:
-        if low <= value <= high:
-            raise ValueError(f"AS {value} is reserved and cannot be the NVA's own AS")
+    # The NVA's own AS must be one Route Server peers with: 16-bit, not reserved by Azure or IANA
+    # (Route Server FAQ). The one list is reconciler/asn.py (stdlib only, safe on the NVA).
+    problem = peer_asn_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

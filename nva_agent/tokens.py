@@ -46,6 +46,8 @@ class TokenSet:
     next: str | None = field(default=None, repr=False)
 
     def accepts(self, presented: str) -> bool:
+        if not presented or not self.current:
+            return False  # an empty token never matches, even an empty setting
         got = presented.encode()
         # compare_digest for each, and no early exit: the time taken must not tell which matched
         ok = hmac.compare_digest(got, self.current.encode())

@@ -234,7 +234,10 @@ def _detail(resp: httpx.Response) -> str:
         err = body.get("error")  # the ARM-style {"error": {"code", "message"}} some implementations use
         if isinstance(err, dict) and err.get("message"):
             return str(err["message"])[:300]
-        return str(body.get("detail") or body.get("reason") or body)[:300]
+        detail = str(body.get("detail") or body.get("reason") or body)
+        if body.get("rule"):  # 403: the NVA's local policy refused it; name the rule for the operator
+            detail = f"refused by the NVA's policy (rule {body['rule']}): {detail}"
+        return detail[:300]
     return str(body)[:300]
 
 

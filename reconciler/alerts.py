@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from reconciler.causes import CAUSES
 from reconciler.drift import Drift, DriftCode, Severity, failed_reads, subject_part
 
 BLIND_SUBJECT = "reconciler=blind"
@@ -76,27 +77,10 @@ class InhibitRule:
         )
 
 
-DEFAULT_INHIBIT: tuple[InhibitRule, ...] = (
-    # The hub itself is broken: every other drift of the target follows from it. The blind alert
-    # (OBSERVATION_FAILED) is about the reconciler, not the network, so it stays audible.
-    InhibitRule(
-        DriftCode.ROUTE_SERVER_UNHEALTHY,
-        frozenset(DriftCode) - {DriftCode.ROUTE_SERVER_UNHEALTHY, DriftCode.OBSERVATION_FAILED},
-    ),
-    # A session that is down has learned nothing: its missing/wrong routes are consequences.
-    InhibitRule(DriftCode.PEER_DOWN, _ROUTE_CODES, equal=("peer",)),
-    # No firewall IP → the next hop and what the gateway learns/advertises are wrong by consequence.
-    InhibitRule(
-        DriftCode.FIREWALL_UNHEALTHY,
-        frozenset(
-            {
-                DriftCode.ROUTE_NEXT_HOP_WRONG,
-                DriftCode.GATEWAY_NOT_LEARNING,
-                DriftCode.GATEWAY_NOT_ADVERTISING,
-            }
-        ),
-    ),
-)
+# Inhibition follows the one cause table (reconciler.causes): while a cause is active, what it
+# explains does not page on its own. The blind alert (OBSERVATION_FAILED) is about the reconciler,
+# not the network, so nothing mutes it.
+DEFAULT_INHIBIT: tuple[InhibitRule, ...] = tuple(InhibitRule(r.cause, r.consequences, r.equal) for r in CAUSES)
 
 # BGP hold time on Route Server is 180 s: a session or route that comes back within it is a blip.
 BGP_HOLD_TIME = timedelta(seconds=180)

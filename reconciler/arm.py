@@ -1,18 +1,22 @@
 """ARM adapter: reads (and the opt-in writes) through azure-mgmt-network's async client.
 
-Owns client construction, concurrency bounds, per-subscription pacing and the translation of SDK
-objects and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
+Owns client construction, concurrency bounds, per-subscription pacing and the translation of ARM
+answers and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
+Reads go through the SDK's pipeline (auth, retries, pacing) but come back as raw JSON, which
+`arm_shapes` checks and translates; a body of the wrong shape is Unknown, never an exception.
 Must not judge drift. Only this module and the other adapters import azure.*.
 
-Cost per healthy target (what `bench/fleet.py` measures): hub, peer list, firewall, one GET per
-VNet, one GET per distinct route table, and two requests per route query (POST, then one GET of
-its Location once the Retry-After has passed) -- 14 for a hub with two NVA peers and one gateway.
+Cost per healthy target (what `bench/fleet.py` measures): hub, peer list, firewall and its
+FirewallHealth metric, one GET per VNet, one GET per distinct route table, the gateway itself for a
+VPN gateway, and two requests per route query (POST, then one GET of its Location once the
+Retry-After has passed) -- 15 for a hub with two NVA peers and one ExpressRoute gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 import time
@@ -233,6 +237,20 @@ class _RoutePolling(AsyncARMPolling):
             await self._delay()  # the 202's Retry-After
         await super()._poll()
 
+    def _parse_resource(self, pipeline_response: Any) -> Any:
+        """The final answer's JSON as sent, not the SDK's model of it: arm_shapes judges it (issue #11).
+
+        The SDK's deserializer rejects or reshapes odd bodies with errors that say nothing about the
+        read, and a status body would pass as a route map; raw JSON also spares the model layer's CPU.
+        """
+        body = pipeline_response.http_response.body()
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
+
 
 class Arm:
     """One shared set of ARM clients (one per subscription), built once per worker."""
@@ -419,13 +437,18 @@ class Arm:
         except ValueError as exc:
             raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
+    async def get_json(self, subscription: str, path: str) -> Any:
+        """A raw GET of a path outside Microsoft.Network (the Activity Log, reconciler.activity_log),
+        through the same pipeline, concurrency bound and timeout; the path carries its api-version."""
+        return await self._call(lambda: self._get(subscription, path, api_version=None))
+
     async def _lro(self, begin: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """Run one route query to its end and return the final answer's raw JSON (see _RoutePolling).
 
-        `cls` hands back the final response untouched, so arm_shapes judges it: with Location the
-        final answer is the result; with Azure-AsyncOperation only it is the status resource.
+        With Location the final answer is the result; with Azure-AsyncOperation only it is the status
+        resource, which arm_shapes refuses as a result.
         """
-        poller = await begin(*args, polling=self._route_polling(), cls=_raw_json, **kwargs)
+        poller = await begin(*args, polling=self._route_polling(), **kwargs)
         return await poller.result()
 
     async def _probe_nics(self, target: Target) -> dict[str, tuple[EffectiveRoute, ...] | Unknown | None]:
@@ -661,14 +684,6 @@ def _network_path(subscription: str, resource_group: str, kind: str, name: str, 
     parts = [subscription, resource_group, kind, name, *rest]
     s, rg, k, n, *tail = (quote(p, safe="") for p in parts)
     return "/".join([f"/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/{k}/{n}", *tail])
-
-
-def _raw_json(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:
-    """`cls` for the route queries: the final answer's JSON as sent, for arm_shapes to judge."""
-    try:
-        return pipeline_response.http_response.json()
-    except ValueError as exc:
-        raise arm_shapes.Malformed(f"not JSON: {first_line(exc)}") from exc
 
 
 def _s(value: Any) -> str:

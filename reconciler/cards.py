@@ -241,7 +241,7 @@ def incident_card(incident: Incident, links: Links, target: Target | None, pass_
         # Ended: name what ended with it, not its (now stale) present-tense message.
         body.append(_section("Resolved with it" if ended else "Consequences", "consequences"))
         for n in incident.consequences[:MAX_CONSEQUENCES]:
-            said = untrusted(n.subject if ended else n.message or n.subject, 200)
+            said = untrusted(_plain_subject(n.subject) if ended else n.message or n.subject, 200)
             body.append(_text(f"• {n.code.value}: {said}", spacing="None"))
         hidden = len(incident.consequences) - MAX_CONSEQUENCES
         if hidden > 0:
@@ -259,23 +259,27 @@ def incident_card(incident: Incident, links: Links, target: Target | None, pass_
 def overflow_card(
     name: str, incidents: Sequence[Incident], links: Links, target: Target | None, pass_id: str
 ) -> dict[str, Any]:
-    """The incidents past MAX_CARDS_PER_TARGET, one line each, truncated to fit the budget."""
+    """The incidents past MAX_CARDS_PER_TARGET, summed up by kind and code (count and a few
+    examples each), so a flood reads in a glance; truncated to fit the budget."""
     worst = incidents[0]
     style = _LOOK[worst.kind][1]
     header = [{
         "type": "Container", "style": style, "bleed": True, "items": [
             _text(f"{len(incidents)} more incident(s) · {clean(name, 120)}", id="kind", weight="Bolder", size="Small"),
-            _text("More incidents in this pass than cards allowed; each in one line", id="cause", weight="Bolder",
+            _text("More incidents in this pass than cards allowed, by kind and code", id="cause", weight="Bolder",
                   size="Large", spacing="Small"),
         ],
     }]
     facts = {"type": "FactSet", "id": "facts", "facts": [{"title": t, "value": v} for t, v in _place(target)]}
     actions = _actions(links, target, name, pass_id, [])
-    lines = [
-        _text(f"• {_LOOK[i.kind][0]} {i.code.value}: {untrusted(i.causes[0].message or i.causes[0].subject, 160)}"
-              + (f" (+{len(i.consequences)})" if i.consequences else ""), spacing="None")
-        for i in incidents
-    ]
+    groups: dict[tuple[Kind, DriftCode], list[Incident]] = {}
+    for i in incidents:  # already most severe first
+        groups.setdefault((i.kind, i.code), []).append(i)
+    lines = []
+    for (kind, code), items in groups.items():
+        examples = ", ".join(untrusted(_plain_subject(i.causes[0].subject), 60) for i in items[:3])
+        more = f", and {len(items) - 3} more" if len(items) > 3 else ""
+        lines.append(_text(f"• {_LOOK[kind][0]} {code.value} × {len(items)}: {examples}{more}", spacing="Small"))
     kept: list[dict[str, Any]] = []
     for line in lines:
         trial = _envelope([*header, facts, *kept, line, _more(len(lines))], actions)
@@ -300,7 +304,8 @@ def fixed_card(
     }
     body: list[dict[str, Any]] = [header]
     for fix in fixes[:MAX_CONSEQUENCES]:
-        body.append(_text(f"{fix.code.value} · {untrusted(fix.subject, 160)}", weight="Bolder", spacing="Small"))
+        body.append(_text(f"{fix.code.value} · {untrusted(_plain_subject(fix.subject), 160)}", weight="Bolder",
+                          spacing="Small"))
         body.append({"type": "FactSet", "spacing": "None", "facts": [
             {"title": "Was", "value": untrusted(fix.was, 200) or "—"},
             {"title": "Restored", "value": untrusted(fix.restored, 200) or "—"},
@@ -314,6 +319,19 @@ def fixed_card(
 
 
 # ---- parts ------------------------------------------------------------------------------------
+
+
+def _plain_subject(subject: str) -> str:
+    """`peer=nva1/instance=IN_1/prefix=0.0.0.0/0` as `nva1 · IN_1 · 0.0.0.0/0` (values, in order)."""
+    values = []
+    rest = subject
+    while rest:
+        if rest.startswith("prefix="):
+            values.append(rest[len("prefix="):])
+            break
+        head, _, rest = rest.partition("/")
+        values.append(head.split("=", 1)[-1])
+    return " · ".join(v for v in values if v)
 
 
 def _headline(incident: Incident, where: str) -> str:
@@ -363,6 +381,8 @@ def _did(incident: Incident) -> str:
         return "No longer observed; the reconciler did not change it (fixed by hand or by Azure)."
     if cause.why_not:
         return f"Did nothing: {untrusted(cause.why_not, 300)}"
+    if cause.code == DriftCode.OBSERVATION_FAILED:
+        return "Changes nothing it cannot see: unknown is not absent."
     return "Did nothing this pass."
 
 

@@ -200,6 +200,7 @@ class Runtime:
             verify_timeout=s.verify_timeout,
             verify_interval=s.verify_interval,
             target_concurrency=s.target_concurrency,
+            who_changed=_activity_log(s, arm),
         )
         return services, ledger
 
@@ -316,3 +317,13 @@ class Worker:
         if self._runs is None:
             raise RuntimeError("the worker is not started: await Worker.runtime() first")
         return self._runs
+
+
+def _activity_log(settings: Settings, arm: Arm) -> Any:
+    """Who made an Azure-side change the timer found: the Activity Log, skipping our own calls."""
+    from reconciler.activity_log import ActivityLog
+
+    own = [i for i in settings.event_own_ids.split(",") if i.strip()]
+    if settings.managed_identity_client_id:
+        own.append(settings.managed_identity_client_id)
+    return ActivityLog(arm, own).who_changed

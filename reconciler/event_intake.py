@@ -136,7 +136,7 @@ class EventIntake:
         now = now or datetime.now(UTC)
         outcome = await self._handle(envelope, state, now)
         self.counts[outcome.verdict] += 1
-        if outcome.verdict in (Verdict.ACCEPTED, Verdict.UNRELATED):
+        if outcome.verdict in (Verdict.ACCEPTED, Verdict.UNRELATED, Verdict.SELF):
             log.info("event %s %s", outcome.verdict.value, outcome.reason, extra={"event_verdict": outcome.verdict})
         else:
             # Warning level: a forged or malformed delivery is worth an App Insights query.
@@ -275,7 +275,18 @@ class EventIntake:
             if isinstance(decision, Coalesce):
                 return False
             message = FanoutMessage(target, now, origin="event")
-            await queue.enqueue([message], self.message_ttl_s, delay_s=decision.delay_s)
+            try:
+                await queue.enqueue([message], self.message_ttl_s, delay_s=decision.delay_s)
+            except TransientError:
+                # No message went out: the marker must not claim one is pending, or the retried
+                # delivery would join a pass that never runs.
+                row["pending"] = False
+                try:
+                    await table.upsert_entity(row, mode=UpdateMode.REPLACE)
+                except AzureError:
+                    log.warning("target %s: pending marker left set; it lapses after %.0f s", target,
+                                self.pacing.lost_after_s)  # fmt: skip
+                raise
             return True
         log.warning("target %s: pending marker kept changing; this event joins the pass already queued", target)
         return False

@@ -1,6 +1,6 @@
 """Incidents: the notifications of one target and pass grouped by cause, so one cause is one card.
 
-Owns the cause table (which drift explains which) and the grouping. Pure: notifications in,
+Owns the grouping (the cause table itself is `reconciler.causes`, shared with inhibition). Pure: notifications in,
 incidents out; must not know how alerts are decided, stored or rendered. The ledger and the alert
 states still keep every drift on its own: grouping is only how the channel hears about them.
 """
@@ -12,52 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler.alerts import Kind, Notification
+from reconciler.causes import CAUSES, CauseRule
 from reconciler.drift import DriftCode, Severity, subject_part
-
-
-@dataclass(frozen=True)
-class CauseRule:
-    """A drift with code `cause` explains drifts with a code in `consequences` on the same target,
-    when every subject part named in `equal` is present in both and the same."""
-
-    cause: DriftCode
-    consequences: frozenset[DriftCode]
-    equal: tuple[str, ...] = ()
-
-
-_GATEWAY = frozenset({DriftCode.GATEWAY_NOT_LEARNING, DriftCode.GATEWAY_NOT_ADVERTISING})
-_ROUTES = frozenset({DriftCode.ROUTE_MISSING, DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_REJECTED_LOOP})
-# A probe NIC's real route follows what Route Server programs (reconciler.trace puts it downstream).
-_NIC = frozenset({DriftCode.NIC_ROUTE_WRONG})
-
-# Earlier rules win when two causes could explain the same drift: the deeper cause first.
-CAUSES: tuple[CauseRule, ...] = (
-    # The hub itself is broken: everything downstream follows. Blindness is about the reconciler.
-    CauseRule(
-        DriftCode.ROUTE_SERVER_UNHEALTHY,
-        frozenset(DriftCode) - {DriftCode.ROUTE_SERVER_UNHEALTHY, DriftCode.OBSERVATION_FAILED},
-    ),
-    # No firewall IP: the next hop and what the gateway carries are wrong by consequence.
-    CauseRule(
-        DriftCode.FIREWALL_UNHEALTHY, _GATEWAY | _NIC | {DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_MISSING}
-    ),
-    # Branch-to-branch off: the gateway stops learning (and so advertising) what the NVA sends.
-    CauseRule(DriftCode.BRANCH_TO_BRANCH_DISABLED, _GATEWAY),
-    # No usable bgpConnection: its sessions are down and its routes are missing.
-    *(
-        CauseRule(code, frozenset({DriftCode.PEER_DOWN}) | _ROUTES, equal=("peer",))
-        for code in (DriftCode.PEER_MISSING, DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED)
-    ),
-    # A session down on one instance: that instance learned nothing from the peer.
-    CauseRule(DriftCode.PEER_DOWN, _ROUTES, equal=("peer", "instance")),
-    # The route reaches Route Server wrong or not at all (a firewall IP change, a route-map edit):
-    # the gateway then lacks it and does not advertise it on-premises.
-    CauseRule(DriftCode.ROUTE_NEXT_HOP_WRONG, _GATEWAY | _NIC, equal=("prefix",)),
-    CauseRule(DriftCode.ROUTE_MISSING, _GATEWAY | _NIC, equal=("prefix",)),
-    CauseRule(
-        DriftCode.GATEWAY_NOT_LEARNING, frozenset({DriftCode.GATEWAY_NOT_ADVERTISING}), equal=("gateway", "prefix")
-    ),
-)
 
 # Drifts of one code that are one cause seen several times (e.g. on both Route Server instances),
 # keyed by the subject parts they share.

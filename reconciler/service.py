@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from ipaddress import IPv4Network
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.diff import diff, matched_connections
-from reconciler.drift import Drift, is_blind
+from reconciler.drift import Drift, DriftCode, is_blind
 from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
 from reconciler.ledger_state import ActionRecord, LedgerChange, PassRecord
 from reconciler.observed import AgentView, Firewall, Hub, Observation, Unknown
@@ -90,6 +90,8 @@ class Services:
     leases: LeasesPort | None = None
     alerts: AlertsPort | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Who made an Azure-side change the timer found (reconciler.activity_log.ActivityLog.who_changed).
+    who_changed: Callable[[Target, Sequence[Drift], datetime], Awaitable[Attribution | None]] | None = None
     verify_timeout: float = 90.0
     verify_interval: float = 5.0
     target_concurrency: int = 64
@@ -321,6 +323,9 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     obs = await observe(svc, target)
     rep.drifts = diff(target, obs)
     now = svc.clock()
+    if rep.changed_by is None and not dry_run and svc.who_changed is not None and _azure_side(rep.drifts):
+        # No event told us who: ask the Activity Log (reconciler.activity_log; never fails the pass).
+        rep.changed_by = await svc.who_changed(target, rep.drifts, now)
     rep.plan = plan(target, rep.drifts, known_from(target, obs), now)
     rep.remaining = rep.drifts
     if dry_run:
@@ -352,6 +357,16 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
         except ReconcilerError as exc:
             rep.errors.append(("ledger", str(exc)))
             rep.status = "error"
+
+
+_AZURE_SIDE = frozenset(
+    {DriftCode.BRANCH_TO_BRANCH_DISABLED, DriftCode.ROUTE_SERVER_UNHEALTHY, DriftCode.PEER_MISSING,
+     DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED, DriftCode.FIREWALL_UNHEALTHY, DriftCode.UDR_INVARIANT_BROKEN}
+)  # fmt: skip
+
+
+def _azure_side(drifts: Sequence[Drift]) -> bool:
+    return any(d.code in _AZURE_SIDE for d in drifts)
 
 
 async def observe(svc: Services, target: Target) -> Observation:

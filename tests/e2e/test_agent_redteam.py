@@ -244,6 +244,31 @@ async def test_slowloris_connections_are_cut_within_seconds_and_the_reconciler_s
     assert frr_lab.running_config() == settled
 
 
+def test_tls_handshakes_that_never_complete_are_cut_by_the_read_deadline(
+    frr_lab: FrrLabHandle, settled: str, tmp_path: Path
+) -> None:
+    ca, cert, key = server_tls(tmp_path)
+    agent = frr_lab.lab.start_agent(
+        frr_lab.agent_token,
+        {"NVA_AGENT_TLS_CERT": str(cert), "NVA_AGENT_TLS_KEY": str(key), "NVA_AGENT_READ_TIMEOUT": "2"},
+        scheme="https",
+        ca=str(ca),
+    )
+    port = int(agent.url.rsplit(":", 1)[1])
+    # a TCP connection that never says hello, and one that stops inside its ClientHello
+    socks = [_half_request(ATTACKER, port, b"") for _ in range(4)]
+    socks += [_half_request("127.0.0.3", port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03") for _ in range(4)]
+    started = time.monotonic()
+    try:
+        wait_until(lambda: all(_closed_by_server(s) for s in socks), 8, "the agent to drop the stalled handshakes")
+        assert time.monotonic() - started < 2 + 4
+    finally:
+        for s in socks:
+            s.close()
+        agent.stop()
+    assert frr_lab.running_config() == settled
+
+
 def _env_of(agent: AgentProcess) -> dict[str, str]:
     raw = Path(f"/proc/{agent.proc.pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)

@@ -14,7 +14,7 @@ the fault and runs the next pass. After every case:
   the pass's card as the report shows it.
 
 The process-kill case (a pass SIGKILLed mid-flight in a subprocess) lives at the end of the file.
-CI runs 81 cases; `FAULT_MATRIX=full` adds every fault on the reads that do not feed the fix (93).
+CI runs 90 cases; `FAULT_MATRIX=full` adds every fault on the reads that do not feed the fix (102).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from emulator import ArmEmulator, Fault
+from emulator.world import OperationLroStyle
 from localenv.azurite import Azurite
 from localenv.webhook import Reply, WebhookReceiver
 from reconciler import desired
@@ -199,6 +200,36 @@ async def test_a_transient_read_fault_is_retried_within_the_pass_and_fixes_once(
         assert [o.outcome for o in a.outcomes] == ["fixed"] and a.remaining == [], a.to_dict()
         assert any(r.op == op and r.status in (429, 503) for r in emulator.requests)  # the fault did fire
         other_target_finished(story.faulted)
+        await healed(rt, story)
+
+
+# ---- LRO styles (notes §5): how a route query's 202 points at its answer --------------------------
+
+LRO_STYLE_CASES = [(op, style) for op in LRO_READS for style in ("location", "azure-async-operation", "both")]
+
+
+@pytest.mark.parametrize(("op", "style"), LRO_STYLE_CASES, ids=lambda v: str(v))
+async def test_every_lro_style_of_a_route_query_is_read_or_unknown_never_no_routes(
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, changes: Changes, op: str, style: str
+) -> None:
+    story = Story(emulator, changes)
+    async with Runtime(load_settings(settings_env(emulator, azurite.connection_string, storage_prefix))) as rt:
+        await opened(rt, emulator, story)
+        with emulator.world.lock:
+            emulator.world.lro_styles = [OperationLroStyle(op, style, subscription=SUB[A])]  # type: ignore[arg-type]
+        story.passes.append(await run_pass(rt, fleet_desired(emulator)))
+        a = target_report(story.faulted, A)
+        if style == "azure-async-operation":
+            # Microsoft's examples answer so: the client ends holding a status, which is no route list.
+            assert op in blind_reads(a), a.to_dict()
+            if op in FEEDS_FIX:
+                assert a.outcomes == [] and changes.changed(A) == 0
+        else:
+            assert op not in blind_reads(a), a.to_dict()
+            assert [o.outcome for o in a.outcomes] == ["fixed"] and a.remaining == [], a.to_dict()
+        other_target_finished(story.faulted)
+        with emulator.world.lock:
+            emulator.world.lro_styles = []
         await healed(rt, story)
 
 

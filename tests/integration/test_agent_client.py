@@ -105,3 +105,11 @@ async def test_the_client_repr_does_not_show_the_token() -> None:
 def test_the_client_refuses_a_plain_http_url_unless_told_it_is_a_lab() -> None:
     with pytest.raises(ConfigurationError, match="in clear"):
         AgentClient("http://10.0.1.6:8179", TOKEN)
+
+
+async def test_a_policy_refusal_names_the_rule_in_the_permanent_error() -> None:
+    body = {"detail": "prefix 192.0.2.0/24 is not in the policy", "rule": "prefixes"}
+    transport = httpx.MockTransport(lambda r: httpx.Response(403, json=body))
+    async with client(transport) as c:
+        with pytest.raises(PermanentError, match=r"policy \(rule prefixes\): prefix 192\.0\.2\.0/24"):
+            await c.apply_intent(BgpIntent(65001, (("10.0.2.4", 65515),), ("192.0.2.0/24",), "10.0.3.4"))

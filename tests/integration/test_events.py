@@ -398,3 +398,49 @@ def test_forged_and_replayed_agent_reports_are_refused(host: LocalHost, emulator
     status, answer, _ = _post(url, b"{", {**head, "x-ars-signature": good})
     assert status == 400 and json.loads(answer) == {"verdict": "malformed"}
     assert _post(url.replace("code=k1", "code=no"), body, {**head, "x-ars-signature": good})[0] == 401
+
+
+# ---- the timer's fallback: the Activity Log says who, when the event was lost ------------------
+
+
+async def test_drift_the_timer_finds_is_attributed_from_the_activity_log(
+    live: Worker, fns: dict[str, Any], emulator: ArmEmulator
+) -> None:
+    from azure.functions.timer import TimerRequest
+
+    pub = EventPublisher(None)  # Event Grid loses every delivery; the Activity Log keeps the writes
+    emulator.events = pub
+    try:
+        scenarios.branch_to_branch_off(emulator)
+        pub.publish(HUB, "write", operation="Microsoft.Network/virtualHubs/write", caller=ALICE)
+        # The reconciler's own later write on the hub is in the Activity Log too, and must not win.
+        pub.publish(HUB, "action", operation="Microsoft.Network/virtualHubs/bgpConnections/learnedRoutes/action",
+                    caller=RECONCILER)  # fmt: skip
+        await fns["reconcile_timer"](TimerRequest(past_due=False))
+        rt = await live.runtime()
+        drift = {d.code: d for d in await rt.ledger.open_drifts(target="hub-weu")}
+        who = drift["BRANCH_TO_BRANCH_DISABLED"].changed_by
+        assert who is not None and who.source.value == "activity-log"
+        assert who.who == "alice@contoso.example" and who.operation == "Microsoft.Network/virtualHubs/write"
+        assert any(r.op == "activity.list" for r in emulator.requests)
+    finally:
+        emulator.events = None
+        pub.close()
+
+
+
+async def test_a_pass_that_could_not_be_queued_is_queued_by_the_redelivery(
+    live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str
+) -> None:
+    from reconciler.errors import TransientError
+
+    await fns["reconcile_event"](decoded(sample("write-success.eventgrid", HUB)))
+    _take(env, storage_prefix)
+    await function_app.EVENTS.claim("hub-weu")  # that pass ran
+    QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).delete_queue()
+    event = sample("delete-success.eventgrid", CONN)
+    with pytest.raises(TransientError):  # the function fails: Event Grid delivers it again
+        await fns["reconcile_event"](decoded(event))
+    QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).create_queue()
+    await fns["reconcile_event"](decoded(event))  # not a replay, and no phantom pending pass to join
+    assert queued(env, storage_prefix) == [("hub-weu", "event")]

@@ -248,3 +248,16 @@ async def test_a_pass_record_storage_refused_is_written_by_the_next_pass_of_the_
     assert [getattr(r, "pass_id", None) for r in events] == [later.pass_id]
     assert getattr(events[0], "targets", None) == (state.targets[0].name,)
     assert isinstance(getattr(events[0], "count_drifts", None), int)
+
+
+async def test_concurrent_passes_of_one_worker_write_every_pass_record(
+    runtime: Runtime, state: desired.DesiredState
+) -> None:
+    # A worker runs its timer pass, event-driven passes and HTTP passes on one event loop: their
+    # pass-record writes interleave over the worker's shared backlog of unwritten records.
+    reports = await asyncio.gather(*(run(runtime, state, trigger=f"p{i}") for i in range(6)))
+    assert all(not r.errors for r in reports), [r.errors for r in reports]
+    assert runtime.ledger is not None and runtime.services is not None
+    written = {p.pass_id for p in await runtime.ledger.passes(limit=20)}
+    assert written == {r.pass_id for r in reports}
+    assert not runtime.services.unwritten

@@ -184,3 +184,8 @@ async def test_a_cached_failure_keeps_its_fixed_reason() -> None:
             await service.health()
         assert exc.value.reason is HealthReason.VTY_UNREACHABLE
     assert frr.calls == 1
+
+
+def test_an_empty_token_never_matches() -> None:
+    assert not tokens.TokenSet("").accepts("")
+    assert not tokens.TokenSet(secrets.token_urlsafe(32)).accepts("")

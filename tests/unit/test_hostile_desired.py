@@ -261,3 +261,52 @@ def test_property_runs_use_a_known_seed(pytestconfig: pytest.Config) -> None:
 
     seed = pytestconfig.getoption("hypothesis_seed")
     assert seed is not None and str(hypothesis.core.global_force_seed) == str(seed)
+
+
+# The class behind "prefixes: [false] is 0.0.0.0/32": any address, prefix or ASN position given a
+# value of the wrong JSON type must be refused at exactly that path, never coerced.
+TYPED_LEAVES = ("prefixes", "ip", "asn", "private_ip", "onprem_peers", "prefix", "next_hop_ip")
+wrong_typed = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(0, 255), max_size=4),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+def _typed_paths(doc: Any) -> list[tuple[Any, ...]]:
+    """Paths of the address/prefix/ASN values in a document (list items for the list fields)."""
+    found = []
+    for path in _paths(doc):
+        names = [p for p in path if isinstance(p, str)]
+        if not names or names[-1] not in TYPED_LEAVES:
+            continue
+        value: Any = doc
+        for part in path:
+            value = value[part]
+        if isinstance(value, list):
+            continue  # its items are paths of their own
+        found.append(path)
+    return found
+
+
+@settings(HOSTILE, max_examples=200)
+@given(data=st.data(), fmt=st.sampled_from(["json", "yaml"]))
+def test_a_wrong_typed_address_prefix_or_asn_is_refused_at_its_path(data: st.DataObject, fmt: str) -> None:
+    doc = copy.deepcopy(data.draw(st.sampled_from([REFERENCE, TWO])))
+    path = data.draw(st.sampled_from(_typed_paths(doc)))
+    value = data.draw(wrong_typed)
+    if path[-1] == "asn" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value) + 0.5  # an integer is the right type for an ASN; make it a wrong one
+    parent: Any = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = value
+    result = outcome(as_text(doc, fmt), f"typed.{fmt}")
+    assert isinstance(result, DesiredStateError), f"{path} = {value!r} was accepted"
+    where = desired._loc(path)
+    assert any(p == where or p.startswith(where + ".") or p.startswith(where + "[") for p, _ in result.problems), (
+        where,
+        result.problems,
+    )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from azure.mgmt.network.aio import NetworkManagementClient
 
+from reconciler import activity_log
 from reconciler.arm import RAW_READ_ACTIONS, StaticTokenCredential
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,7 +105,14 @@ def test_reader_role_is_exactly_the_collectors_read_actions() -> None:
     reads = {c for c in sdk_calls() if c[1] not in WRITES}
     expected = {ACTIONS[c] for c in reads} | (LRO_POLLING if any(m.startswith("begin_") for _, m in reads) else set())
     expected |= {RAW_READ_ACTIONS[op] for op in read_operations() - SDK_READS}
+    expected |= {activity_log.READ_ACTION}  # "changed by" for drift the timer found (reconciler.activity_log)
     assert actions(READER) == expected
+
+
+def test_the_activity_log_query_is_the_read_the_role_grants() -> None:
+    path = activity_log.query_path("s", "/subscriptions/s/x", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    assert path.startswith("/subscriptions/s/providers/Microsoft.Insights/eventtypes/management/values?")
+    assert activity_log.READ_ACTION in actions(READER)
 
 
 def test_fixer_role_is_exactly_the_opt_in_write_actions() -> None:

@@ -178,3 +178,16 @@ def test_the_shipped_worlds_and_examples_keep_to_the_rules() -> None:
         World.from_dict(yaml.safe_load(path.read_text()))
     for path in sorted((root / "schemas" / "examples").glob("*.yaml")):
         desired.load(path)
+
+
+@pytest.mark.parametrize("asn", [8074, 12076, 65535, 4200000000])
+def test_the_agent_refuses_a_local_asn_route_server_would_not_peer_with(asn: int) -> None:
+    # The agent kept its own shorter list (no Azure public ASNs, 32-bit allowed); now the one list.
+    from pydantic import ValidationError
+
+    from nva_agent.models import BgpIntent
+
+    intent = {"local_asn": asn, "neighbors": [{"ip": "10.0.2.4", "asn": 65515}], "prefixes": ["0.0.0.0/0"]}
+    with pytest.raises(ValidationError, match="cannot peer with Route Server"):
+        BgpIntent.model_validate(intent)
+    assert BgpIntent.model_validate({**intent, "local_asn": 65001}).local_asn == 65001

@@ -1,0 +1,122 @@
+"""The demo's event-driven part: breaks repaired within seconds with "changed by" shown, and the
+timer still catching a change whose event was lost.
+
+Owns that part of the story only. Runs the Functions app's own function objects on the local host
+(Event Grid webhook, agent change reports, the fan-out queue pumped as the host does), with the
+emulator publishing Event Grid events and the emulated agent reporting FRR changes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, TextIO
+
+from emulator import ArmEmulator
+from emulator.agent_reports import AgentReporter
+from emulator.events import ALICE, RECONCILER, EventPublisher
+from localenv import scenarios
+from localenv.azurite import Azurite
+
+NET = f"/subscriptions/{scenarios.SUB}/resourceGroups/{scenarios.RG}/providers/Microsoft.Network"
+DELIVERY_DELAY_S = 1.0
+
+
+def events_demo(emu: ArmEmulator, az: Azurite, out: TextIO) -> int:
+    """Needs the app settings already in the environment (the demo's HTTP part sets them)."""
+    from localenv.host import LocalHost, functions, load_app, trigger
+    from reconciler.composition import Worker
+    from reconciler.event_intake import EventIntake
+    from reconciler.fanout import poison_queue
+
+    print("\n== Seconds, not minutes: event-driven passes and who changed what", file=out)
+    os.environ["ARS_EVENT_OWN_IDS"] = RECONCILER.app_id  # the reconciler's own calls start nothing
+    fa = load_app()
+    fa.WORKER = Worker.from_environment(fa.APP_ROOT)
+    fa.SETTINGS = fa.WORKER.settings
+    fa.EVENTS = EventIntake(fa.SETTINGS)
+    bound = trigger(functions(fa.app)["reconcile_queue"])["queueName"]
+    q = fa.SETTINGS.fanout_queue
+
+    async def close() -> None:
+        await fa.EVENTS.aclose()
+        await fa.WORKER.aclose()
+
+    problems = 0
+    with LocalHost(fa.app, storage_connection=az.connection_string, on_close=close,
+                   queue_names={bound: q, poison_queue(bound): poison_queue(q)}) as host:  # fmt: skip
+        pub = EventPublisher(f"{host.url}/runtime/webhooks/eventgrid?functionName=reconcile_event",
+                             delay_s=DELIVERY_DELAY_S)  # fmt: skip
+        emu.events = pub
+        reporter = AgentReporter(emu, f"{host.url}/api/agent/changes", period_s=1.0)
+        rt = host.run(fa.WORKER.runtime())
+        try:
+            print(f"  Event Grid delivers {DELIVERY_DELAY_S:.0f} s after a change; the agent looks at FRR every 1 s;"
+                  f" a pass waits {fa.SETTINGS.event_settle:.0f} s for the burst to land", file=out)  # fmt: skip
+
+            t0 = time.monotonic()
+            with emu.world.lock:
+                fw = emu.world.firewall(scenarios.SUB, scenarios.RG, scenarios.FW)
+                old, fw.private_ip = fw.private_ip, "10.0.3.6"
+            print(f"\n  break: {ALICE.upn} redeploys Azure Firewall: its private IP moves {old} -> 10.0.3.6", file=out)
+            print("         (ARM publishes the write; the NVA still points at the old IP)", file=out)
+            pub.publish(f"{NET}/azureFirewalls/{scenarios.FW}", "write", caller=ALICE)
+            problems += _await(host, rt, t0, "ROUTE_NEXT_HOP_WRONG", "resolved", out)
+
+            t0 = time.monotonic()
+            print(f"\n  break: {scenarios.default_route_withdrawn(emu)} (a vtysh edit: no ARM event)", file=out)
+            problems += _await(host, rt, t0, "ROUTE_MISSING", "resolved", out)
+
+            t0 = time.monotonic()
+            pub.drop_next()
+            print(f"\n  break: {scenarios.branch_to_branch_off(emu)}, and its event is lost in transit", file=out)
+            pub.publish(f"{NET}/virtualHubs/{scenarios.RS}", "write", caller=ALICE)
+            time.sleep(fa.SETTINGS.event_settle + DELIVERY_DELAY_S + 2)
+            host.drain(deadline_s=30)
+            seen = "BRANCH_TO_BRANCH_DISABLED" in _open(host, rt)
+            print(f"  {time.monotonic() - t0:5.1f} s  no event arrived: nothing noticed yet" if not seen
+                  else "  unexpected: noticed without an event", file=out)  # fmt: skip
+            problems += int(seen)
+            print("  the timer ticks (the safety net):", file=out)
+            host.fire_timer()
+            found = {d.code: d for d in host.run(rt.ledger.open_drifts(target="hub-weu"))}
+            if "BRANCH_TO_BRANCH_DISABLED" in found:
+                who = found["BRANCH_TO_BRANCH_DISABLED"].changed_by
+                print(f"  {time.monotonic() - t0:5.1f} s  drift recorded by the timer pass: BRANCH_TO_BRANCH_DISABLED"
+                      f" (a human fixes it) — changed by {who.describe() if who else 'unknown'}", file=out)  # fmt: skip
+            else:
+                print("  unexpected: the timer pass did not record BRANCH_TO_BRANCH_DISABLED", file=out)
+                problems += 1
+            with emu.world.lock:
+                emu.world.route_server(scenarios.SUB, scenarios.RG, scenarios.RS).branch_to_branch = True
+            counts = {v.value: n for v, n in fa.EVENTS.counts.items()}
+            print(f"\n  events and reports seen: {counts} (self = the reconciler's own ARM calls and fixes)", file=out)
+        finally:
+            emu.events = None
+            reporter.close()
+            pub.close()
+    return problems
+
+
+def _open(host: Any, rt: Any) -> set[str]:
+    return {d.code for d in host.run(rt.ledger.open_drifts(target="hub-weu"))}
+
+
+def _await(host: Any, rt: Any, t0: float, code: str, kind: str, out: TextIO, timeout: float = 30.0) -> int:
+    """Pump the queue like the host until `code` reaches `kind` in the ledger; print when and who."""
+    shown: set[str] = set()
+    since = time.time() - (time.monotonic() - t0)  # the break, on the wall clock the ledger uses
+    while time.monotonic() - t0 < timeout:
+        host.drain(deadline_s=30)
+        rows = host.run(rt.ledger.history(target="hub-weu", limit=30))
+        for h in sorted(rows, key=lambda r: (r["at"], r["kind"] != "opened")):
+            if h.get("code") != code or h["kind"] in shown or h["at"].timestamp() < since:
+                continue
+            shown.add(h["kind"])
+            who = f" — changed by {h['changed_by']}" if h.get("changed_by") else ""
+            print(f"  {time.monotonic() - t0:5.1f} s  {code} {h['kind']}{who}", file=out)
+        if kind in shown:
+            return 0
+        time.sleep(0.1)
+    print(f"  unexpected: {code} not {kind} within {timeout:.0f} s", file=out)
+    return 1

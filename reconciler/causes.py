@@ -1,0 +1,57 @@
+"""Which drift explains which: the one cause table.
+
+Owns `CAUSES`. Two decisions read it: inhibition (alerts: a consequence does not page on its own
+while its cause is active) and grouping (incident: a cause and its consequences are one card).
+Pure data; must not know how drift is found, alerted or shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.drift import DriftCode
+
+
+@dataclass(frozen=True)
+class CauseRule:
+    """A drift with code `cause` explains drifts with a code in `consequences` on the same target,
+    when every subject part named in `equal` is present in both and the same."""
+
+    cause: DriftCode
+    consequences: frozenset[DriftCode]
+    equal: tuple[str, ...] = ()
+
+
+_GATEWAY = frozenset({DriftCode.GATEWAY_NOT_LEARNING, DriftCode.GATEWAY_NOT_ADVERTISING})
+_ROUTES = frozenset({DriftCode.ROUTE_MISSING, DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_REJECTED_LOOP})
+# A probe NIC's real route follows what Route Server programs (reconciler.trace puts it downstream).
+_NIC = frozenset({DriftCode.NIC_ROUTE_WRONG})
+
+# Earlier rules win when two causes could explain the same drift: the deeper cause first.
+CAUSES: tuple[CauseRule, ...] = (
+    # The hub itself is broken: everything downstream follows. Blindness is about the reconciler.
+    CauseRule(
+        DriftCode.ROUTE_SERVER_UNHEALTHY,
+        frozenset(DriftCode) - {DriftCode.ROUTE_SERVER_UNHEALTHY, DriftCode.OBSERVATION_FAILED},
+    ),
+    # No firewall IP: the next hop and what the gateway carries are wrong by consequence.
+    CauseRule(
+        DriftCode.FIREWALL_UNHEALTHY, _GATEWAY | _NIC | {DriftCode.ROUTE_NEXT_HOP_WRONG, DriftCode.ROUTE_MISSING}
+    ),
+    # Branch-to-branch off: the gateway stops learning (and so advertising) what the NVA sends.
+    CauseRule(DriftCode.BRANCH_TO_BRANCH_DISABLED, _GATEWAY),
+    # No usable bgpConnection: its sessions are down and its routes are missing.
+    *(
+        CauseRule(code, frozenset({DriftCode.PEER_DOWN}) | _ROUTES, equal=("peer",))
+        for code in (DriftCode.PEER_MISSING, DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED)
+    ),
+    # A session down on one instance: that instance learned nothing from the peer.
+    CauseRule(DriftCode.PEER_DOWN, _ROUTES, equal=("peer", "instance")),
+    # The route reaches Route Server wrong or not at all (a firewall IP change, a route-map edit):
+    # the gateway then lacks it and does not advertise it on-premises.
+    CauseRule(DriftCode.ROUTE_NEXT_HOP_WRONG, _GATEWAY | _NIC, equal=("prefix",)),
+    CauseRule(DriftCode.ROUTE_MISSING, _GATEWAY | _NIC, equal=("prefix",)),
+    CauseRule(
+        DriftCode.GATEWAY_NOT_LEARNING, frozenset({DriftCode.GATEWAY_NOT_ADVERTISING}), equal=("gateway", "prefix")
+    ),
+)

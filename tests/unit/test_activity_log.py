@@ -1,0 +1,55 @@
+"""The Activity Log fallback: which resources a drift points at, and which logged change wins. Pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.activity_log import latest_change, query_path, resources_for
+from reconciler.attribution import ChangeSource
+from reconciler.drift import Drift, DriftCode
+from reconciler.events import normalise_id
+from tests.unit.factories import target
+
+OWN = frozenset({normalise_id("a1b2c3d4-0000-4000-8000-00000000ec01")})
+
+
+def entry(op: str, at: str, *, upn: str = "", appid: str = "app-x", status: str = "Succeeded") -> dict[str, Any]:
+    claims = {"appid": appid, **({"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": upn} if upn else {})}
+    return {"operationName": {"value": op}, "status": {"value": status}, "eventTimestamp": at, "claims": claims,
+            "caller": upn or appid, "correlationId": "c1", "resourceId": "/subscriptions/s/r"}  # fmt: skip
+
+
+def test_nva_side_drift_points_at_no_azure_resource() -> None:
+    t = target()
+    assert resources_for(t, [Drift(t.name, DriftCode.ROUTE_NEXT_HOP_WRONG, "peer=nva1", "")]) == []
+
+
+def test_azure_side_drift_points_at_its_resource() -> None:
+    t = target()
+    hub = resources_for(t, [Drift(t.name, DriftCode.BRANCH_TO_BRANCH_DISABLED, "hub", "")])
+    assert len(hub) == 1 and hub[0].endswith(f"/virtualHubs/{t.route_server}")
+
+
+def test_the_newest_change_by_someone_else_wins() -> None:
+    got = latest_change(
+        [
+            entry("Microsoft.Network/virtualHubs/write", "2026-12-02T10:00:00Z", upn="bob@x"),
+            entry("Microsoft.Network/virtualHubs/write", "2026-12-02T11:00:00Z", upn="alice@x"),
+            entry("Microsoft.Network/virtualHubs/write", "2026-12-02T12:00:00Z", appid="a1b2c3d4-0000-4000-8000-00000000ec01"),
+            entry("Microsoft.Network/virtualHubs/write", "2026-12-02T12:30:00Z", upn="eve@x", status="Failed"),
+            entry("Microsoft.Network/virtualHubs/read", "2026-12-02T12:40:00Z", upn="mallory@x"),
+        ],
+        OWN,
+    )
+    assert got is not None and got.who == "alice@x" and got.source is ChangeSource.ACTIVITY_LOG
+    assert got.at == datetime(2026, 12, 2, 11, 0, tzinfo=UTC)
+
+
+def test_garbage_entries_are_skipped() -> None:
+    assert latest_change([{}, {"status": "x"}, entry("a/write", "not a time")], OWN) is None
+
+
+def test_the_query_filters_by_time_and_resource() -> None:
+    path = query_path("s", "/subscriptions/s/r", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    assert "api-version=2015-04-01" in path and "resourceUri%20eq%20%27/subscriptions/s/r%27" in path
