@@ -14,7 +14,7 @@ the fault and runs the next pass. After every case:
   the pass's card as the report shows it.
 
 The process-kill case (a pass SIGKILLed mid-flight in a subprocess) lives at the end of the file.
-CI runs 90 cases; `FAULT_MATRIX=full` adds every fault on the reads that do not feed the fix (102).
+CI runs 92 cases; `FAULT_MATRIX=full` adds every fault on the reads that do not feed the fix (107).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def other_target_finished(report: PassReport) -> None:
 # The reads the NVA intent is built from (plan._NVA_INPUTS + the peer's own routes and agent).
 FEEDS_FIX = {"hub.get", "bgp.list", "routes.learned", "firewall.get", "agent.state"}
 ARM_READS = ["hub.get", "bgp.list", "routes.learned", "gateway.learned", "gateway.advertised",
-             "firewall.get", "vnet.get", "routetable.get"]  # fmt: skip
+             "firewall.get", "firewall.health", "vnet.get", "routetable.get"]  # fmt: skip
 LRO_READS = ["routes.learned", "gateway.learned", "gateway.advertised"]
 PERSISTENT_FAULTS: dict[str, Fault] = {
     "timeout": Fault.latency(seconds=1.5),
