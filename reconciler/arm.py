@@ -1,12 +1,15 @@
 """ARM adapter: reads (and the opt-in writes) through azure-mgmt-network's async client.
 
-Owns client construction, concurrency bounds, per-subscription pacing and the translation of SDK
-objects and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
+Owns client construction, concurrency bounds, per-subscription pacing and the translation of ARM
+answers and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
+Reads go through the SDK's pipeline (auth, retries, pacing) but come back as raw JSON, which
+`arm_shapes` checks and translates; a body of the wrong shape is Unknown, never an exception.
 Must not judge drift. Only this module and the other adapters import azure.*.
 
-Cost per healthy target (what `bench/fleet.py` measures): hub, peer list, firewall, one GET per
-VNet, one GET per distinct route table, and two requests per route query (POST, then one GET of
-its Location once the Retry-After has passed) -- 14 for a hub with two NVA peers and one gateway.
+Cost per healthy target (what `bench/fleet.py` measures): hub, peer list, firewall and its
+FirewallHealth metric, one GET per VNet, one GET per distinct route table, the gateway itself for a
+VPN gateway, and two requests per route query (POST, then one GET of its Location once the
+Retry-After has passed) -- 15 for a hub with two NVA peers and one ExpressRoute gateway.
 """
 
 from __future__ import annotations

@@ -259,23 +259,27 @@ def incident_card(incident: Incident, links: Links, target: Target | None, pass_
 def overflow_card(
     name: str, incidents: Sequence[Incident], links: Links, target: Target | None, pass_id: str
 ) -> dict[str, Any]:
-    """The incidents past MAX_CARDS_PER_TARGET, one line each, truncated to fit the budget."""
+    """The incidents past MAX_CARDS_PER_TARGET, summed up by kind and code (count and a few
+    examples each), so a flood reads in a glance; truncated to fit the budget."""
     worst = incidents[0]
     style = _LOOK[worst.kind][1]
     header = [{
         "type": "Container", "style": style, "bleed": True, "items": [
             _text(f"{len(incidents)} more incident(s) · {clean(name, 120)}", id="kind", weight="Bolder", size="Small"),
-            _text("More incidents in this pass than cards allowed; each in one line", id="cause", weight="Bolder",
+            _text("More incidents in this pass than cards allowed, by kind and code", id="cause", weight="Bolder",
                   size="Large", spacing="Small"),
         ],
     }]
     facts = {"type": "FactSet", "id": "facts", "facts": [{"title": t, "value": v} for t, v in _place(target)]}
     actions = _actions(links, target, name, pass_id, [])
-    lines = [
-        _text(f"• {_LOOK[i.kind][0]} {i.code.value}: {untrusted(i.causes[0].message or i.causes[0].subject, 160)}"
-              + (f" (+{len(i.consequences)})" if i.consequences else ""), spacing="None")
-        for i in incidents
-    ]
+    groups: dict[tuple[Kind, DriftCode], list[Incident]] = {}
+    for i in incidents:  # already most severe first
+        groups.setdefault((i.kind, i.code), []).append(i)
+    lines = []
+    for (kind, code), items in groups.items():
+        examples = ", ".join(untrusted(_plain_subject(i.causes[0].subject), 60) for i in items[:3])
+        more = f", and {len(items) - 3} more" if len(items) > 3 else ""
+        lines.append(_text(f"• {_LOOK[kind][0]} {code.value} × {len(items)}: {examples}{more}", spacing="Small"))
     kept: list[dict[str, Any]] = []
     for line in lines:
         trial = _envelope([*header, facts, *kept, line, _more(len(lines))], actions)
@@ -377,6 +381,8 @@ def _did(incident: Incident) -> str:
         return "No longer observed; the reconciler did not change it (fixed by hand or by Azure)."
     if cause.why_not:
         return f"Did nothing: {untrusted(cause.why_not, 300)}"
+    if cause.code == DriftCode.OBSERVATION_FAILED:
+        return "Changes nothing it cannot see: unknown is not absent."
     return "Did nothing this pass."
 
 

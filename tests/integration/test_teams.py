@@ -22,7 +22,11 @@ from reconciler.drift import Drift, DriftCode
 from reconciler.errors import PermanentError, TransientError
 from reconciler.notify import AlertStep, heartbeat, notify
 from reconciler.outbox import MAX_REJECTIONS, AlertStore, MessageRejected
+from reconciler.outcome import ActionOutcome
+from reconciler.plan import Step, StepKind
+from reconciler.service import StepOutcome, TargetReport
 from reconciler.teams import Pacer, TeamsWebhook
+from tests.unit import factories
 
 pytestmark = pytest.mark.azurite
 
@@ -311,8 +315,8 @@ def titles(webhook: WebhookReceiver) -> list[tuple[str, str]]:
     out = []
     for r in webhook.accepted():
         header = r.json()["attachments"][0]["content"]["body"][0]["items"][0]["text"]
-        kind, _severity, target = header.split(" · ")
-        out.append((target, kind))
+        words = header.split(" · ")  # WORD · severity · target, or WORD · target for a notice
+        out.append((words[-1], words[0]))
     return out
 
 
@@ -434,3 +438,34 @@ async def test_a_markdown_link_in_agent_text_reaches_teams_inert(
     texts = json.dumps(card.json()["attachments"][0]["content"]["body"], ensure_ascii=False)
     assert "[Sign in](" not in texts and "https://evil" not in texts
     assert "https\\\\[:\\\\]//evil.example" in texts  # shown, defanged and escaped
+
+
+# --- fixed automatically --------------------------------------------------------------------------
+
+
+def fixed_report(drift: Drift) -> TargetReport:
+    step = Step(drift.target, StepKind.AGENT_INTENT, "nva1", (drift.identity,), "ROUTE_NEXT_HOP_WRONG")
+    return TargetReport(drift.target, status="ok", drifts=[drift], outcomes=[
+        StepOutcome(step, ActionOutcome.FIXED, "agent: next hop set")], remaining=[])
+
+
+@pytest.mark.parametrize("notice", [True, False])
+async def test_drift_fixed_within_a_pass_is_a_compact_notice_unless_switched_off(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient, notice: bool
+) -> None:
+    hop = Drift("hub", DriftCode.ROUTE_NEXT_HOP_WRONG, "peer=nva1/instance=IN_0/prefix=0.0.0.0/0", "wrong",
+                expected="next hop 10.0.3.4", observed="next hop 10.0.1.6")
+    step = AlertStep(store, hook_for(webhook, client), AlertRules(), DRIFT_URL, None, client, fixed_notice=notice)
+    await step.after_target(factories.target(), fixed_report(hop), "p1", T0)
+    assert titles(webhook) == ([("hub", "FIXED AUTOMATICALLY")] if notice else [])
+
+
+async def test_a_fix_of_drift_the_channel_already_heard_is_its_resolved_card_not_a_notice(
+    store: AlertStore, webhook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    udr = Drift("hub", DriftCode.UDR_INVARIANT_BROKEN, "subnet=hub-vnet:AzureFirewallSubnet/prefix=0.0.0.0/0", "lost")
+    step = AlertStep(store, hook_for(webhook, client), AlertRules(), DRIFT_URL, None, client)
+    firing = TargetReport("hub", status="drift", drifts=[udr], remaining=[udr])
+    await step.after_target(factories.target(), firing, "p1", T0)
+    await step.after_target(factories.target(), fixed_report(udr), "p2", T0 + timedelta(minutes=5))
+    assert titles(webhook) == [("hub", "FIRING"), ("hub", "RESOLVED")]
