@@ -284,3 +284,14 @@ async def test_the_emulator_refuses_a_partial_hub_body_and_replaces_on_put(emula
     # What the body left out went back to its default: a merge would have kept ASPath.
     assert (hub.hub_routing_preference, rs.routing_preference) == ("ExpressRoute", "ExpressRoute")
     assert hub.provisioning_state == "Succeeded"
+
+
+async def test_a_key_that_is_not_an_instance_is_logged_once(
+    arm: Arm, emulator: ArmEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "valueForThisTestOnly"  # the logged-once set is per process: a key no other test uses
+    emulator.inject("routes.learned", Fault.body(learned_body(**{key: None}), count=None), subscription="sub-1")
+    with caplog.at_level("INFO", logger="reconciler.arm"):
+        for _ in range(2):
+            assert diff(REFERENCE, await arm.observe(REFERENCE)) == []
+    assert sum(key in r.getMessage() for r in caplog.records) == 1
