@@ -322,6 +322,41 @@ async def test_a_refused_hub_write_is_deferred_recorded_and_done_by_a_later_pass
         await healed(rt, story, webhook)
 
 
+async def test_a_hub_changed_between_the_writes_get_and_put_is_not_overwritten_and_is_deferred(
+    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, changes: Changes
+) -> None:
+    """The emulator's own If-Match check (no injected 412): another writer changes the hub while
+    our PUT is on its way; ARM answers 412, nothing is overwritten, the step is deferred."""
+    env = settings_env(emulator, azurite.connection_string, storage_prefix)
+    story = Story(emulator, changes)
+    async with Runtime(load_settings(env)) as rt:
+        await opened(rt, emulator, story)
+        hub_a = emulator.world.route_server(SUB[A], "rg-hub", "ars-hub")
+        with emulator.world.lock:
+            hub_a.branch_to_branch = False
+        gets = sum(1 for r in emulator.requests if r.op == "hub.get" and r.subscription == SUB[A])
+        emulator.inject("hub.put", Fault.latency(seconds=1.0, count=1), subscription=SUB[A])
+        task = asyncio.create_task(run_pass(rt, with_azure_writes(emulator, A)))
+        deadline = time.monotonic() + 10
+        # The pass reads the hub once to observe and once more for the write: then its PUT is on
+        # the wire (held by the latency) when another writer bumps the hub's ETag.
+        while sum(1 for r in emulator.requests if r.op == "hub.get" and r.subscription == SUB[A]) < gets + 2:
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.01)
+        with emulator.world.lock:
+            hub_a.generation += 1
+        story.passes.append(await task)
+        a = target_report(story.faulted, A)
+        outcomes = {o.step.kind.value: (o.outcome, o.detail) for o in a.outcomes}
+        assert outcomes["enable_branch_to_branch"][0] == "deferred", a.to_dict()
+        assert "412" in outcomes["enable_branch_to_branch"][1]
+        assert hub_a.branch_to_branch is False  # the other writer's hub was not overwritten
+        assert any(r.op == "hub.put" and r.status == 412 for r in emulator.requests)
+        story.passes.append(await run_pass(rt, with_azure_writes(emulator, A)))
+        assert hub_a.branch_to_branch is True
+        await healed(rt, story)
+
+
 # ---- verify -----------------------------------------------------------------------------------
 
 VERIFY_CASES = {

@@ -82,3 +82,23 @@ async def test_a_nic_that_is_gone_is_drift_not_unknown(arm: Arm, emulator: ArmEm
         emulator.world.nics = [n for n in emulator.world.nics if n.name != "vm1-nic"]
     found = {(d.code, d.subject) for d in diff(REFERENCE, await arm.observe(REFERENCE))}
     assert found == {(C.NIC_ROUTE_WRONG, "nic=vm1-nic/prefix=0.0.0.0/0")}
+
+
+@pytest.mark.parametrize("style", ["location", "azure-async-operation", "both"])
+async def test_every_lro_style_of_the_nic_read_is_read_or_unknown_never_no_routes(
+    arm: Arm, emulator: ArmEmulator, style: str
+) -> None:
+    from emulator.world import OperationLroStyle
+
+    with emulator.world.lock:
+        emulator.world.lro_styles = [OperationLroStyle("nic.routes", style)]  # type: ignore[arg-type]
+    obs = await arm.observe(REFERENCE)
+    routes = obs.nics["vm1-nic"]
+    if isinstance(routes, Unknown):
+        # Azure-AsyncOperation only leaves the client with the operation status: no route list, unknown.
+        assert {d.subject for d in diff(REFERENCE, obs)} == {
+            f"read=nic.routes/resource={nic}" for nic in ("nva1-nic", "vm1-nic")
+        }
+    else:
+        assert routes, "an answer that is not a route list must be unknown, never 'no routes'"
+        assert diff(REFERENCE, obs) == []
