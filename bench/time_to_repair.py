@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -185,6 +186,7 @@ class Rig:
         ).start(pump_queues=True)  # fmt: skip
         self.rt = self.host.run(self.fa.WORKER.runtime())
         self._last_measured = 0.0
+        self.rng = random.Random(16)
         self.pub: EventPublisher | None = None
         self.reporter: AgentReporter | None = None
         self._stop = threading.Event()
@@ -263,6 +265,8 @@ class Rig:
         await reconcile(self.rt.services, self.fa.WORKER.desired(), trigger="http")
 
     def measure(self, b: Break, timeout: float) -> dict[str, float | None]:
+        # A break lands at a random point of the timer's period (not just after the heal's tick).
+        time.sleep(self.rng.uniform(0, self.interval))
         cards_before = len(self.hook.accepted())
         t0 = time.time()
         b.make(self.emu, self.pub)

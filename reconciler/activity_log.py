@@ -111,7 +111,8 @@ class ActivityLog:
     async def who_changed(self, target: Target, drifts: Sequence[Drift], now: datetime) -> Attribution | None:
         changes: list[Attribution] = []
         for resource in resources_for(target, drifts):
-            path = query_path(target.subscription_id, resource, now - self._window, now)
+            # The filter takes whole seconds: round the end up, or a change in this second is missed.
+            path = query_path(target.subscription_id, resource, now - self._window, now + timedelta(seconds=1))
             try:
                 entries = await self._arm.get_json(target.subscription_id, path)
             except Exception as exc:  # not knowing who is never a failure of the pass
