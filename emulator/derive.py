@@ -22,7 +22,11 @@ LearnedSource = Callable[[int], "list[dict[str, object]] | None"]
 LearnedSources = Mapping[str, LearnedSource]
 
 
-def instance_key(index: int) -> str:
+def instance_key(index: int, rs: RouteServer | None = None) -> str:
+    """The instance name for the instance at virtualRouterIps[index]; `instances_reversed` numbers
+    them from the other end, as published output shows (IN_0 on the higher address)."""
+    if rs is not None and rs.instances_reversed:
+        index = len(rs.ips) - 1 - index
     return f"RouteServiceRole_IN_{index}"
 
 
@@ -58,7 +62,7 @@ def learned_routes(
     nva = world.find_nva(conn.peer_ip)
     for i, local in enumerate(rs.ips):
         if source is not None:
-            result[instance_key(i)] = [_normalise(r, local, conn.peer_ip) for r in source(i) or []]
+            result[instance_key(i, rs)] = [_normalise(r, local, conn.peer_ip) for r in source(i) or []]
             continue
         routes: list[RouteDict] = []
         if nva is not None and session_matches(conn, nva) and i in conn.connected_instances:
@@ -69,7 +73,7 @@ def learned_routes(
                     for prefix, next_hop, as_path in sent
                     if not has_ars_asn(as_path)
                 ]
-        result[instance_key(i)] = routes
+        result[instance_key(i, rs)] = routes
     return result
 
 
@@ -79,11 +83,11 @@ def advertised_routes(world: World, rs: RouteServer, conn: BgpConnection) -> dic
     result: dict[str, list[RouteDict]] = {}
     for i, local in enumerate(rs.ips):
         if i not in conn.connected_instances:
-            result[instance_key(i)] = []
+            result[instance_key(i, rs)] = []
             continue
         routes = [_route(local, rs.hub_prefix, local, local, "Igp", str(rs.asn), 0)]
         routes += [_route(local, prefix, local, local, "EBgp", f"{rs.asn}-{as_path}", 0) for prefix, as_path in onprem]
-        result[instance_key(i)] = routes
+        result[instance_key(i, rs)] = routes
     return result
 
 

@@ -110,6 +110,8 @@ class RouteServer:
     generation: int = 1  # bumped by every PUT; the ETag is W/"<generation>"
     # Published `az` output carries `"value": null` beside the instance keys of learned routes.
     learned_value_null: bool = False
+    # Published output names the instance on the higher address RouteServiceRole_IN_0.
+    instances_reversed: bool = False
 
     def connection(self, name: str) -> BgpConnection | None:
         return next((c for c in self.connections if c.name.lower() == name.lower()), None)

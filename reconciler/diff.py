@@ -56,14 +56,26 @@ def instance_name(hub: Hub | Unknown | None, ars_ip: str, learned: Iterable[Inst
 
     The instance is the one whose routes carry that IP as their `localAddress`: published output has
     IN_0 on the higher of the two virtualRouterIps, so the position in that list proves nothing.
-    Only when no learned route names the IP does the position decide.
+    An instance with no routes (its session is down) is the one no other IP claimed; only when the
+    learned routes say nothing at all does the position decide.
     """
+    claimed: dict[str, str] = {}  # ARS IP -> instance, from the routes' localAddress
+    instances: set[str] = set()
     for routes in learned:
         for inst, entries in routes.items():
-            if {r.local_address for r in entries} == {ars_ip}:
-                return inst
-    if isinstance(hub, Hub) and ars_ip in hub.ips:
-        return f"RouteServiceRole_IN_{hub.ips.index(ars_ip)}"
+            instances.add(inst)
+            addresses = {r.local_address for r in entries}
+            if len(addresses) == 1 and None not in addresses:
+                claimed.setdefault(str(next(iter(addresses))), inst)
+    if ars_ip in claimed:
+        return claimed[ars_ip]
+    ips = hub.ips if isinstance(hub, Hub) else ()
+    free_instances = sorted(instances - set(claimed.values()))
+    free_ips = [ip for ip in ips if ip not in claimed]
+    if claimed and free_ips == [ars_ip] and len(free_instances) == 1:
+        return free_instances[0]
+    if ars_ip in ips:
+        return f"RouteServiceRole_IN_{ips.index(ars_ip)}"
     return ars_ip
 
 

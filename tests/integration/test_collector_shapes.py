@@ -295,3 +295,18 @@ async def test_a_key_that_is_not_an_instance_is_logged_once(
         for _ in range(2):
             assert diff(REFERENCE, await arm.observe(REFERENCE)) == []
     assert sum(key in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_instances_numbered_from_the_higher_address_are_read_by_local_address(
+    arm: Arm, emulator: ArmEmulator
+) -> None:
+    rs = emulator.world.route_server("sub-1", "rg-hub", "ars-hub")
+    rs.instances_reversed = True
+    obs = await arm.observe(REFERENCE)
+    learned = obs.learned["nva1"]
+    assert not isinstance(learned, Unknown)
+    assert {inst: {r.local_address for r in routes} for inst, routes in learned.items()} == {
+        "RouteServiceRole_IN_0": {"10.0.2.5"},
+        "RouteServiceRole_IN_1": {"10.0.2.4"},
+    }
+    assert diff(REFERENCE, obs) == []

@@ -74,3 +74,15 @@ def test_an_active_standby_vpn_gateway_is_drift_an_expressroute_one_is_not_judge
     assert (C.GATEWAY_NOT_ACTIVE_ACTIVE, "gateway=vpngw") in found(observation(gateways={"vpngw": standby}), vpn)
     active = replace(standby, config=GatewayConfig("Vpn", True, "Succeeded"))
     assert C.GATEWAY_NOT_ACTIVE_ACTIVE not in {c for c, _ in found(observation(gateways={"vpngw": active}), vpn)}
+
+
+def test_an_instance_with_no_routes_is_the_one_no_other_address_claimed() -> None:
+    # Published numbering: IN_0 on the higher address. The session to .5 is down, so IN_0 is empty;
+    # the agent's down neighbour .5 must be named IN_0 too, or the two findings disagree.
+    learned = {INST[0]: (), INST[1]: (replace(default_route(), local_address=ARS[0]),)}
+    view = AgentView(65001, "h", (AgentNeighborView(ARS[0], 65515, "Established", (Route("0.0.0.0/0", FW, "65001"),)),))
+    obs = observation(learned={"nva1": learned}, agents={"nva1": view})
+    assert found(obs) == {
+        (C.PEER_DOWN, f"peer=nva1/instance={INST[0]}"),
+        (C.ROUTE_MISSING, f"peer=nva1/instance={INST[0]}/prefix=0.0.0.0/0"),
+    }
