@@ -8,9 +8,11 @@ echoes a token; the unauthenticated /v1/health says only fixed reason codes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -172,6 +174,7 @@ def create_app(settings: AgentSettings, frr: FrrPort | None = None, sources: Sou
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        lifespan=_reporting(settings, service, sources),
     )
     app.state.sources = sources
 
@@ -242,6 +245,33 @@ def create_app(settings: AgentSettings, frr: FrrPort | None = None, sources: Sou
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
+
+
+def _reporting(settings: AgentSettings, service: IntentService, sources: Sources) -> Any:
+    """While the app runs: report FRR changes to the reconciler, when NVA_AGENT_REPORT_URL is set."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not settings.report_url:
+            yield
+            return
+        from nva_agent.change_reports import ChangeReporter
+
+        def token() -> str | None:
+            accepted = sources.tokens()
+            return accepted.current if accepted is not None else None
+
+        reporter = ChangeReporter(service.frr, settings.report_url, settings.report_ip, token,
+                                  apply_lock=service.apply_lock, applied=lambda: service.applied)  # fmt: skip
+        task = asyncio.create_task(reporter.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return lifespan
 
 
 def openapi_json(app: FastAPI) -> str:

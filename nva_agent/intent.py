@@ -62,6 +62,8 @@ class IntentService:
         self.clock = clock
         self.policy_source = policy_source
         self._lock = asyncio.Lock()  # concurrent intents are applied one after another
+        self.apply_lock = self._lock  # nva_agent.change_reports reads FRR under it
+        self.applied = 0  # intents applied (the change watcher tells its own changes by it)
         self._health_lock = asyncio.Lock()
         self._health: tuple[float, FrrError | None] | None = None
 
@@ -96,7 +98,9 @@ class IntentService:
         # Before any FRR call: an intent outside the NVA's own policy is refused with FRR untouched.
         policy.check(self.policy_source(), intent)
         async with self._lock:
-            return await self._apply(intent)
+            result = await self._apply(intent)
+            self.applied += 1  # under the lock: the change watcher reads it with FRR's state
+            return result
 
     async def _apply(self, intent: BgpIntent) -> IntentResult:
         # bgpd first: with bgpd down, vtysh still prints a running config, just without

@@ -57,6 +57,11 @@ class AgentSettings:
     max_connections_per_client: int = 8
     """NVA_AGENT_MAX_CONNECTIONS_PER_CLIENT: open connections per source address, so one client
     cannot use up the total (the reconciler needs one or two)."""
+    report_url: str | None = None
+    """NVA_AGENT_REPORT_URL: the reconciler's `POST /api/agent/changes` (with `?code=<function key>`);
+    when set, the agent reports FRR changes it did not make (nva_agent.change_reports)."""
+    report_ip: str = ""
+    """NVA_AGENT_REPORT_IP: this NVA's peering IP as the desired state names it (the report's nva_ip)."""
     frr: FrrPaths = field(default_factory=FrrPaths)
     """NVA_AGENT_FRR_CONFIG_DIR, _VTY_SOCKET, _RUNDIR, _VTYSH, _RELOAD, _PYTHON, _TIMEOUT."""
     timing: Timing = field(default_factory=Timing)
@@ -101,6 +106,11 @@ class AgentSettings:
             raise SettingsError("NVA_AGENT_TLS_CERT and NVA_AGENT_TLS_KEY go together")
         if client_ca and not cert:
             raise SettingsError("NVA_AGENT_TLS_CLIENT_CA (mutual TLS) needs NVA_AGENT_TLS_CERT and NVA_AGENT_TLS_KEY")
+        report_url, report_ip = env.get("NVA_AGENT_REPORT_URL") or None, env.get("NVA_AGENT_REPORT_IP", "")
+        if report_url and not report_ip:
+            raise SettingsError("NVA_AGENT_REPORT_URL needs NVA_AGENT_REPORT_IP (this NVA's peering IP)")
+        if report_url and not report_url.startswith("https://") and not lab:
+            raise SettingsError("NVA_AGENT_REPORT_URL must be https:// (the report carries a function key)")
         d = FrrPaths()
         try:
             frr = FrrPaths(
@@ -129,6 +139,8 @@ class AgentSettings:
                 max_connections_per_client=int(
                     env.get("NVA_AGENT_MAX_CONNECTIONS_PER_CLIENT", cls.max_connections_per_client)
                 ),
+                report_url=report_url,
+                report_ip=report_ip,
                 frr=frr,
                 timing=Timing(verify_timeout=float(env.get("NVA_AGENT_VERIFY_TIMEOUT", Timing.verify_timeout))),
             )
