@@ -1,0 +1,146 @@
+"""Change reports: the agent tells the reconciler, within about a second, that FRR changed.
+
+Owns watching FRR (its running config and its BGP sessions, read every `period_s` with the same
+read-only vtysh commands the state endpoint uses), telling the agent's own applied intents from
+changes made around it (a vtysh edit, a restart, a session lost), and delivering a signed report
+(`POST <url>`; HMAC over timestamp, nonce and body with a key derived from the agent's token; the
+format is the reconciler's `change_report`, restated here: the agent does not import the
+reconciler). Delivery runs beside the watcher with a bounded queue and retries with back-off, so a
+reconciler that cannot be reached never slows FRR or the agent's API down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from nva_agent.frr import FrrError, FrrPort
+
+log = logging.getLogger(__name__)
+LABEL = b"ars-change-report-v1"
+QUEUE_MAX = 32  # reports waiting for delivery; the oldest go first when the reconciler is away
+
+
+def sign(token: str, timestamp: int, nonce: str, body: bytes) -> str:
+    key = hmac.new(token.encode("utf-8"), LABEL, hashlib.sha256).digest()
+    text = f"{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
+    return "v1=" + hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+class ChangeReporter:
+    """Watch FRR and report its changes. `applied()` counts the agent's own successful intents
+    (read under `apply_lock`, so a poll never sees half an apply)."""
+
+    def __init__(
+        self,
+        frr: FrrPort,
+        url: str,
+        nva_ip: str,
+        token: Callable[[], str | None],
+        *,
+        apply_lock: asyncio.Lock,
+        applied: Callable[[], int],
+        period_s: float = 1.0,
+        retries: int = 6,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.frr, self.url, self.nva_ip, self.token = frr, url, nva_ip, token
+        self.apply_lock, self.applied, self.period_s, self.retries = apply_lock, applied, period_s, retries
+        self._transport, self._sleep = transport, sleep
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
+        self.sent = 0
+        self.dropped = 0
+        self._last: tuple[str, str] | None = None
+        self._applied_seen = applied()
+
+    async def fingerprint(self) -> tuple[str, str]:
+        """(running-config hash, sessions summary): what a report compares."""
+        config = await self.frr.running_config()
+        summary = await self.frr.show_json("show bgp summary json")
+        peers = (summary.get("ipv4Unicast") or {}).get("peers") or {}
+        sessions = ",".join(f"{ip}={(p or {}).get('state', '?')}" for ip, p in sorted(peers.items()))
+        return hashlib.sha256(config.encode()).hexdigest(), sessions
+
+    async def poll_once(self) -> dict[str, Any] | None:
+        """Read FRR once; a report when it changed since the last read (None otherwise)."""
+        async with self.apply_lock:
+            try:
+                now = await self.fingerprint()
+            except FrrError as exc:
+                log.info("change watch: FRR not readable: %s", exc)
+                return None
+            applied = self.applied()
+        old, self._last = self._last, now
+        by_agent, self._applied_seen = applied != self._applied_seen, applied
+        if old is None or old == now:
+            return None
+        kind = "config" if old[0] != now[0] else "sessions"
+        summary = "running config changed" if kind == "config" else f"BGP sessions: {old[1]} -> {now[1]}"
+        report = {
+            "v": 1, "nva_ip": self.nva_ip, "kind": kind, "at": datetime.now(UTC).isoformat(),
+            "by": "agent" if by_agent else "outside-agent", "summary": summary[:300],
+            "old_hash": old[0], "new_hash": now[0],
+        }  # fmt: skip
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(report)
+        return report
+
+    async def watch(self) -> None:
+        while True:
+            await self.poll_once()
+            await self._sleep(self.period_s)
+
+    async def deliver(self) -> None:
+        async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:
+            while True:
+                report = await self.queue.get()
+                await self._send(client, report)
+
+    async def _send(self, client: httpx.AsyncClient, report: dict[str, Any]) -> bool:
+        for attempt in range(self.retries):
+            token = self.token()
+            if not token:
+                return False
+            body = json.dumps(report).encode()
+            ts, nonce = int(time.time()), secrets.token_hex(16)
+            headers = {"Content-Type": "application/json", "x-ars-timestamp": str(ts), "x-ars-nonce": nonce,
+                       "x-ars-signature": sign(token, ts, nonce, body)}  # fmt: skip
+            try:
+                resp = await client.post(self.url, content=body, headers=headers)
+                if resp.status_code < 300:
+                    self.sent += 1
+                    return True
+                if resp.status_code < 500:
+                    log.warning("change report refused (%d): not retried", resp.status_code)
+                    return False
+            except httpx.HTTPError as exc:
+                log.info("change report: %s", exc)
+            await self._sleep(min(30.0, 0.5 * 2**attempt))
+        log.warning("change report dropped after %d tries", self.retries)
+        return False
+
+    async def run(self) -> None:
+        """Watch and deliver until cancelled."""
+        tasks = [asyncio.create_task(self.watch()), asyncio.create_task(self.deliver())]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t

@@ -1,0 +1,95 @@
+"""The agent's change reports: FRR changes made around the agent are reported, signed so the
+reconciler's verifier accepts them; its own applied intents are marked as its own; an unreachable
+reconciler is retried with back-off and never blocks the watcher."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from nva_agent.change_reports import ChangeReporter
+from reconciler.change_report import ChangedBy, report_key, verify
+
+TOKEN = "agent-token-0123456789abcdef0123456789abcdef"
+
+
+class FakeFrr:
+    """A small stand-in for FRR's vtysh (FrrPort): a config text and session states."""
+
+    def __init__(self) -> None:
+        self.config = "router bgp 65001\n network 0.0.0.0/0\n"
+        self.states = {"10.0.2.4": "Established", "10.0.2.5": "Established"}
+
+    async def running_config(self) -> str:
+        return self.config
+
+    async def show_json(self, command: str) -> dict[str, Any]:
+        return {"ipv4Unicast": {"peers": {ip: {"state": s} for ip, s in self.states.items()}}}
+
+    async def check(self, config: str) -> None: ...
+    async def reload(self, config: str) -> None: ...
+    async def soft_out(self) -> None: ...
+
+
+def reporter(frr: FakeFrr, handler: Any, applied: list[int]) -> ChangeReporter:
+    async def no_sleep(_: float) -> None:
+        return None
+
+    return ChangeReporter(
+        frr, "https://reconciler.example/api/agent/changes", "10.0.1.6", lambda: TOKEN,
+        apply_lock=asyncio.Lock(), applied=lambda: applied[0], transport=httpx.MockTransport(handler),
+        sleep=no_sleep,
+    )  # fmt: skip
+
+
+async def test_an_outside_edit_is_reported_signed_and_verifiable() -> None:
+    got: list[httpx.Request] = []
+    frr, applied = FakeFrr(), [0]
+    r = reporter(frr, lambda req: (got.append(req), httpx.Response(202))[1], applied)
+    assert await r.poll_once() is None  # first read: the baseline
+    frr.config = "router bgp 65001\n"  # `no network 0.0.0.0/0` typed into vtysh
+    report = await r.poll_once()
+    assert report is not None and report["by"] == "outside-agent" and report["kind"] == "config"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda req: (got.append(req), httpx.Response(202))[1])) as c:
+        assert await r._send(c, r.queue.get_nowait())
+    checked = verify(dict(got[-1].headers), got[-1].content, report_key(TOKEN), datetime.now(UTC))
+    assert checked.by is ChangedBy.OUTSIDE and checked.nva_ip == "10.0.1.6"
+
+
+async def test_a_lost_session_is_reported_and_the_agents_own_apply_is_marked() -> None:
+    frr, applied = FakeFrr(), [0]
+    r = reporter(frr, lambda req: httpx.Response(202), applied)
+    await r.poll_once()
+    frr.states["10.0.2.5"] = "Active"
+    lost = await r.poll_once()
+    assert lost is not None and lost["kind"] == "sessions" and "10.0.2.5=Active" in lost["summary"]
+    frr.config += " neighbor 10.0.2.5 remote-as 65515\n"
+    applied[0] += 1  # the agent applied an intent meanwhile
+    own = await r.poll_once()
+    assert own is not None and own["by"] == "agent"
+    assert await r.poll_once() is None  # nothing changed since
+
+
+async def test_an_unreachable_reconciler_is_retried_then_dropped_without_blocking() -> None:
+    calls = 0
+
+    def down(req: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ConnectError("refused", request=req)
+
+    frr, applied = FakeFrr(), [0]
+    r = reporter(frr, down, applied)
+    await r.poll_once()
+    frr.config = "changed"
+    await r.poll_once()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(down)) as c:
+        assert not await r._send(c, r.queue.get_nowait())
+    assert calls == r.retries
+    for i in range(40):  # the queue is bounded: the oldest reports go, the watcher never waits
+        frr.config = f"edit {i}"
+        await r.poll_once()
+    assert r.queue.qsize() == 32 and r.dropped == 40 - 32
