@@ -176,6 +176,9 @@ class ArmEmulator:
             raise ValueError("page_size must be >= 1")
         if lro_style not in LRO_STYLES:
             raise ValueError(f"lro_style must be one of {LRO_STYLES}")
+        unknown_ops = sorted({o.op for o in world.lro_styles} - ARM_OPS)
+        if unknown_ops:
+            raise ValueError(f"lro_styles name unknown operations {unknown_ops}; known: {sorted(ARM_OPS)}")
         self.world = world
         self.page_size = page_size
         self.latency = dict(latency or {})

@@ -25,7 +25,7 @@ from reconciler.diff import diff, matched_connections
 from reconciler.drift import Drift, DriftCode, is_blind
 from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
 from reconciler.ledger_state import ActionRecord, LedgerChange, PassRecord
-from reconciler.observed import AgentView, Firewall, Hub, Observation, Unknown
+from reconciler.observed import AgentView, Firewall, FirewallHealth, HealthStatus, Hub, Observation, Unknown
 from reconciler.outcome import ActionOutcome
 from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
 from reconciler.trace import Trace, trace
@@ -402,7 +402,11 @@ def known_from(target: Target, obs: Observation) -> Known:
     fw = obs.firewall
     healthy: bool | None
     if isinstance(fw, Firewall):
-        healthy = fw.provisioning_state == "Succeeded" and fw.private_ip is not None
+        # FirewallHealth Unhealthy means it cannot forward; Degraded (SNAT ports exhausted) still
+        # forwards, so it is drift to alert on but not a reason to hold or withdraw the route.
+        metric = obs.firewall_health
+        unhealthy = isinstance(metric, FirewallHealth) and metric.status == HealthStatus.UNHEALTHY
+        healthy = fw.provisioning_state == "Succeeded" and fw.private_ip is not None and not unhealthy
     elif isinstance(fw, Unknown):
         healthy = None
     else:

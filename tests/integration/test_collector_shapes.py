@@ -310,3 +310,18 @@ async def test_instances_numbered_from_the_higher_address_are_read_by_local_addr
         "RouteServiceRole_IN_1": {"10.0.2.4"},
     }
     assert diff(REFERENCE, obs) == []
+
+
+def test_a_world_file_chooses_lro_styles_and_a_typo_is_refused() -> None:
+    from tests.fixtures.emulator import REFERENCE_LAB
+
+    data = World.load(REFERENCE_LAB).to_dict()
+    data["lro_style"] = "location"
+    data["lro_styles"] = [{"op": "gateway.learned", "style": "azure-async-operation", "subscription": "sub-1"}]
+    with ArmEmulator(World.from_dict(data)) as emu:
+        assert emu.lro_style_for("routes.learned", "sub-1") == "location"
+        assert emu.lro_style_for("gateway.learned", "sub-1") == "azure-async-operation"
+        assert emu.lro_style_for("gateway.learned", "sub-2") == "location"
+    data["lro_styles"] = [{"op": "routes.learnt", "style": "both"}]
+    with pytest.raises(ValueError, match=r"routes\.learnt"):
+        ArmEmulator(World.from_dict(data))

@@ -86,3 +86,15 @@ def test_an_instance_with_no_routes_is_the_one_no_other_address_claimed() -> Non
         (C.PEER_DOWN, f"peer=nva1/instance={INST[0]}"),
         (C.ROUTE_MISSING, f"peer=nva1/instance={INST[0]}/prefix=0.0.0.0/0"),
     }
+
+
+def test_an_unhealthy_firewall_metric_makes_the_firewall_unhealthy_for_the_planner() -> None:
+    from reconciler.service import known_from
+
+    for status, healthy in [
+        (HealthStatus.UNHEALTHY, False),
+        (HealthStatus.DEGRADED, True),
+        (HealthStatus.HEALTHY, True),
+    ]:
+        obs = observation(firewall_health=FirewallHealth(status, "", 0.0))
+        assert known_from(target(), obs).firewall_healthy is healthy, status
