@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,10 +55,8 @@ if SETTINGS.applicationinsights_connection_string is not None:
     # Before the exporter: no webhook, heartbeat or query secret leaves in a span (reconciler.telemetry).
     configure_azure_monitor(logger_name="reconciler", span_processors=[RedactingSpanProcessor()])
 
-# The storage setting the queue triggers bind to (the Python side reads the same one).
-STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
 # How the host retries a fan-out message (host.json, with the app-setting overrides the host honours).
-QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", os.environ)
+QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", SETTINGS.app_settings)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # Event Grid intake: seen event IDs and pending markers (reconciler.event_intake).
@@ -108,7 +105,7 @@ async def retention_timer(timer: func.TimerRequest) -> None:
 
 
 @app.function_name("reconcile_queue")
-@app.queue_trigger(arg_name="msg", queue_name=SETTINGS.fanout_queue, connection=STORAGE_SETTING)
+@app.queue_trigger(arg_name="msg", queue_name=SETTINGS.fanout_queue, connection=storage.SETTING)
 async def reconcile_queue(msg: func.QueueMessage) -> None:
     rt = await WORKER.runtime()
     try:
@@ -143,7 +140,7 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
 
 
 @app.function_name("reconcile_poison")
-@app.queue_trigger(arg_name="msg", queue_name=poison_queue(SETTINGS.fanout_queue), connection=STORAGE_SETTING)
+@app.queue_trigger(arg_name="msg", queue_name=poison_queue(SETTINGS.fanout_queue), connection=storage.SETTING)
 async def reconcile_poison(msg: func.QueueMessage) -> None:
     rt = await WORKER.runtime()
     # The host moved it here after its last try; this delivery's own dequeue_count starts again at 1
