@@ -203,7 +203,7 @@ def _trace(target: Target, obs: Observation, prefix: IPv4Network, drifts: Sequen
         if inv.subnet == FIREWALL_SUBNET:
             paths.append(Path(SourceKind.SUBNET, key, (egress,)))
         else:
-            paths.append(Path(SourceKind.SUBNET, key, (b.subnet_hop(inv.subnet),)))
+            paths.append(Path(SourceKind.SUBNET, key, (b.subnet_hop(inv.subnet, vnet=inv.vnet),)))
     for probe in target.probes:
         nic = b.nic(probe.nic)
         hops = (*control, nic, firewall, egress) if probe.expect is ProbeExpect.FIREWALL else (nic,)
@@ -434,8 +434,9 @@ class _Builder:
         label = f"Azure Firewall {name or self.t.firewall.private_ip} ({self.fw or 'no IP'})"
         return self._hop("firewall", HopKind.FIREWALL, label, ev, drifts, unknowns)
 
-    def subnet_hop(self, subnet: str, firewall_egress: bool = False) -> Hop:
-        inv = next((s for s in self.t.subnets if s.subnet == subnet), None)
+    def subnet_hop(self, subnet: str, firewall_egress: bool = False, vnet: str | None = None) -> Hop:
+        """The watched subnet's effective route; `vnet` picks it when spokes share a subnet name."""
+        inv = next((s for s in self.t.subnets if s.subnet == subnet and vnet in (None, s.vnet)), None)
         if inv is None:
             ev = [Evidence("desired", "subnets", subnet, "not declared: its route is not watched")]
             return Hop(f"subnet:{subnet}", HopKind.SUBNET_ROUTE, f"{subnet} -> Internet", Verdict.UNKNOWN, tuple(ev))
