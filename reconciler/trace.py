@@ -40,6 +40,12 @@ class Verdict(StrEnum):
     UNKNOWN = "unknown"
 
 
+def _worst(verdicts: Iterable[Verdict]) -> Verdict:
+    """Broken beats unknown beats ok: one broken hop breaks the path, one broken path the trace."""
+    seen = set(verdicts)
+    return next((v for v in (Verdict.BROKEN, Verdict.UNKNOWN) if v in seen), Verdict.OK)
+
+
 class HopKind(StrEnum):
     ROUTE_SERVER = "route_server"
     PEERING = "peering"
@@ -106,12 +112,7 @@ class Path:
 
     @property
     def verdict(self) -> Verdict:
-        verdicts = {h.verdict for h in self.hops}
-        return (
-            Verdict.BROKEN
-            if Verdict.BROKEN in verdicts
-            else (Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.OK)
-        )
+        return _worst(h.verdict for h in self.hops)
 
     @property
     def root_cause(self) -> Hop | None:
@@ -139,12 +140,7 @@ class Trace:
 
     @property
     def verdict(self) -> Verdict:
-        verdicts = {p.verdict for p in self.paths}
-        return (
-            Verdict.BROKEN
-            if Verdict.BROKEN in verdicts
-            else (Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.OK)
-        )
+        return _worst(p.verdict for p in self.paths)
 
     def to_dict(self) -> dict[str, object]:
         return {
