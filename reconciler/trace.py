@@ -40,7 +40,7 @@ class Verdict(StrEnum):
     UNKNOWN = "unknown"
 
 
-def _worst(verdicts: Iterable[Verdict]) -> Verdict:
+def worst(verdicts: Iterable[Verdict]) -> Verdict:
     """Broken beats unknown beats ok: one broken hop breaks the path, one broken path the trace."""
     seen = set(verdicts)
     return next((v for v in (Verdict.BROKEN, Verdict.UNKNOWN) if v in seen), Verdict.OK)
@@ -112,7 +112,7 @@ class Path:
 
     @property
     def verdict(self) -> Verdict:
-        return _worst(h.verdict for h in self.hops)
+        return worst(h.verdict for h in self.hops)
 
     @property
     def root_cause(self) -> Hop | None:
@@ -140,7 +140,7 @@ class Trace:
 
     @property
     def verdict(self) -> Verdict:
-        return _worst(p.verdict for p in self.paths)
+        return worst(p.verdict for p in self.paths)
 
     def to_dict(self) -> dict[str, object]:
         return {
