@@ -17,10 +17,16 @@ TIMEOUT_S = 60
 
 
 def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], timeout: float = TIMEOUT_S) -> str:
+    """Run headless Chromium with `args`; its stdout. The one place the browser is launched (the
+    status page and pictures here, the Teams card renderer in `cardview`)."""
     exe = chromium()
     if exe is None:
         raise RuntimeError("chromium is not installed (Debian package `chromium`)")
@@ -29,19 +35,22 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         cmd = [
             exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-            "--hide-scrollbars", f"--user-data-dir={profile}", *args,
+            "--hide-scrollbars", "--force-device-scale-factor=1", f"--user-data-dir={profile}", *args,
         ]  # fmt: skip
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"chromium exited {proc.returncode}: {proc.stderr[-500:]}")
+    return proc.stdout
 
 
 def dump_dom(url: str) -> str:
     """The DOM after the page loaded, serialised by the browser."""
-    return _run(["--dump-dom", url]).stdout
+    return run(["--dump-dom", url])
 
 
 def screenshot(url: str, path: Path, width: int = 1600, height: int = 1200) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _run([f"--screenshot={path}", f"--window-size={width},{height}", url])
+    run([f"--screenshot={path}", f"--window-size={width},{height}", url])
     return path
 
 

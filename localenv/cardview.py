@@ -4,7 +4,8 @@ pinned in tools/) with Teams' light host config, in Debian's headless Chromium.
 Owns the render page, what it measures (element order, links, WCAG contrast of every rendered
 text) and the screenshots. Must not know what a card should say: tests and the demo judge that.
 
-Why `chromium --headless --dump-dom` / `--screenshot` and not a CDP client: nothing to pin or
+Chromium is launched by `browser` (one command line for the status page and the cards). Why
+`chromium --headless --dump-dom` / `--screenshot` and not a CDP client: nothing to pin or
 download (Playwright's pinned browser cannot be fetched here; Debian's chromium is installed by
 `.ci/run`), and the page renders synchronously from inline data before the load event, which is
 exactly when `--dump-dom` captures, so there is no wait, poll or protocol state to get wrong. The
@@ -14,13 +15,13 @@ page writes its measurements into the DOM; a second run takes the screenshot at 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
 from typing import Any
+
+from localenv import browser
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ROOT / "tools" / "node_modules"
@@ -167,14 +168,6 @@ class Rendered:
         return [c for c in self.contrast if not c.passes_aa]
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise RenderUnavailable("no chromium on PATH (Debian: apt-get install chromium)")
-
-
 def _page(message: dict[str, Any]) -> str:
     modules = {
         "adaptivecards": MODULES / "adaptivecards" / "dist" / "adaptivecards.min.js",
@@ -201,13 +194,10 @@ def _page(message: dict[str, Any]) -> str:
 
 
 def _run(args: list[str], timeout: float) -> str:
-    base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--allow-file-access-from-files", "--no-first-run", "--disable-extensions",
-            "--force-device-scale-factor=1"]
-    proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"chromium exited {proc.returncode}: {proc.stderr[-500:]}")
-    return proc.stdout
+    if browser.chromium() is None:
+        raise RenderUnavailable("no chromium on PATH (Debian: apt-get install chromium)")
+    # The render page loads adaptivecards.js and its CSS from tools/node_modules via file://.
+    return browser.run(["--allow-file-access-from-files", *args], timeout)
 
 
 def render(message: dict[str, Any], screenshot: Path | None = None, timeout: float = 60.0) -> Rendered:

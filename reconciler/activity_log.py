@@ -42,7 +42,7 @@ def resources_for(target: Target, drifts: Sequence[Drift]) -> list[str]:
         out.append(hub)
     for d in drifts:
         if d.code in (DriftCode.PEER_MISSING, DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED):
-            peer = next((p for p in target.peers if f"peer={p.name}" in d.subject or str(p.ip) in d.subject), None)
+            peer = next((p for p in target.peers if d.part("peer") == p.name), None)  # subject `peer=<name>`
             if peer is not None:
                 out.append(f"{hub}/bgpConnections/{peer.name}")
     if DriftCode.FIREWALL_UNHEALTHY in codes and target.firewall.name:

@@ -502,7 +502,10 @@ class Arm:
 
         async def health() -> FirewallHealth | None:
             # Azure Monitor Metrics - List, split by the Status and Reason dimensions (Azure Firewall
-            # metrics docs); api-version 2023-10-01 is the stable Microsoft.Insights metrics API.
+            # metrics docs); api-version 2023-10-01 is the stable Microsoft.Insights metrics API. The REST
+            # reference describes `timespan` as start/end; a bare ISO 8601 duration ("the last 15 min")
+            # is what Microsoft's own metrics query clients send for a duration (azure-core TimeInterval.
+            # toIso8601Format, used by azure-monitor-query); our emulator does not check the parameter.
             url = (f"{path}/providers/Microsoft.Insights/metrics?api-version={METRICS_API_VERSION}"
                    "&metricnames=FirewallHealth&aggregation=Average&interval=PT1M&timespan=PT15M"
                    "&$filter=Status eq '*' and Reason eq '*'")  # fmt: skip

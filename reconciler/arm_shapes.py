@@ -342,7 +342,8 @@ def firewall_health(body: Any) -> FirewallHealth | None:
 
 def _health_status(value: str | None, where: str) -> HealthStatus:
     if value is None:
-        # Without the Status dimension the percentage alone decides: 100 healthy, 50 degraded (docs).
+        # Without the Status dimension only the percentage is left, and the docs give it three meanings
+        # (100 healthy, 50 Degraded for SNAT ports, 0 when no SNAT usage is reported): not judged.
         return HealthStatus.UNKNOWN
     for status in HealthStatus:
         if status.value.lower() == value.lower():

@@ -164,16 +164,22 @@ def route_server_routes(learned: Learned) -> tuple[CandidateRoute, ...] | Unknow
             return routes
         for inst in sorted(routes):
             for r in routes[inst]:
-                if 65515 in r.asns:
-                    continue
-                try:
-                    prefix = IPv4Network(r.prefix, strict=False)
-                except ValueError:
-                    continue
-                hop = HopType.VIRTUAL_NETWORK_GATEWAY
-                route = CandidateRoute(prefix, RouteSource.BGP, hop, r.next_hop, f"BGP from Route Server, peer {conn}")
-                found.setdefault((prefix, r.next_hop), route)
+                if 65515 not in r.asns:
+                    _add_bgp(found, r.prefix, r.next_hop, f"BGP from Route Server, peer {conn}")
     return tuple(found.values())
+
+
+def _add_bgp(
+    found: dict[tuple[IPv4Network, str | None], CandidateRoute], prefix: str, next_hop: str | None, origin: str
+) -> None:
+    """Add one BGP-programmed route (nextHopType VirtualNetworkGateway) unless its (prefix, next hop) is
+    already there; an unparsable prefix cannot match anything and is skipped."""
+    try:
+        net = IPv4Network(prefix, strict=False)
+    except ValueError:
+        return
+    route = CandidateRoute(net, RouteSource.BGP, HopType.VIRTUAL_NETWORK_GATEWAY, next_hop, origin)
+    found.setdefault((net, next_hop), route)
 
 
 def programmed_routes(obs: Observation) -> tuple[CandidateRoute, ...] | Unknown:
@@ -190,15 +196,8 @@ def programmed_routes(obs: Observation) -> tuple[CandidateRoute, ...] | Unknown:
         if isinstance(gw.learned, Unknown):
             return gw.learned
         for r in gw.learned:
-            if r.origin.lower() != "ebgp":
-                continue
-            try:
-                prefix = IPv4Network(r.prefix, strict=False)
-            except ValueError:
-                continue
-            hop = HopType.VIRTUAL_NETWORK_GATEWAY
-            route = CandidateRoute(prefix, RouteSource.BGP, hop, r.next_hop, f"BGP from gateway {name} (on-premises)")
-            found.setdefault((prefix, r.next_hop), route)
+            if r.origin.lower() == "ebgp":
+                _add_bgp(found, r.prefix, r.next_hop, f"BGP from gateway {name} (on-premises)")
     return tuple(found.values())
 
 

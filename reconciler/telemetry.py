@@ -1,6 +1,7 @@
 """Telemetry hygiene: a span processor that keeps secret URLs out of Application Insights.
 
-Owns what a span may carry out of the process: every string attribute (and the span name) with a
+Owns what a span may carry out of the process: every string attribute (and the span name, its
+events' attributes such as a recorded exception's message and stack, and its status text) with a
 registered secret (teams.protect: the Teams webhook, the heartbeat URL) is redacted, and every
 query value of a URL attribute is dropped, whatever its name (the httpx instrumentation redacts
 only well-known signature parameters such as `sig`, not `code=` or a secret in the path). Must not
@@ -15,7 +16,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Status
 
 from reconciler import teams
 
@@ -61,8 +64,15 @@ class RedactingSpanProcessor(SpanProcessor):
             span.update_name(name)
 
     def on_end(self, span: ReadableSpan) -> None:
+        # An ended span is read-only through the API, and the exporter's processor runs after this
+        # one: where a secret arrived after start (a late attribute, a recorded exception, an error
+        # status), replace the recorded values themselves.
         clean = scrubbed(span.attributes)
         if clean != dict(span.attributes or {}):
-            # An attribute set after start carried a secret. An ended span is read-only through the
-            # API, and the exporter's processor runs after this one: replace the attribute set itself.
             span._attributes = BoundedAttributes(attributes=clean, immutable=True)
+        events = [Event(e.name, scrubbed(e.attributes), e.timestamp) for e in span.events]
+        if [dict(e.attributes or {}) for e in events] != [dict(e.attributes or {}) for e in span.events]:
+            span._events = BoundedList.from_seq(len(events), events)
+        description = span.status.description
+        if description and teams.redact(description) != description:
+            span._status = Status(span.status.status_code, teams.redact(description))

@@ -24,6 +24,7 @@ from reconciler.diff import diff, instance_name
 from reconciler.drift import DriftCode as C
 from reconciler.observed import (
     Connection,
+    EffectiveRoute,
     Firewall,
     FirewallHealth,
     Gateway,
@@ -76,7 +77,7 @@ async def arm(emulator: ArmEmulator) -> AsyncIterator[Arm]:
 
 async def replay(arm: Arm, emu: ArmEmulator, op: str, name: str, target: desired.Target = REFERENCE) -> Observation:
     emu.inject(op, Fault.body(final_body(name), count=None))
-    if op in ("routes.learned", "gateway.learned", "gateway.advertised"):
+    if op in ("routes.learned", "gateway.learned", "gateway.advertised", "nic.routes"):
         emu.world.lro_styles = [OperationLroStyle(op, style_of(name))]  # type: ignore[arg-type]
     return await arm.observe(target)
 
@@ -182,6 +183,22 @@ async def test_route_table_get(arm: Arm, emulator: ArmEmulator) -> None:
         assert sn.disable_bgp_route_propagation is False
 
 
+async def test_effective_route_table_of_system_routes_only(arm: Arm, emulator: ArmEmulator) -> None:
+    # Microsoft's example answers system routes only: internet traffic leaves directly, which is what
+    # the NVA's own NIC must do and what the workload VM's NIC (it must reach the firewall) must not.
+    assert style_of("effective-route-table-system-only.json") == "location"
+    obs = await replay(arm, emulator, "nic.routes", "effective-route-table-system-only.json")
+    want = (
+        EffectiveRoute(("10.0.0.0/16",), "Default", "Active", "VnetLocal", ()),
+        EffectiveRoute(("0.0.0.0/0",), "Default", "Active", "Internet", ()),
+        *(EffectiveRoute((p,), "Default", "Active", "None", ())
+          for p in ("10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16")),
+    )  # fmt: skip
+    assert obs.nics == {"nva1-nic": want, "vm1-nic": want}
+    wrong = {d.subject for d in diff(REFERENCE, obs) if d.code == C.NIC_ROUTE_WRONG}
+    assert wrong == {f"nic=vm1-nic/prefix={p}" for p in REFERENCE.prefixes}
+
+
 async def test_metrics_list_without_firewall_health_is_no_data(arm: Arm, emulator: ArmEmulator) -> None:
     obs = await replay(arm, emulator, "firewall.health", "GetMetric.json")
     assert obs.firewall_health is None
@@ -226,6 +243,10 @@ EMULATOR_EXTRAS: dict[str, set[str]] = {
     "VirtualRouterPeerListLearnedRoute.json": set(),
     "firewall-health-degraded.json": set(),
     "GetMetric.json": set(),
+    # A UDR's entry names its route (azure-rest-api-specs, networkInterface.json, EffectiveRoute.name:
+    # "The name of the user defined route. This is optional."); the example has no UDR. Its next-hop lists
+    # are all empty; EffectiveRoute.nextHopIpAddress is an array of strings (same definition).
+    "effective-route-table-system-only.json": {"$.value[].name", "$.value[].nextHopIpAddress[]"},
 }  # fmt: skip
 
 
@@ -255,6 +276,11 @@ def emulator_answers(emu: ArmEmulator) -> dict[str, Any]:
         }
     with world.lock:
         answers["VirtualRouterPeerListLearnedRoute.json"] = derive.learned_routes(world, rs, rs.connections[0])
+        nic = world.find_nic("sub-1", "rg-hub", "nva1-nic")
+        assert nic is not None
+        subnet = world.find_subnet(nic.subscription, nic.resource_group, nic.vnet, nic.subnet)
+        assert subnet is not None
+        answers["effective-route-table-system-only.json"] = {"value": derive.effective_routes(world, subnet)}
     vpn_world = World.load(TWO_TARGETS)
     vpn = next(g for g in vpn_world.gateways if g.type == "Vpn")
     answers["VirtualNetworkGatewayGet.json"] = resources.gateway_json(vpn)

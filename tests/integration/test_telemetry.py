@@ -60,3 +60,26 @@ def test_without_the_processor_the_exporter_sees_the_secrets(webhook: WebhookRec
 
     text = exported(asyncio.run(run_traffic(webhook, redact=False)))
     assert CODE in text and PATH_SECRET in text
+
+
+def test_an_exception_recorded_on_a_span_carries_no_registered_secret(webhook: WebhookReceiver) -> None:
+    """An error message that quotes the webhook URL (an exception event, the span's status) leaves
+    the process redacted too, not only the attributes."""
+    from opentelemetry.trace import Status, StatusCode
+
+    from reconciler import teams
+
+    base = webhook.url.split("/workflows/")[0]
+    hook_url = f"{base}{webhook.path}".replace("sig=", f"sig={SIG}&x=")
+    teams.protect(hook_url)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(RedactingSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("send") as span:
+        span.record_exception(RuntimeError(f"cannot post to {hook_url}"))
+        span.set_status(Status(StatusCode.ERROR, f"failed: {hook_url}"))
+    [done] = exporter.get_finished_spans()
+    text = exported(exporter) + f"\n{done.status.description}"
+    assert "cannot post to" in text and "failed:" in text  # the messages are there…
+    assert SIG not in text  # …without the secret

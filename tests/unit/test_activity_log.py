@@ -53,3 +53,13 @@ def test_garbage_entries_are_skipped() -> None:
 def test_the_query_filters_by_time_and_resource() -> None:
     path = query_path("s", "/subscriptions/s/r", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
     assert "api-version=2015-04-01" in path and "resourceUri%20eq%20%27/subscriptions/s/r%27" in path
+
+
+def test_a_peer_drift_points_at_that_peers_connection_not_a_name_prefix_of_it() -> None:
+    # "peer=nva10" contains "peer=nva1": a substring match blamed nva1's connection for nva10's drift.
+    def peer(name: str, ip: str) -> dict[str, Any]:
+        return {"name": name, "ip": ip, "asn": 65001, "agent_url": f"https://{ip}:8443", "token_setting": "T"}
+
+    t = target(peers=[peer("nva1", "10.0.1.6"), peer("nva10", "10.0.1.60")])
+    got = resources_for(t, [Drift(t.name, DriftCode.PEER_MISSING, "peer=nva10", "")])
+    assert len(got) == 1 and got[0].endswith("/bgpConnections/nva10"), got
