@@ -12,11 +12,11 @@ malformed setting stops the app with one line naming it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 
@@ -56,10 +56,8 @@ if SETTINGS.applicationinsights_connection_string is not None:
     # Before the exporter: no webhook, heartbeat or query secret leaves in a span (reconciler.telemetry).
     configure_azure_monitor(logger_name="reconciler", span_processors=[RedactingSpanProcessor()])
 
-# The storage setting the queue triggers bind to (the Python side reads the same one).
-STORAGE_SETTING = "ARS_STORAGE_CONNECTION"
 # How the host retries a fan-out message (host.json, with the app-setting overrides the host honours).
-QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", os.environ)
+QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", SETTINGS.app_settings)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # Event Grid intake: seen event IDs and pending markers (reconciler.event_intake).
@@ -108,7 +106,7 @@ async def retention_timer(timer: func.TimerRequest) -> None:
 
 
 @app.function_name("reconcile_queue")
-@app.queue_trigger(arg_name="msg", queue_name=SETTINGS.fanout_queue, connection=STORAGE_SETTING)
+@app.queue_trigger(arg_name="msg", queue_name=SETTINGS.fanout_queue, connection=storage.SETTING)
 async def reconcile_queue(msg: func.QueueMessage) -> None:
     rt = await WORKER.runtime()
     try:
@@ -122,7 +120,10 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
         return
     assert rt.services is not None
     if message.run is not None:
-        await _carry_on(state, message.run)
+        # The fallback of an HTTP run came due: finish the run unless its worker did.
+        run = await WORKER.runs.unfinished(message.run)
+        if run is not None:
+            await _carry(state, run, None)
         return
     # An event pass takes who made the change(s) that asked for it, for the ledger and the cards.
     event = message.origin == "event" and message.target is not None
@@ -143,7 +144,7 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
 
 
 @app.function_name("reconcile_poison")
-@app.queue_trigger(arg_name="msg", queue_name=poison_queue(SETTINGS.fanout_queue), connection=STORAGE_SETTING)
+@app.queue_trigger(arg_name="msg", queue_name=poison_queue(SETTINGS.fanout_queue), connection=storage.SETTING)
 async def reconcile_poison(msg: func.QueueMessage) -> None:
     rt = await WORKER.runtime()
     # The host moved it here after its last try; this delivery's own dequeue_count starts again at 1
@@ -170,18 +171,7 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
         # at once (its tries already took minutes; no hold-down applies).
         await alerts.poisoned(target, reason, now)
     if message is not None and message.run is not None:
-        await _give_up_run(message.run, reason)
-
-
-async def _give_up_run(pass_id: str, reason: str) -> None:
-    """An HTTP run whose fallback message was poisoned: its poller gets an error, not 202 forever."""
-    run = await WORKER.runs.get(pass_id)
-    if run is None or run.status is RunStatus.DONE:
-        return
-    failed = http_api.error(500, "run_failed", f"the pass could not be run: {reason}"[:500])
-    await WORKER.runs.put(
-        Run(run.pass_id, RunStatus.DONE, run.requested_at, run.dry_run, run.target, failed.status, failed.body)
-    )
+        await WORKER.runs.give_up(message.run, reason)
 
 
 # ---- Event Grid (ARM events of the watched subscriptions; infra/events.bicep) -----------------
@@ -244,40 +234,20 @@ async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
         return _failed("reconcile", exc)
 
 
-async def _carry(state: DesiredState, run: Run, receipt: tuple[str, str] | None) -> PassReport:
-    """Run an HTTP-requested pass to its end (bounded like any function by functionTimeout), then
-    record its answer for /api/runs/{pass_id} and drop the fallback message."""
+def _carry(state: DesiredState, run: Run, receipt: tuple[str, str] | None) -> Coroutine[Any, Any, PassReport]:
+    """The HTTP-requested pass, carried to its end and recorded (reconciler.runs.carry)."""
+    timeout = QUEUE_RULES.function_timeout.total_seconds()
+    return runs.carry(WORKER.runs, WORKER.queue, run, receipt, _http_pass(state, run), timeout_s=timeout)
+
+
+async def _http_pass(state: DesiredState, run: Run) -> PassReport:
     rt = await WORKER.runtime()
     assert rt.services is not None
-    async with asyncio.timeout(QUEUE_RULES.function_timeout.total_seconds()):
-        report = await reconcile(
-            rt.services, state, trigger="http", dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
-        )
+    report = await reconcile(
+        rt.services, state, trigger="http", dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
+    )
     _log_report(report)
-    answer = http_api.reconcile_response(report.to_dict(), run.target)
-    done = Run(run.pass_id, RunStatus.DONE, run.requested_at, run.dry_run, run.target, answer.status,
-               json.loads(answer.json_bytes()))  # fmt: skip
-    try:
-        await WORKER.runs.put(done)
-        if receipt is not None:
-            await WORKER.queue.forget(receipt)
-    except ReconcilerError as exc:
-        # The report still reaches a waiting client; a poller sees "running" until the fallback
-        # message runs the pass again and records it.
-        log.error("pass %s: cannot record its run: %s", run.pass_id, exc, extra={"pass_id": run.pass_id})
     return report
-
-
-async def _carry_on(state: DesiredState, pass_id: str) -> None:
-    """The fallback message of an HTTP run came due: finish the run unless its worker did."""
-    run = await WORKER.runs.get(pass_id)
-    if run is None:
-        log.warning("run %s: no record; nothing to carry on", pass_id, extra={"pass_id": pass_id})
-        return
-    if run.status is RunStatus.DONE:
-        return
-    log.warning("run %s: its worker did not finish it; running it here", pass_id, extra={"pass_id": pass_id})
-    await _carry(state, run, None)  # the host deletes this message when the function returns
 
 
 @app.function_name("run_http")

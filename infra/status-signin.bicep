@@ -7,7 +7,8 @@
 //
 // What it does: a browser that opens /api/status without a session is redirected to the Entra ID
 // sign-in page, so on-call uses their own account (and sign-ins are in Entra's audit log). The
-// machine routes (reconcile, drift, runs, health, trace) are excluded: they keep working with the
+// machine routes (agent change reports, reconcile, drift, runs, health, trace) and the runtime's
+// webhooks (Event Grid delivery) are excluded: they keep working with the
 // function key alone, for scripts and probes. /api/status still needs the function key too (the
 // function's own auth level), so the bookmark on-call uses is `https://<app>/api/status?code=<key>`.
 // /api/static/* (the stylesheet) is anonymous at the function and behind sign-in here.
@@ -39,14 +40,21 @@ resource signin 'Microsoft.Web/sites/config@2023-12-01' = {
       requireAuthentication: true
       unauthenticatedClientAction: 'RedirectToLoginPage'
       redirectToProvider: 'azureactivedirectory'
+      // A path matches as written; sub-paths need a `/*` entry (`/folder/subfolder/*`: the App
+      // Service product team in MicrosoftDocs/azure-docs#86514). Without them Event Grid's delivery
+      // (/runtime/webhooks/eventgrid), the agents' change reports and /api/runs/{id} would be sent
+      // to the sign-in page. tests/unit/test_status_signin_bicep.py holds this list to the routes.
       excludedPaths: [
+        '/api/agent/changes'
         '/api/reconcile'
         '/api/runs'
+        '/api/runs/*'
         '/api/drift'
         '/api/health'
+        '/api/health/*'
         '/api/trace'
-        '/admin'
-        '/runtime'
+        '/admin/*'
+        '/runtime/*'
       ]
     }
     httpSettings: {

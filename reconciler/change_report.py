@@ -36,6 +36,8 @@ __all__ = ["ChangeKind", "ChangeReport", "ChangedBy", "peek_ip", "report_key", "
 MAX_BODY = 8192
 WINDOW = timedelta(seconds=60)
 _NONCE = re.compile(r"^[0-9a-f]{16,64}$")
+# ASCII seconds only: `str.isdigit` also takes "²" and unbounded lengths, on which int() raises.
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _SIG = re.compile(r"^v1=([0-9a-f]{64})$")
 
 
@@ -89,7 +91,7 @@ def verify(headers: dict[str, str], body: bytes, key: bytes, now: datetime) -> C
     if len(body) > MAX_BODY:
         raise Rejected(Verdict.MALFORMED, f"report of {len(body)} bytes is too large")
     ts_text, nonce, sig = head.get(TIMESTAMP, ""), head.get(NONCE, ""), head.get(SIGNATURE, "")
-    if not ts_text.isdigit() or not _NONCE.match(nonce) or not _SIG.match(sig):
+    if not _TIMESTAMP.fullmatch(ts_text) or not _NONCE.fullmatch(nonce) or not _SIG.fullmatch(sig):
         raise Rejected(Verdict.FORGED, "missing or malformed x-ars-timestamp / x-ars-nonce / x-ars-signature")
     # Signature before anything else is believed: an unsigned body is not parsed further.
     if not hmac.compare_digest(sign(key, int(ts_text), nonce, body), sig):

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from reconciler import desired, storage
 from reconciler.errors import ConfigurationError, ReconcilerError
-from reconciler.report_text import render_report, render_trace, table
+from reconciler.report_text import inert, render_report, render_trace, table
 from reconciler.settings import Settings, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return code
     except ReconcilerError as exc:
         # One clear message, no traceback: the operator needs what and where, not our stack.
-        print(f"error: {exc}", file=err)
+        print(f"error: {inert(exc)}", file=err)
         return EXIT_ERROR
 
 
@@ -237,6 +237,6 @@ def run() -> None:
     try:
         code = main()
     except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {inert(exc)}", file=sys.stderr)
         code = EXIT_ERROR
     sys.exit(code)

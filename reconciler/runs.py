@@ -9,27 +9,38 @@ request-reply pattern, https://learn.microsoft.com/azure/architecture/patterns/a
 and the client polls the run here.
 
 Owns the run record (one JSON blob per pass id: `running` with the request, then `done` with the
-HTTP status and the pass report) and its blob adapter. Must not know how a pass runs or how the
-run is carried on after the request (function_app: the worker's loop, with a queue message as the
-fallback when the worker goes away).
+HTTP status and the pass report), its blob adapter, and the run's life after the request: `carry`
+runs the pass to its end, records its answer and drops the fallback queue message; a fallback that
+comes due carries on an `unfinished` run; a poisoned fallback `give_up`s with an error answer.
+Must not know how a pass runs (the trigger hands `carry` the pass) or when the fallback comes due
+(function_app: the host's queue rules).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
+from reconciler import http_api
+from reconciler.errors import ReconcilerError
+from reconciler.fanout import FanoutQueue
 from reconciler.storage import StorageAccess, blob_service
 from reconciler.storage_rules import storage_error
+
+if TYPE_CHECKING:
+    from reconciler.service import PassReport
+
+log = logging.getLogger("reconciler.runs")
 
 CONTAINER = "ars-runs"
 # A run record only has to outlive its polls (minutes); a week leaves room for a look after an
@@ -81,6 +92,10 @@ class Run:
             http_status=d["http_status"],
             report=d["report"] or {},
         )
+
+    def answered(self, answer: http_api.ApiResponse) -> Run:
+        """This run, done, with the answer its POST gave or would have given."""
+        return replace(self, status=RunStatus.DONE, http_status=answer.status, report=json.loads(answer.json_bytes()))
 
     def to_dict(self) -> dict[str, Any]:
         """The plain values `http_api.run_response` answers a poll with."""
@@ -134,6 +149,24 @@ class RunStore:
         except AzureError as exc:
             raise storage_error("run records", f"read run {pass_id}", exc) from exc
 
+    async def unfinished(self, pass_id: str) -> Run | None:
+        """The run a fallback message names, when it still needs running; None when it is unknown or done."""
+        run = await self.get(pass_id)
+        if run is None:
+            log.warning("run %s: no record; nothing to carry on", pass_id, extra={"pass_id": pass_id})
+            return None
+        if run.status is RunStatus.DONE:
+            return None
+        log.warning("run %s: its worker did not finish it; running it here", pass_id, extra={"pass_id": pass_id})
+        return run
+
+    async def give_up(self, pass_id: str, reason: str) -> None:
+        """A run whose fallback message was poisoned: its poller gets an error, not 202 forever."""
+        run = await self.get(pass_id)
+        if run is None or run.status is RunStatus.DONE:
+            return
+        await self.put(run.answered(http_api.error(500, "run_failed", f"the pass could not be run: {reason}"[:500])))
+
     async def purge(self, cutoff: datetime, *, batch: int = 100, pause: float = 0.2) -> int:
         """Delete run records last written before `cutoff`, pausing between batches; returns how many."""
         deleted = 0
@@ -154,3 +187,28 @@ class RunStore:
 
     async def close(self) -> None:
         await self._service.close()
+
+
+async def carry(
+    store: RunStore,
+    queue: FanoutQueue,
+    run: Run,
+    receipt: tuple[str, str] | None,
+    the_pass: Awaitable[PassReport],
+    *,
+    timeout_s: float,
+) -> PassReport:
+    """Run an HTTP-requested pass to its end (bounded like any function by functionTimeout), then
+    record its answer for /api/runs/{pass_id} and drop the fallback message (`receipt`; None when
+    this is the fallback, which the host deletes when the function returns)."""
+    async with asyncio.timeout(timeout_s):
+        report = await the_pass
+    try:
+        await store.put(run.answered(http_api.reconcile_response(report.to_dict(), run.target)))
+        if receipt is not None:
+            await queue.forget(receipt)
+    except ReconcilerError as exc:
+        # The report still reaches a waiting client; a poller sees "running" until the fallback
+        # message runs the pass again and records it.
+        log.error("pass %s: cannot record its run: %s", run.pass_id, exc, extra={"pass_id": run.pass_id})
+    return report

@@ -8,7 +8,9 @@ reads the process environment: everything else asks a `Settings` value.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
@@ -226,6 +228,12 @@ class Settings(BaseSettings):
     def secret(self, name: str) -> str | None:
         """An app setting named by the desired state (agent tokens). Key Vault references arrive resolved."""
         return self._environ.get(name) or None
+
+    @property
+    def app_settings(self) -> Mapping[str, str]:
+        """Every non-empty app setting as read at load, read-only: for rules whose names belong to
+        the Functions host (`AzureFunctionsJobHost__…` overrides of host.json, fanout.HostQueueRules)."""
+        return MappingProxyType(self._environ)
 
     @property
     def storage_named(self) -> bool:

@@ -14,7 +14,7 @@ import pytest
 import function_app
 from localenv.host import bindings, functions, trigger
 from reconciler.fanout import HostQueueRules
-from reconciler.settings import Settings
+from reconciler.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_ROUTES = {
@@ -162,3 +162,10 @@ def test_the_sample_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.applicationinsights_connection_string is None  # "" means unset, not an empty secret
     assert s.arm_endpoint == "https://127.0.0.1:8443"
+
+
+def test_host_json_overrides_reach_the_queue_rules_through_the_settings_read_at_load() -> None:
+    settings = load_settings({"AzureFunctionsJobHost__functionTimeout": "00:01:00"})
+    assert HostQueueRules.load(ROOT / "host.json", settings.app_settings).function_timeout == timedelta(minutes=1)
+    with pytest.raises(TypeError):
+        settings.app_settings["AzureFunctionsJobHost__functionTimeout"] = "01:00:00"  # type: ignore[index]

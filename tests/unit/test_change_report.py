@@ -99,3 +99,13 @@ def test_an_oversized_report_is_refused_before_hashing() -> None:
     with pytest.raises(Rejected) as err:
         verify(headers(raw), raw, KEY, NOW + timedelta(seconds=1))
     assert err.value.verdict is Verdict.MALFORMED
+
+
+@pytest.mark.parametrize("ts", ["²", "١٧٦٤٦٧٦٨٠٠", "9" * 5000, "-1", ""])
+def test_a_timestamp_that_is_not_plain_ascii_seconds_is_refused_not_a_crash(ts: str) -> None:
+    """`str.isdigit` takes "²" (int() then raises) and 5000 digits (past int()'s conversion limit):
+    either would escape as a ValueError, a 500 instead of a refusal."""
+    raw = body()
+    with pytest.raises(Rejected) as err:
+        verify({**headers(raw), "X-ARS-Timestamp": ts}, raw, KEY, NOW)
+    assert err.value.verdict is Verdict.FORGED
