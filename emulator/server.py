@@ -49,7 +49,7 @@ ARM_OPS = frozenset(
         "nic.routes", "lro.poll", "activity.list",
     }
 )  # fmt: skip
-LRO_STYLES: tuple[LroStyle, ...] = ("location", "azure-async-operation", "both")
+LRO_STYLES: tuple[LroStyle, ...] = ("location", "azure-async-operation", "both", "status-properties")
 MAX_OPERATIONS = 20_000  # LRO records kept for polling; the oldest half goes when full
 AGENT_OPS = frozenset({"agent.health", "agent.state", "agent.intent"})
 KNOWN_OPS = ARM_OPS | AGENT_OPS
@@ -128,6 +128,7 @@ class _Operation:
     polls_left: int
     ready_at: float
     on_done: Callable[[], None] | None = None  # a PUT's world change lands when the operation ends
+    result_in_status: bool = False  # style "status-properties": the final status body carries the result
 
 
 _Handler = Callable[[_Call], _Response]
@@ -151,8 +152,9 @@ class ArmEmulator:
       lro_polls      poll rounds a long-running operation answers "in progress" before completing.
       lro_seconds    minimum wall time before a long-running operation completes.
       lro_style      how a route query's 202 points at its status (notes §5): "both" (Azure-AsyncOperation
-                     + Location), "location", or "azure-async-operation" (only that header, as in
-                     Microsoft's examples). The world's `lro_style` / `lro_styles` override it.
+                     + Location), "location", "azure-async-operation" (only that header, as in
+                     Microsoft's examples), or "status-properties" (that header only, the result in the
+                     final status body's `properties`). The world's `lro_style` / `lro_styles` override it.
       throttle       a Throttle: ARM's per-subscription token buckets (reads / writes).
       certs_dir      where the CA and leaf live; a temporary directory (removed on stop) if None.
     """
@@ -730,10 +732,11 @@ class ArmEmulator:
         # With Azure-AsyncOperation alone the client holds only the status body at the end, which is
         # not the result (notes §5): Microsoft's examples answer that way, so the emulator can too.
         style = self.lro_style_for(c.op, c.subscription)
+        op.result_in_status = style == "status-properties"
         headers = {"Retry-After": self._retry_after(op)}
         if style in ("location", "both"):
             headers["Location"] = result_url
-        if style in ("azure-async-operation", "both"):
+        if style in ("azure-async-operation", "both", "status-properties"):
             headers["Azure-AsyncOperation"] = status_url
         return _Response(202, b"", headers)
 
@@ -794,6 +797,8 @@ class ArmEmulator:
             if op.failed is not None:
                 err = {"code": op.failed.code, "message": op.failed.message}
                 return _json(200, {"status": "Failed", "error": err})
+            if op.result_in_status:
+                return _json(200, {"status": "Succeeded", "properties": op.result})
             return _json(200, {"status": "Succeeded"})
         if not ready:
             return _Response(202, b"", {"Location": self._op_urls(sub, op_id)[1], **retry})

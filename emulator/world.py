@@ -28,7 +28,9 @@ FirewallKind = Literal["vnet", "vwan"]
 GatewayType = Literal["ExpressRoute", "Vpn"]
 # How a long-running operation answers its first 202 (notes §5): with Location only, with
 # Azure-AsyncOperation only (what Microsoft's examples for the route-query POSTs show), or both.
-LroStyle = Literal["location", "azure-async-operation", "both"]
+# "status-properties" is Azure-AsyncOperation only with the result in the final status body's
+# optional `properties` (azure-resource-manager-rpc, Addendum "Operation resource format").
+LroStyle = Literal["location", "azure-async-operation", "both", "status-properties"]
 FirewallHealthStatus = Literal["Healthy", "Degraded", "Unhealthy"]
 
 

@@ -34,6 +34,7 @@ from reconciler.picture import trace_svg
 from reconciler.report_text import render_report, render_trace
 from reconciler.service import reconcile, trace_targets
 from reconciler.settings import load_settings
+from reconciler.trace import worst
 
 Break = tuple[str, Callable[[], object]]
 
@@ -168,8 +169,7 @@ async def _trace(svc: Any, state: desired.DesiredState, out: TextIO, picture: Pa
     if browser.chromium() is not None:
         saved.append(browser.screenshot(svg.resolve().as_uri(), picture.with_suffix(".png"), 1700, 470))
     print(f"  picture: {', '.join(str(p) for p in saved)}", file=out)
-    verdicts = {t.verdict.value for t in traces}
-    return "broken" if "broken" in verdicts else ("unknown" if "unknown" in verdicts else "ok")
+    return worst(t.verdict for t in traces).value
 
 
 def _say(out: TextIO, text: str) -> None:

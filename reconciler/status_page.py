@@ -22,7 +22,7 @@ from reconciler.ledger_state import DriftRecord, PassRecord
 from reconciler.picture import Interval, hop_anchor, timeline_svg, trace_svg
 from reconciler.runbook import RUNBOOK
 from reconciler.service import trace_targets
-from reconciler.trace import Hop, Trace, Verdict, root_causes
+from reconciler.trace import Hop, Trace, root_causes, worst
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -71,8 +71,7 @@ def render(data: PageData, static_base: str = "static/") -> str:
 
 def _target_view(name: str, data: PageData, causes: Mapping[str, Hop]) -> dict[str, Any]:
     traces = [t for t in data.traces if t.target == name]
-    verdicts = {t.verdict for t in traces}
-    verdict = next((v for v in (Verdict.BROKEN, Verdict.UNKNOWN) if v in verdicts), Verdict.OK)
+    verdict = worst(t.verdict for t in traces)
     drifts = []
     for d in sorted((d for d in data.drifts if d.target == name), key=lambda d: (d.severity != "critical", d.identity)):
         cause = causes.get(d.identity)

@@ -40,6 +40,12 @@ class Verdict(StrEnum):
     UNKNOWN = "unknown"
 
 
+def worst(verdicts: Iterable[Verdict]) -> Verdict:
+    """Broken beats unknown beats ok: one broken hop breaks the path, one broken path the trace."""
+    seen = set(verdicts)
+    return next((v for v in (Verdict.BROKEN, Verdict.UNKNOWN) if v in seen), Verdict.OK)
+
+
 class HopKind(StrEnum):
     ROUTE_SERVER = "route_server"
     PEERING = "peering"
@@ -106,12 +112,7 @@ class Path:
 
     @property
     def verdict(self) -> Verdict:
-        verdicts = {h.verdict for h in self.hops}
-        return (
-            Verdict.BROKEN
-            if Verdict.BROKEN in verdicts
-            else (Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.OK)
-        )
+        return worst(h.verdict for h in self.hops)
 
     @property
     def root_cause(self) -> Hop | None:
@@ -139,12 +140,7 @@ class Trace:
 
     @property
     def verdict(self) -> Verdict:
-        verdicts = {p.verdict for p in self.paths}
-        return (
-            Verdict.BROKEN
-            if Verdict.BROKEN in verdicts
-            else (Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.OK)
-        )
+        return worst(p.verdict for p in self.paths)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -203,7 +199,7 @@ def _trace(target: Target, obs: Observation, prefix: IPv4Network, drifts: Sequen
         if inv.subnet == FIREWALL_SUBNET:
             paths.append(Path(SourceKind.SUBNET, key, (egress,)))
         else:
-            paths.append(Path(SourceKind.SUBNET, key, (b.subnet_hop(inv.subnet),)))
+            paths.append(Path(SourceKind.SUBNET, key, (b.subnet_hop(inv.subnet, vnet=inv.vnet),)))
     for probe in target.probes:
         nic = b.nic(probe.nic)
         hops = (*control, nic, firewall, egress) if probe.expect is ProbeExpect.FIREWALL else (nic,)
@@ -434,8 +430,9 @@ class _Builder:
         label = f"Azure Firewall {name or self.t.firewall.private_ip} ({self.fw or 'no IP'})"
         return self._hop("firewall", HopKind.FIREWALL, label, ev, drifts, unknowns)
 
-    def subnet_hop(self, subnet: str, firewall_egress: bool = False) -> Hop:
-        inv = next((s for s in self.t.subnets if s.subnet == subnet), None)
+    def subnet_hop(self, subnet: str, firewall_egress: bool = False, vnet: str | None = None) -> Hop:
+        """The watched subnet's effective route; `vnet` picks it when spokes share a subnet name."""
+        inv = next((s for s in self.t.subnets if s.subnet == subnet and vnet in (None, s.vnet)), None)
         if inv is None:
             ev = [Evidence("desired", "subnets", subnet, "not declared: its route is not watched")]
             return Hop(f"subnet:{subnet}", HopKind.SUBNET_ROUTE, f"{subnet} -> Internet", Verdict.UNKNOWN, tuple(ev))

@@ -119,6 +119,17 @@ async def test_an_async_operation_only_answer_is_unknown_never_no_routes(
     nothing_planned(obs)
 
 
+@pytest.mark.parametrize("op", [*LRO_READS, "nic.routes"])
+async def test_a_result_in_the_final_status_properties_is_read(arm: Arm, emulator: ArmEmulator, op: str) -> None:
+    # ARM's operation resource may carry the result in `properties` (azure-resource-manager-rpc,
+    # Addendum "Operation resource format"); the collector accepts that shape, so the emulator sends it.
+    emulator.world.lro_styles = [OperationLroStyle(op, "status-properties")]
+    obs = await arm.observe(REFERENCE)
+    assert diff(REFERENCE, obs) == []
+    polls = [r.path for r in emulator.requests if r.op == "lro.poll"]
+    assert any("/operations/" in p for p in polls)
+
+
 async def test_the_world_chooses_the_style_per_operation(emulator: ArmEmulator) -> None:
     emulator.world.lro_style = "location"
     emulator.world.lro_styles = [OperationLroStyle("gateway.learned", "azure-async-operation")]

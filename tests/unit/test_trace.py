@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.diff import diff
 from reconciler.drift import DriftCode as C
-from reconciler.observed import Observation, Route, Unknown
+from reconciler.observed import Observation, Route, RouteEntry, SubnetRouting, Unknown
 from reconciler.trace import HopKind, Verdict, root_causes, trace
 from tests.unit.factories import FW, INST, observation, target
 from tests.unit.test_diff import CASES
@@ -141,3 +141,26 @@ def test_vpn_hub_traces_each_half_and_its_firewall_subnet_loops_without_the_half
         assert path.root_cause is not None and path.root_cause.id == EGRESS
     (whole,) = trace(t, obs, prefix="0.0.0.0/0")
     assert whole.verdict is Verdict.BROKEN
+
+
+def test_two_watched_subnets_of_the_same_name_in_different_vnets_each_get_their_own_hop() -> None:
+    # Spokes often share subnet names ("workload"); the hop was found by subnet name alone, so the
+    # second VNet's path showed the first VNet's verdict (here: spoke2's broken UDR read as healthy).
+    def watched(vnet: str) -> dict[str, Any]:
+        return {"vnet": vnet, "subnet": "workload", "routes": [{"prefix": "0.0.0.0/0", "next_hop_type": "Internet"}]}
+
+    t = target(subnets=[watched("spoke1"), watched("spoke2")])
+    good = (RouteEntry("default-internet", "0.0.0.0/0", "Internet", None),)
+    bad = (RouteEntry("default-internet", "0.0.0.0/0", "None", None),)
+    obs = observation(
+        subnets={
+            "spoke1:workload": SubnetRouting("spoke1", "workload", "rt1", good, False),
+            "spoke2:workload": SubnetRouting("spoke2", "workload", "rt2", bad, False),
+        }
+    )
+    [tr] = trace(t, obs)
+    hops = {p.source: p.hops for p in tr.paths if p.source.endswith(":workload")}
+    assert [h.id for h in hops["spoke1:workload"]] == ["subnet:spoke1:workload"]
+    assert [h.id for h in hops["spoke2:workload"]] == ["subnet:spoke2:workload"]
+    assert hops["spoke1:workload"][0].verdict is Verdict.OK
+    assert hops["spoke2:workload"][0].verdict is Verdict.BROKEN
