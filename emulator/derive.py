@@ -1,6 +1,6 @@
 """Route propagation the way Azure does it, computed from a World on every request and never stored.
 
-Owns the platform rules (DESIGN §11): who peers with whom, ARS dropping 65515 paths, the 1,000-route
+Owns the platform rules (DESIGN §11): who peers with whom, ARS dropping 65515 paths, the 4,000-route
 session limit, branch-to-branch gating the gateway exchange, ExpressRoute vs VPN default-route
 behaviour. Pure functions over the world, returning ARM-shaped route dicts (the camelCase JSON the
 SDK parses). It must not know HTTP, faults or locking: callers hold the world lock.
@@ -11,10 +11,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping
 
+from reconciler.desired import ROUTES_PER_PEER_LIMIT
+
 from .world import ARS_ASN, SUCCEEDED, BgpConnection, Gateway, Nva, RouteServer, Subnet, World
 
-# ARS tears the BGP session down when one peer sends more than this many routes (DESIGN §11.3).
-ARS_ROUTE_LIMIT = 1000
+# ARS tears the BGP session down when one peer sends more than this many routes: 4,000 (Route Server
+# limits; the source is quoted where the constant is defined). It was 1,000 here after the limit rose.
+ARS_ROUTE_LIMIT = ROUTES_PER_PEER_LIMIT
 
 RouteDict = dict[str, object]
 # Lab mode: instance index -> learned routes for one NVA peering, or None for "nothing learned".

@@ -64,13 +64,14 @@ async def test_disconnected_instance_learns_nothing_and_connection_is_connecting
     assert (state, none) == ("Connecting", "NotConnected")
 
 
-async def test_more_than_1000_routes_drops_the_session(emulator: ArmEmulator) -> None:
-    many = [Announcement(f"172.16.{i // 256}.{i % 256}/32", "10.0.3.4", "65001") for i in range(1001)]
+async def test_more_than_4000_routes_drops_the_session(emulator: ArmEmulator) -> None:
+    # Route Server limits: 4,000 routes per peer (the emulator dropped the session above 1,000, the old limit).
+    many = [Announcement(f"172.16.{i // 256}.{i % 256}/32", "10.0.3.4", "65001") for i in range(4001)]
     emulator.world.nva("10.0.1.6").announcements = many
     async with network_client(emulator) as client:
         assert await learned(client) == {IN_0: [], IN_1: []}
-        emulator.world.nva("10.0.1.6").announcements = many[:1000]
-        assert len((await learned(client))[IN_0]) == 1000
+        emulator.world.nva("10.0.1.6").announcements = many[:4000]
+        assert len((await learned(client))[IN_0]) == 4000
 
 
 async def test_peer_asn_mismatch_or_failed_provisioning_learns_nothing(emulator: ArmEmulator) -> None:
