@@ -1,7 +1,7 @@
 """The emulated agent's change reports: it notices when an emulated NVA's BGP config changes
 (neighbours, announcements, the outbound filter) and tells the reconciler, signed, like the real
-agent does (`POST <endpoint>` with x-ars-timestamp / x-ars-nonce / x-ars-signature; the format is
-the reconciler's `change_report` module, restated here because the emulator must not import it).
+agent does (`POST <endpoint>`; the format is the reconciler's `change_report`, signed with
+`reconciler.report_signature`, the one stdlib-only signing rule the agent uses too).
 
 Owns polling the world (every `period_s`), telling changes the emulated agent made itself (an
 applied intent: the emulator calls `on_intent` under the world lock) from changes made around it (a test's world
@@ -11,10 +11,8 @@ edit: "outside-agent"), and delivery after `delay_s`, retried with back-off, in 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
-import secrets
 import threading
 import time
 import urllib.error
@@ -22,8 +20,9 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.report_signature import signed_headers
+
 log = logging.getLogger(__name__)
-_LABEL = b"ars-change-report-v1"
 
 
 def _fingerprint(nva: Any) -> str:
@@ -80,17 +79,10 @@ class AgentReporter:
     def _deliver(self, report: dict[str, Any], token: str) -> None:
         if self._stop.wait(self.delay_s) or not self.endpoint:
             return
-        key = hmac.new(token.encode(), _LABEL, hashlib.sha256).digest()
         for attempt in range(5):
             body = json.dumps(report).encode()
-            ts, nonce = int(time.time()), secrets.token_hex(16)
-            text = f"{ts}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
-            sig = "v1=" + hmac.new(key, text, hashlib.sha256).hexdigest()
-            req = urllib.request.Request(
-                self.endpoint, data=body, method="POST",
-                headers={"Content-Type": "application/json", "x-ars-timestamp": str(ts), "x-ars-nonce": nonce,
-                         "x-ars-signature": sig},
-            )  # fmt: skip
+            headers = signed_headers(token, body, int(time.time()))
+            req = urllib.request.Request(self.endpoint, data=body, method="POST", headers=headers)
             try:
                 with urllib.request.urlopen(req, timeout=30) as resp:  # a loopback URL the test gave
                     if int(resp.status) < 300:

@@ -22,9 +22,34 @@ from nva_agent.app import Sources, create_app, openapi_json
 from nva_agent.connections import guarded_protocol
 from nva_agent.settings import AgentSettings, SettingsError, check_exposure
 
+EPILOG = """\
+Settings are environment variables (every one, with its default: nva_agent/settings.py):
+  NVA_AGENT_TOKEN_FILE     root-owned, chmod 600: the current token on line 1 and, while rotating,
+                           the next on line 2 (both accepted); at least 32 random bytes
+  NVA_AGENT_POLICY_FILE    the local policy (default /etc/nva-agent/policy.yaml): neighbours,
+                           prefixes, next hops and local AS an intent may name; required
+  NVA_AGENT_HOST, _PORT    where to listen (plain HTTP only on loopback)
+  NVA_AGENT_TLS_CERT, _KEY HTTPS; with NVA_AGENT_TLS_CLIENT_CA: mutual TLS, only clients with a
+                           certificate from that file (the reconciler's, pinned) get past the handshake
+  NVA_AGENT_REPORT_URL, NVA_AGENT_REPORT_IP
+                           report FRR changes the agent did not make to the reconciler
+                           (https://.../api/agent/changes?code=<function key>), signed with a key
+                           derived from the token
+  NVA_AGENT_READ_TIMEOUT, NVA_AGENT_MAX_CONNECTIONS, NVA_AGENT_MAX_CONNECTIONS_PER_CLIENT
+                           limits against slow or greedy clients
+SIGHUP (systemctl reload) re-reads the token and policy files; so does any change to them.
+Exit code 2 and one line saying why on an unsafe start (weak token, no valid policy file, plain
+HTTP on a non-loopback address). Everything: README.md, "The NVA agent".
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nva_agent", description="NVA agent for FRR")
+    parser = argparse.ArgumentParser(
+        prog="python -m nva_agent",
+        description="The NVA agent: brings FRR's BGP config to the reconciler's intent, inside a local policy.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--write-openapi", metavar="PATH", type=Path, help="write the OpenAPI JSON and exit")
     parser.add_argument("--host", help="overrides NVA_AGENT_HOST")
     parser.add_argument("--port", type=int, help="overrides NVA_AGENT_PORT")

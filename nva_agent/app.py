@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -177,6 +178,14 @@ def create_app(settings: AgentSettings, frr: FrrPort | None = None, sources: Sou
         lifespan=_reporting(settings, service, sources),
     )
     app.state.sources = sources
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # Where and what, never the input: FastAPI's own 422 echoes it, and an Infinity or NaN
+        # (which Python's json reads) cannot be written back as JSON, so that answer was a 500.
+        detail = [{"loc": list(e["loc"]), "msg": str(e["msg"]), "type": str(e["type"])} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, 422)
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, __: Exception) -> JSONResponse:

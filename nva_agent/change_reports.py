@@ -3,9 +3,9 @@
 Owns watching FRR (its running config and its BGP sessions, read every `period_s` with the same
 read-only vtysh commands the state endpoint uses), telling the agent's own applied intents from
 changes made around it (a vtysh edit, a restart, a session lost), and delivering a signed report
-(`POST <url>`; HMAC over timestamp, nonce and body with a key derived from the agent's token; the
-format is the reconciler's `change_report`, restated here: the agent does not import the
-reconciler). Delivery runs beside the watcher with a bounded queue and retries with back-off, so a
+(`POST <url>`; the format is the reconciler's `change_report`; it is signed with
+`reconciler.report_signature`, the stdlib-only file the agent ships with, so both sides use one
+rule). Delivery runs beside the watcher with a bounded queue and retries with back-off, so a
 reconciler that cannot be reached never slows FRR or the agent's API down.
 """
 
@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -26,16 +24,10 @@ from typing import Any
 import httpx
 
 from nva_agent.frr import FrrError, FrrPort
+from reconciler.report_signature import signed_headers
 
 log = logging.getLogger(__name__)
-LABEL = b"ars-change-report-v1"
 QUEUE_MAX = 32  # reports waiting for delivery; the oldest go first when the reconciler is away
-
-
-def sign(token: str, timestamp: int, nonce: str, body: bytes) -> str:
-    key = hmac.new(token.encode("utf-8"), LABEL, hashlib.sha256).digest()
-    text = f"{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
-    return "v1=" + hmac.new(key, text, hashlib.sha256).hexdigest()
 
 
 class ChangeReporter:
@@ -116,9 +108,7 @@ class ChangeReporter:
             if not token:
                 return False
             body = json.dumps(report).encode()
-            ts, nonce = int(time.time()), secrets.token_hex(16)
-            headers = {"Content-Type": "application/json", "x-ars-timestamp": str(ts), "x-ars-nonce": nonce,
-                       "x-ars-signature": sign(token, ts, nonce, body)}  # fmt: skip
+            headers = signed_headers(token, body, int(time.time()))
             try:
                 resp = await client.post(self.url, content=body, headers=headers)
                 if resp.status_code < 300:

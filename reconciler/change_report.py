@@ -1,9 +1,9 @@
 """NVA change reports: the agent tells the reconciler, within about a second, that FRR changed. Pure.
 
-Owns the report's wire format and its authentication: an HMAC over timestamp, nonce and body
-digest, keyed per peer from the agent's token with a fixed label (so the bearer token itself never
-travels this way and the two keys differ), a ±60 s timestamp window and a nonce the intake
-remembers (replay). Must not know storage, HTTP frameworks or the clock.
+Owns the report's wire format and its verification: the signature (an HMAC over timestamp, nonce
+and body digest, keyed per peer from the agent's token: `report_signature`, the one rule the agent
+and the emulator sign with), a ±60 s timestamp window and a nonce the intake remembers (replay).
+Must not know storage, HTTP frameworks or the clock.
 
     POST /api/agent/changes
     x-ars-timestamp: 1764676800            (Unix seconds)
@@ -18,7 +18,6 @@ lost) and "agent" for its own applied intents (the reconciler's fixes): those ne
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -30,8 +29,10 @@ from typing import Any
 
 from reconciler.attribution import Attribution, ChangeSource
 from reconciler.events import Rejected, Verdict
+from reconciler.report_signature import NONCE, SIGNATURE, TIMESTAMP, report_key, sign
 
-LABEL = b"ars-change-report-v1"
+__all__ = ["ChangeKind", "ChangeReport", "ChangedBy", "peek_ip", "report_key", "sign", "verify"]
+
 MAX_BODY = 8192
 WINDOW = timedelta(seconds=60)
 _NONCE = re.compile(r"^[0-9a-f]{16,64}$")
@@ -73,16 +74,6 @@ class ChangeReport:
         )
 
 
-def report_key(agent_token: str) -> bytes:
-    """The per-peer HMAC key: derived from the agent's token, never the token itself."""
-    return hmac.new(agent_token.encode("utf-8"), LABEL, hashlib.sha256).digest()
-
-
-def sign(key: bytes, timestamp: int, nonce: str, body: bytes) -> str:
-    text = f"{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
-    return "v1=" + hmac.new(key, text, hashlib.sha256).hexdigest()
-
-
 def peek_ip(body: bytes) -> str:
     """The NVA the report claims to come from (to pick its key). Rejected(MALFORMED) if unreadable."""
     data = _json(body)
@@ -99,7 +90,7 @@ def verify(headers: dict[str, str], body: bytes, key: bytes, now: datetime) -> C
     head = {k.lower(): v for k, v in headers.items()}
     if len(body) > MAX_BODY:
         raise Rejected(Verdict.MALFORMED, f"report of {len(body)} bytes is too large")
-    ts_text, nonce, sig = head.get("x-ars-timestamp", ""), head.get("x-ars-nonce", ""), head.get("x-ars-signature", "")
+    ts_text, nonce, sig = head.get(TIMESTAMP, ""), head.get(NONCE, ""), head.get(SIGNATURE, "")
     if not _TIMESTAMP.fullmatch(ts_text) or not _NONCE.fullmatch(nonce) or not _SIG.fullmatch(sig):
         raise Rejected(Verdict.FORGED, "missing or malformed x-ars-timestamp / x-ars-nonce / x-ars-signature")
     # Signature before anything else is believed: an unsigned body is not parsed further.

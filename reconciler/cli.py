@@ -34,43 +34,71 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return EXIT_ERROR
 
 
+EPILOG = """\
+exit codes: 0 no drift, 2 drift (apply: still present after fixing; trace: a hop is broken), 1 error.
+settings: environment variables ARS_* (README "Settings"): ARM endpoint and credentials, storage
+(ARS_STORAGE_CONNECTION: the ledger `status` and `apply` read and write), the agents' tokens and
+TLS (ARS_AGENT_CA_BUNDLE, ARS_AGENT_CLIENT_CERT/KEY for mutual TLS), Teams.
+
+Deployed as an Azure Functions app, the same passes also run on a timer, on ARM events (Event
+Grid) and on an NVA agent's signed change report (POST /api/agent/changes); over HTTP:
+POST /api/reconcile (202 + Location /api/runs/{pass_id} when longer than ARS_HTTP_WAIT),
+GET /api/drift, /api/runs, /api/trace (?format=svg: the path picture), /api/status (the on-call
+status page). Old ledger rows expire after ARS_RETENTION_DAYS (daily retention_timer).
+The NVA side: python -m nva_agent --help. Everything: README.md.
+"""
+TARGET_HELP = "only this target (its `name` in the desired state)"
+JSON_HELP = "print JSON instead of text"
+FILE_HELP = "the desired-state file (YAML or JSON)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reconciler", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m reconciler",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(required=True, metavar="command")
 
-    v = sub.add_parser("validate", help="check a desired-state file; nothing else runs")
-    v.add_argument("file")
-    v.add_argument("--json", action="store_true")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+    v = command("validate", "check a desired-state file; nothing else runs")
+    v.add_argument("file", help=FILE_HELP)
+    v.add_argument("--json", action="store_true", help=JSON_HELP)
     v.set_defaults(func=_validate)
 
-    pl = sub.add_parser("plan", help="observe ARM and the agents, show drift and the steps apply would run")
-    pl.add_argument("file")
-    pl.add_argument("--target")
-    pl.add_argument("--json", action="store_true")
+    pl = command("plan", "observe ARM and the agents, show drift and the steps apply would run; changes nothing")
+    pl.add_argument("file", help=FILE_HELP)
+    pl.add_argument("--target", help=TARGET_HELP)
+    pl.add_argument("--json", action="store_true", help=JSON_HELP)
     pl.set_defaults(func=_plan)
 
-    ap = sub.add_parser("apply", help="run one reconcile pass: fix what policy allows, record it in the ledger")
-    ap.add_argument("file")
-    ap.add_argument("--target")
+    ap = command(
+        "apply", "run one reconcile pass: fix what policy allows, verify, record it in the ledger and tell Teams"
+    )
+    ap.add_argument("file", help=FILE_HELP)
+    ap.add_argument("--target", help=TARGET_HELP)
     ap.add_argument("--dry-run", action="store_true", help="plan and show, change nothing, write nothing")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help=JSON_HELP)
     ap.set_defaults(func=_apply)
 
-    st = sub.add_parser("status", help="open drift and the last passes, from the ledger")
-    st.add_argument("--target")
-    st.add_argument("--limit", type=int, default=10)
-    st.add_argument("--json", action="store_true")
+    st = command("status", "open drift (with who changed it) and the last passes, from the ledger")
+    st.add_argument("--target", help=TARGET_HELP)
+    st.add_argument("--limit", type=int, default=10, help="how many passes to show (default: %(default)s)")
+    st.add_argument("--json", action="store_true", help=JSON_HELP)
     st.set_defaults(func=_status)
 
-    tr = sub.add_parser("trace", help="the hop-by-hop path of internet traffic, with a verdict per hop")
-    tr.add_argument("file")
-    tr.add_argument("--target")
+    tr = command("trace", "the hop-by-hop path of internet traffic, with a verdict per hop; changes nothing")
+    tr.add_argument("file", help=FILE_HELP)
+    tr.add_argument("--target", help=TARGET_HELP)
     tr.add_argument("--prefix", help="trace this prefix (default: each of the target's prefixes)")
-    tr.add_argument("--json", action="store_true")
+    tr.add_argument("--json", action="store_true", help=JSON_HELP)
     tr.set_defaults(func=_trace)
 
-    sc = sub.add_parser("schema", help="print (or --write) the desired-state JSON Schema")
-    sc.add_argument("--write", action="store_true")
+    sc = command("schema", "print (or --write) the desired-state JSON Schema")
+    sc.add_argument("--write", action="store_true", help=f"write it to schemas/{SCHEMA_PATH.name}")
     sc.set_defaults(func=_schema)
 
     return p

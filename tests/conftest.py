@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.frr",
     "tests.fixtures.webhook",
+    "tests.fixtures.function_host",
 ]
 
 CI_SEED = 20261202

@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import function_app
 from emulator import ArmEmulator
 from localenv import browser, scenarios
 from localenv.azurite import Azurite
-from localenv.demo import EXAMPLE, TOKEN_SETTING
 from localenv.host import LocalHost
 from reconciler.composition import Worker
 
@@ -27,34 +25,7 @@ SHOTS = ROOT / "out" / "screens"
 
 
 @pytest.fixture
-def host(
-    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LocalHost]:
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    for peer in doc["targets"][0]["peers"]:
-        peer["agent_url"] = emulator.agent_url(peer["ip"])
-        peer["token_setting"] = TOKEN_SETTING
-    desired = tmp_path / "desired.json"
-    desired.write_text(json.dumps(doc))
-    env = {
-        "ARS_DESIRED_STATE": str(desired),
-        "ARS_ARM_ENDPOINT": emulator.base_url,
-        "ARS_ARM_CA_BUNDLE": emulator.ca_file,
-        "ARS_ARM_STATIC_TOKEN": "emulator-token",
-        "ARS_ARM_POLL_INTERVAL": "0",
-        "ARS_AGENT_CA_BUNDLE": emulator.ca_file,
-        "ARS_STORAGE_CONNECTION": azurite.connection_string,
-        "ARS_TABLE_PREFIX": storage_prefix,
-        "ARS_FANOUT_QUEUE": storage_prefix,
-        "ARS_VERIFY_INTERVAL": "0.1",
-        "ARS_VERIFY_TIMEOUT": "10",
-        TOKEN_SETTING: emulator.world.nva(scenarios.NVA_IP).agent_token,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    worker = Worker.from_environment(function_app.APP_ROOT)
-    monkeypatch.setattr(function_app, "WORKER", worker)
-    monkeypatch.setattr(function_app, "SETTINGS", worker.settings)
+def host(azurite: Azurite, worker: Worker) -> Iterator[LocalHost]:
     with LocalHost(
         function_app.app, storage_connection=azurite.connection_string, key="k1", on_close=worker.aclose
     ) as h:

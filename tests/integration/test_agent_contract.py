@@ -8,6 +8,7 @@ reconciler's AgentClient) and assert only what the contract promises.
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 from collections.abc import Callable, Iterator
@@ -220,6 +221,18 @@ def test_a_bad_intent_is_refused_with_422(agent_endpoint: AgentEndpoint, case: s
             "/v1/bgp/intent", json=agent_endpoint.intent(**BAD_INTENTS[case]), headers=agent_endpoint.auth()
         )
     assert resp.status_code == 422, resp.text
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_a_non_finite_number_is_refused_with_422_naming_where(agent_endpoint: AgentEndpoint, number: str) -> None:
+    # Python's json reads these (FastAPI's too); echoing them back in a 422 is not JSON, which once
+    # made the real agent answer 500 (found by the hostile-intent property test).
+    headers = {**agent_endpoint.auth(), "Content-Type": "application/json"}
+    body = json.dumps(agent_endpoint.intent(local_asn=0)).replace('"local_asn": 0', f'"local_asn": {number}')
+    with agent_endpoint.http() as http:
+        resp = http.put("/v1/bgp/intent", content=body.encode(), headers=headers)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"] == ["body", "local_asn"]
 
 
 def test_a_reserved_local_asn_is_refused(agent_endpoint: AgentEndpoint) -> None:

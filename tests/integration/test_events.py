@@ -13,12 +13,10 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import azure.functions as func
 import pytest
-import yaml
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.storage.queue import QueueClient
@@ -27,8 +25,6 @@ import function_app
 from emulator import ArmEmulator
 from emulator.events import ALICE, RECONCILER, EventPublisher
 from localenv import scenarios
-from localenv.azurite import Azurite
-from localenv.demo import EXAMPLE, TOKEN_SETTING
 from localenv.host import LocalHost, functions, trigger
 from localenv.webhook import WebhookReceiver
 from reconciler import cli
@@ -48,52 +44,28 @@ RT = f"{NET}/routeTables/rt-fw"
 OTHER_HUB = "/subscriptions/sub-1/resourceGroups/rg-neu/providers/Microsoft.Network/virtualHubs/ars-neu"
 
 
-def _desired(emu: ArmEmulator, path: Path) -> Path:
+@pytest.fixture
+def desired_doc(desired_doc: dict[str, Any]) -> dict[str, Any]:
     """The reference lab (agents on the emulator) plus a second target on another hub."""
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    first = doc["targets"][0]
-    for peer in first["peers"]:
-        peer["agent_url"] = emu.agent_url(peer["ip"])
-        peer["token_setting"] = TOKEN_SETTING
+    first = desired_doc["targets"][0]
     second = {**first, "name": "hub-neu", "resource_group": "rg-neu", "route_server": "ars-neu", "subnets": []}
-    doc["targets"] = [first, second]
-    path.write_text(json.dumps(doc))
-    return path
+    desired_doc["targets"] = [first, second]
+    return desired_doc
 
 
 @pytest.fixture
-def env(
-    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    values = {
-        "ARS_DESIRED_STATE": str(_desired(emulator, tmp_path / "desired.json")),
-        "ARS_ARM_ENDPOINT": emulator.base_url,
-        "ARS_ARM_CA_BUNDLE": emulator.ca_file,
-        "ARS_ARM_STATIC_TOKEN": "emulator-token",
-        "ARS_ARM_POLL_INTERVAL": "0",
-        "ARS_AGENT_CA_BUNDLE": emulator.ca_file,
-        "ARS_STORAGE_CONNECTION": azurite.connection_string,
-        "ARS_TABLE_PREFIX": storage_prefix,
-        "ARS_FANOUT_QUEUE": storage_prefix,
-        "ARS_VERIFY_INTERVAL": "0.1",
-        "ARS_VERIFY_TIMEOUT": "10",
+def extra_env() -> dict[str, str]:
+    return {
         "ARS_EVENT_SETTLE": "0",  # messages visible at once, so the tests can read them
         "ARS_EVENT_MIN_INTERVAL": "0",
         "ARS_EVENT_OWN_IDS": RECONCILER.app_id,
-        TOKEN_SETTING: emulator.world.nva(scenarios.NVA_IP).agent_token,
     }
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    return values
 
 
 @pytest.fixture
-def worker(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Worker:
-    w = Worker.from_environment(function_app.APP_ROOT)
-    monkeypatch.setattr(function_app, "WORKER", w)
-    monkeypatch.setattr(function_app, "SETTINGS", w.settings)
-    monkeypatch.setattr(function_app, "EVENTS", EventIntake(w.settings))
-    return w
+def worker(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> Worker:
+    monkeypatch.setattr(function_app, "EVENTS", EventIntake(worker.settings))
+    return worker
 
 
 @pytest.fixture
@@ -101,11 +73,6 @@ async def live(worker: Worker) -> AsyncIterator[Worker]:
     yield worker
     await function_app.EVENTS.aclose()
     await worker.aclose()
-
-
-@pytest.fixture(scope="module")
-def fns() -> dict[str, Any]:
-    return {name: f.get_user_function() for name, f in functions(function_app.app).items()}
 
 
 def decoded(event: dict[str, Any]) -> func.EventGridEvent:

@@ -20,7 +20,6 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-import yaml
 from azure.functions.queue import QueueMessage as _QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
@@ -28,8 +27,6 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 import function_app
 from emulator import ArmEmulator
 from localenv import scenarios
-from localenv.azurite import Azurite
-from localenv.demo import EXAMPLE, TOKEN_SETTING
 from localenv.host import LocalHost, functions, trigger
 from localenv.webhook import WebhookReceiver
 from reconciler import runs
@@ -47,53 +44,12 @@ def queue_message(**kwargs: Any) -> func.QueueMessage:
 TARGETS = ("hub-weu", "hub-weu-2")
 
 
-@pytest.fixture(scope="module")
-def fns() -> dict[str, Any]:
-    return {name: f.get_user_function() for name, f in functions(function_app.app).items()}
-
-
-def _desired_file(emu: ArmEmulator, path: Path) -> Path:
+@pytest.fixture
+def desired_doc(desired_doc: dict[str, Any]) -> dict[str, Any]:
     """The reference lab as two targets on the same hub (a small fleet), agents on the emulator."""
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    first = doc["targets"][0]
-    for peer in first["peers"]:
-        peer["agent_url"] = emu.agent_url(peer["ip"])
-        peer["token_setting"] = TOKEN_SETTING
-    doc["targets"] = [first, {**first, "name": TARGETS[1]}]
-    path.write_text(json.dumps(doc))
-    return path
-
-
-@pytest.fixture
-def env(
-    emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    values = {
-        "ARS_DESIRED_STATE": str(_desired_file(emulator, tmp_path / "desired.json")),
-        "ARS_ARM_ENDPOINT": emulator.base_url,
-        "ARS_ARM_CA_BUNDLE": emulator.ca_file,
-        "ARS_ARM_STATIC_TOKEN": "emulator-token",
-        "ARS_ARM_POLL_INTERVAL": "0",
-        "ARS_AGENT_CA_BUNDLE": emulator.ca_file,
-        "ARS_STORAGE_CONNECTION": azurite.connection_string,
-        "ARS_TABLE_PREFIX": storage_prefix,
-        "ARS_FANOUT_QUEUE": storage_prefix,
-        "ARS_VERIFY_INTERVAL": "0.1",
-        "ARS_VERIFY_TIMEOUT": "10",
-        TOKEN_SETTING: emulator.world.nva(scenarios.NVA_IP).agent_token,
-    }
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    return values
-
-
-@pytest.fixture
-def worker(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Worker:
-    """A worker for this test's settings, installed where the functions look for it."""
-    w = Worker.from_environment(function_app.APP_ROOT)
-    monkeypatch.setattr(function_app, "WORKER", w)
-    monkeypatch.setattr(function_app, "SETTINGS", w.settings)
-    return w
+    first = desired_doc["targets"][0]
+    desired_doc["targets"] = [first, {**first, "name": TARGETS[1]}]
+    return desired_doc
 
 
 @pytest.fixture
