@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from xml.sax.saxutils import escape
 
 import drawsvg as draw  # type: ignore[import-untyped]
 
@@ -24,6 +25,13 @@ class _Link(draw.DrawingParentElement):  # type: ignore[misc]
     """An SVG <a>: drawsvg's extension point for an element it does not name."""
 
     TAG_NAME = "a"
+
+
+def _attr(value: str) -> str:
+    """An attribute value escaped for XML. drawsvg (2.4.2) escapes text content and titles but
+    writes attribute values as given, and hop ids, sources and drift identities carry names
+    observed in Azure (an undeclared peer's, say): the status page embeds the SVG as-is."""
+    return escape(value, {'"': "&quot;"})  # drawsvg quotes attributes with '"'; & < > are escaped too
 
 
 def hop_anchor(target: str, hop_id: str) -> str:
@@ -67,7 +75,7 @@ def draw_trace(tr: Trace, link_base: str = "") -> draw.Drawing:
     )
     for row, p in enumerate(tr.paths):
         y = TOP + row * ROW_H
-        group = draw.Group(class_="path", data_source=p.source, data_verdict=p.verdict.value)
+        group = draw.Group(class_="path", data_source=_attr(p.source), data_verdict=p.verdict.value)
         group.append(draw.Text(_source_label(p), 13, 12, y + BOX_H / 2 + 4, fill=COLOURS[p.verdict]))
         cause = p.root_cause
         for i, hop in enumerate(p.hops):
@@ -83,10 +91,10 @@ def draw_trace(tr: Trace, link_base: str = "") -> draw.Drawing:
 
 
 def _box(target: str, hop: Hop, x: float, y: float, is_cause: bool, link_base: str) -> draw.DrawingElement:
-    link = _Link(href=f"{link_base}#{hop_anchor(target, hop.id)}")
+    link = _Link(href=_attr(f"{link_base}#{hop_anchor(target, hop.id)}"))
     box = draw.Group(
         class_=f"hop {hop.verdict.value}" + (" root-cause" if is_cause else ""),
-        data_hop=hop.id,
+        data_hop=_attr(hop.id),
         data_verdict=hop.verdict.value,
     )
     box.append(
@@ -179,7 +187,7 @@ def timeline_svg(intervals: list[Interval], now: datetime, days: int = 7) -> str
                 row_h - 6,
                 fill=SEVERITY_COLOURS.get(i.severity, "#777"),
                 class_="incident" + (" open" if i.end is None else ""),
-                data_identity=identity,
+                data_identity=_attr(identity),
             )
             end = "open" if i.end is None else i.end.isoformat(timespec="seconds")
             bar.append_title(f"{identity}\n{i.start.isoformat(timespec='seconds')} -> {end}")

@@ -105,3 +105,22 @@ def test_trace_query_rejects_bad_input(params: dict[str, str], code: str) -> Non
 
 def test_trace_query_svg_of_the_only_target_needs_no_name() -> None:
     assert http_api.parse_trace_query({"format": "svg", "code": "k"}, ["a"]).svg
+
+
+def test_untrusted_text_in_picture_attributes_is_escaped() -> None:
+    """drawsvg escapes text but not attribute values; a drift identity carries an observed subject
+    (an undeclared peer's name from ARM), and the page embeds the SVG as-is."""
+    from xml.etree import ElementTree
+
+    from reconciler.picture import Interval, timeline_svg
+
+    hostile = 'hub|PEER_UNEXPECTED|peer=x"><script>alert(1)</script><a x="&amp;'
+    svg = timeline_svg([Interval(hostile, "PEER_UNEXPECTED", "critical", NOW - timedelta(hours=1), None)], NOW)
+    assert "<script>" not in svg
+    bars = [e for e in ElementTree.fromstring(svg).iter() if e.get("data-identity") is not None]
+    assert [b.get("data-identity") for b in bars] == [hostile]  # the value survives, as text
+    events = [
+        {"kind": k, "at": NOW - timedelta(hours=h), "identity": hostile} for k, h in (("opened", 2), ("resolved", 1))
+    ]
+    page = render(replace(broken(), events=events))
+    assert "<script>" not in page and 'data-identity="hub|PEER_UNEXPECTED|peer=x&quot;&gt;&lt;script&gt;' in page
