@@ -453,6 +453,9 @@ class ArmEmulator:
         props = body.get("properties", {})
         if not isinstance(props, dict):
             return _arm_error(400, "InvalidRequestFormat", "Expected a virtualHub with 'properties'.")
+        # hubRoutingPreference: the spec's HubRoutingPreference enum (ExpressRoute, VpnGateway, ASPath),
+        # default ExpressRoute. minCapacity: "Azure Route Server capacity" (Microsoft Learn) gives the
+        # default of two routing infrastructure units; the upper bound 50 was not found for Route Server.
         b2b = props.get("allowBranchToBranchTraffic", False)
         pref = props.get("hubRoutingPreference", "ExpressRoute")
         scale = props.get("virtualRouterAutoScaleConfiguration") or {}

@@ -31,18 +31,25 @@ def read_trusted(path: Path) -> str:
     A policy or token file that another local user could edit would hand that user the NVA's
     routing: refuse it rather than read it.
     """
+    # One open file for the checks and the read (a file swapped after a check is never read), and
+    # O_NONBLOCK so a FIFO cannot block the open; nothing is read before the checks pass (a FIFO
+    # or /dev/zero would block or never end).
     try:
-        st = path.stat()
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise FileProblem(f"{path}: cannot be read: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise FileProblem(f"{path}: not a regular file")
-    if st.st_uid not in (0, os.geteuid()):
-        raise FileProblem(f"{path}: owned by uid {st.st_uid}; it must be owned by root")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise FileProblem(f"{path}: writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); chmod go-w")
-    return text
+    with os.fdopen(fd, encoding="utf-8") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem(f"{path}: not a regular file")
+        if st.st_uid not in (0, os.geteuid()):
+            raise FileProblem(f"{path}: owned by uid {st.st_uid}; it must be owned by root")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise FileProblem(f"{path}: writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); chmod go-w")
+        try:
+            return f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FileProblem(f"{path}: cannot be read: {exc}") from exc
 
 
 class Watched(Generic[T]):

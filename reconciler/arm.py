@@ -84,7 +84,10 @@ RAW_READ_ACTIONS: dict[str, str] = {
     "vnet.get": "Microsoft.Network/virtualNetworks/read",
     "routetable.get": "Microsoft.Network/routeTables/read",
 }
-_IGNORED_KEYS_LOGGED: set[str] = set()  # top-level keys of a routes answer already logged as not-an-instance
+# Top-level keys of a routes answer already logged as not-an-instance (each cut to 60 characters):
+# bounded, because the keys come from the answer and a worker lives for days.
+IGNORED_KEYS_REMEMBERED = 100
+_IGNORED_KEYS_LOGGED: set[str] = set()
 
 
 class _Queueing:
@@ -473,10 +476,12 @@ class Arm:
         async def learned() -> InstanceRoutes:
             raw = await self._lro(c.virtual_hub_bgp_connections.begin_list_learned_routes, rg, rs, conn)
             parsed = arm_shapes.instance_routes(raw, "learnedRoutes")
-            for key in parsed.ignored:
+            for key in (k[:60] for k in parsed.ignored):
                 if key not in _IGNORED_KEYS_LOGGED:
+                    if len(_IGNORED_KEYS_LOGGED) >= IGNORED_KEYS_REMEMBERED:
+                        _IGNORED_KEYS_LOGGED.clear()  # bounded: a key may be logged again after 100 others
                     _IGNORED_KEYS_LOGGED.add(key)
-                    log.info("learnedRoutes: ignoring top-level key %r (not a Route Server instance)", key[:60])
+                    log.info("learnedRoutes: ignoring top-level key %r (not a Route Server instance)", key)
             return parsed.routes
 
         value = await self.read(sub, "routes.learned", conn, learned)

@@ -118,7 +118,7 @@ SUBJECTS: dict[DriftCode, str] = {
     DriftCode.GATEWAY_NOT_ADVERTISING: "gateway=<name>/onprem=<peer ip>/prefix=<prefix>",
     DriftCode.GATEWAY_NOT_ACTIVE_ACTIVE: "gateway=<name>",
     DriftCode.FIREWALL_UNHEALTHY: "firewall=<name or ip>",
-    DriftCode.UDR_INVARIANT_BROKEN: "subnet=<vnet>:<subnet>/prefix=<prefix>",
+    DriftCode.UDR_INVARIANT_BROKEN: "subnet=<vnet>:<subnet>/prefix=<prefix> | subnet=<vnet>:<subnet>/setting=<name>",
     DriftCode.NIC_ROUTE_WRONG: "nic=<name>/prefix=<prefix>",
     DriftCode.NIC_ROUTE_MISMATCH: "nic=<name>/prefix=<prefix>",
     DriftCode.OBSERVATION_FAILED: "read=<operation>/resource=<name>",

@@ -34,7 +34,7 @@ _MIN_S, _MAX_S = 15, 60
 
 
 def _fail(what: str, exc: AzureError) -> NoReturn:
-    raise storage_error("target lease", what, exc) from exc  # the one mapping: reconciler.storage
+    raise storage_error("target lease", what, exc) from exc  # the one mapping: reconciler.storage_rules
 
 
 def _status(exc: AzureError) -> int | None:

@@ -145,7 +145,7 @@ def _plain(value: Any) -> Any:
 
 
 def raise_storage_error(what: str, exc: AzureError) -> NoReturn:
-    """Raise our error for a failed ledger request (the one mapping lives in reconciler.storage)."""
+    """Raise our error for a failed ledger request (the one mapping: reconciler.storage_rules)."""
     raise storage_error("drift ledger", what, exc) from exc
 
 

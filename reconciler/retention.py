@@ -23,8 +23,8 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 from azure.data.tables.aio import TableClient
 
-from reconciler.ledger import raise_storage_error
 from reconciler.storage import StorageAccess, table_service
+from reconciler.storage_rules import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Retention:
             except ResourceNotFoundError:
                 return True  # the table was never created: nothing expired
             except AzureError as exc:
-                raise_storage_error(f"retention: read {exp.table}", exc)
+                raise storage_error("retention", f"read {exp.table}", exc) from exc
             if not keys:
                 return True
             by_partition: dict[str, list[str]] = {}
@@ -171,14 +171,14 @@ class Retention:
             return len(ops)
         except TableTransactionError as exc:
             if exc.status_code != 404:
-                raise_storage_error(f"retention: delete from {table.table_name}", exc)
+                raise storage_error("retention", f"delete from {table.table_name}", exc) from exc
         except AzureError as exc:
-            raise_storage_error(f"retention: delete from {table.table_name}", exc)
+            raise storage_error("retention", f"delete from {table.table_name}", exc) from exc
         # 404: a row of the batch went meanwhile (another purge, a manual clean-up); the batch
         # failed whole, so delete one by one, each "already gone" being as good as deleted.
         for rk in rks:
             try:
                 await table.delete_entity(pk, rk)
             except AzureError as exc:
-                raise_storage_error(f"retention: delete from {table.table_name}", exc)
+                raise storage_error("retention", f"delete from {table.table_name}", exc) from exc
         return len(rks)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.diff import diff, matched_connections
-from reconciler.drift import Drift, DriftCode, is_blind
+from reconciler.drift import Drift, is_blind
 from reconciler.errors import ConfigurationError, LockedError, PermanentError, ReconcilerError, TransientError
 from reconciler.ledger_state import ActionRecord, LedgerChange, PassRecord
 from reconciler.observed import AgentView, Firewall, FirewallHealth, HealthStatus, Hub, Observation, Unknown
@@ -323,8 +323,10 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     obs = await observe(svc, target)
     rep.drifts = diff(target, obs)
     now = svc.clock()
-    if rep.changed_by is None and not dry_run and svc.who_changed is not None and _azure_side(rep.drifts):
+    if rep.changed_by is None and not dry_run and svc.who_changed is not None and rep.drifts:
         # No event told us who: ask the Activity Log (reconciler.activity_log; never fails the pass).
+        # Which drift it can attribute, and to which resource, is its own table (resources_for):
+        # for drift it cannot place it answers None without a request.
         rep.changed_by = await svc.who_changed(target, rep.drifts, now)
     rep.plan = plan(target, rep.drifts, known_from(target, obs), now)
     rep.remaining = rep.drifts
@@ -357,16 +359,6 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
         except ReconcilerError as exc:
             rep.errors.append(("ledger", str(exc)))
             rep.status = "error"
-
-
-_AZURE_SIDE = frozenset(
-    {DriftCode.BRANCH_TO_BRANCH_DISABLED, DriftCode.ROUTE_SERVER_UNHEALTHY, DriftCode.PEER_MISSING,
-     DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED, DriftCode.FIREWALL_UNHEALTHY, DriftCode.UDR_INVARIANT_BROKEN}
-)  # fmt: skip
-
-
-def _azure_side(drifts: Sequence[Drift]) -> bool:
-    return any(d.code in _AZURE_SIDE for d in drifts)
 
 
 async def observe(svc: Services, target: Target) -> Observation:

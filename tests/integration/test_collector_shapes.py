@@ -14,6 +14,7 @@ import pytest
 
 from emulator import ArmEmulator, Fault, World
 from emulator.world import OperationLroStyle
+from reconciler import arm as arm_module
 from reconciler import desired
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.diff import diff
@@ -72,6 +73,16 @@ async def test_a_value_null_beside_the_instances_is_not_an_instance(arm: Arm, em
     assert not isinstance(learned, Unknown)
     assert set(learned) == {"RouteServiceRole_IN_0", "RouteServiceRole_IN_1"}
     assert diff(REFERENCE, obs) == []
+
+
+async def test_many_odd_top_level_keys_neither_fail_the_read_nor_grow_memory(arm: Arm, emulator: ArmEmulator) -> None:
+    # The "log each ignored key once" memory was unbounded: a worker kept every odd key ARM ever sent.
+    odd = {f"extra-{i}-{'x' * 200}": None for i in range(500)}
+    emulator.inject("routes.learned", Fault.body(learned_body(**odd), count=None), subscription="sub-1")
+    obs = await arm.observe(REFERENCE)
+    assert set(obs.learned["nva1"]) == {"RouteServiceRole_IN_0", "RouteServiceRole_IN_1"}  # type: ignore[arg-type]
+    assert len(arm_module._IGNORED_KEYS_LOGGED) <= arm_module.IGNORED_KEYS_REMEMBERED
+    assert all(len(k) <= 60 for k in arm_module._IGNORED_KEYS_LOGGED)
 
 
 async def test_a_body_without_any_instance_key_is_unknown_not_route_missing(arm: Arm, emulator: ArmEmulator) -> None:

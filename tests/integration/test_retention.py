@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from localenv.azurite import Azurite
+from localenv.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from reconciler.drift import Drift, DriftCode
+from reconciler.errors import TransientError
 from reconciler.ledger import Ledger, PassRecord
 from reconciler.outbox import AlertStore
 from reconciler.retention import Retention, RetentionPolicy
@@ -105,3 +107,17 @@ async def test_tables_never_created_have_nothing_to_purge(azurite: Azurite, stor
     async with Retention(azurite.connection_string, storage_prefix) as r:
         result = await r.purge(NOW)
     assert result.complete and sum(result.deleted.values()) == 0
+
+
+async def test_a_purge_of_a_stopped_account_is_a_retention_error_not_a_ledger_one(storage_prefix: str) -> None:
+    # Its rows span the outbox's tables too: the message must name retention, not the drift ledger.
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stopped = (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+    )
+    async with Retention(stopped, storage_prefix) as purge:
+        with pytest.raises(TransientError, match=r"^retention: read \w*alertoutbox: storage unreachable"):
+            await purge.purge(NOW)

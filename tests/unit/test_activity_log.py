@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.activity_log import latest_change, query_path, resources_for
+from reconciler.activity_log import ActivityLog, latest_change, query_path, resources_for
 from reconciler.attribution import ChangeSource
 from reconciler.drift import Drift, DriftCode
 from reconciler.events import normalise_id
@@ -63,3 +63,22 @@ def test_a_peer_drift_points_at_that_peers_connection_not_a_name_prefix_of_it() 
     t = target(peers=[peer("nva1", "10.0.1.6"), peer("nva10", "10.0.1.60")])
     got = resources_for(t, [Drift(t.name, DriftCode.PEER_MISSING, "peer=nva10", "")])
     assert len(got) == 1 and got[0].endswith("/bgpConnections/nva10"), got
+
+
+async def test_drift_the_log_cannot_place_costs_no_request() -> None:
+    # The service asks on every pass with drift: resources_for is the one place that says which
+    # drift the Activity Log can explain, so agent-side drift must not reach ARM.
+    class Arm:
+        def __init__(self) -> None:
+            self.paths: list[str] = []
+
+        async def get_json(self, subscription: str, path: str) -> Any:
+            self.paths.append(path)
+            return {"value": []}
+
+    arm, t, now = Arm(), target(), datetime.now(UTC)
+    log = ActivityLog(arm, [])
+    assert await log.who_changed(t, [Drift(t.name, DriftCode.PEER_DOWN, "peer=nva1", "")], now) is None
+    assert arm.paths == []
+    await log.who_changed(t, [Drift(t.name, DriftCode.BRANCH_TO_BRANCH_DISABLED, "hub", "")], now)
+    assert len(arm.paths) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,31 @@ def test_a_file_others_can_write_is_not_trusted(tmp_path: Path) -> None:
         read_trusted(f)
     with pytest.raises(FileProblem, match="cannot be read"):
         read_trusted(tmp_path / "absent")
+
+
+def test_a_fifo_or_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    # A FIFO blocks a plain open() until someone writes to it, and /dev/zero never ends: either
+    # would hang the agent at start or on a SIGHUP, so the check must come before any read.
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo, 0o644)
+    outcome: list[BaseException | str] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_trusted(fifo))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    if reader.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=5)
+        pytest.fail("read_trusted blocked on a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], FileProblem) and "not a regular file" in str(outcome[0])
+    with pytest.raises(FileProblem, match="not a regular file"):
+        read_trusted(Path("/dev/zero"))
 
 
 def test_a_watched_file_is_reread_on_change_and_fails_closed(tmp_path: Path) -> None:
