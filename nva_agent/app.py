@@ -266,9 +266,11 @@ def _reporting(settings: AgentSettings, service: IntentService, sources: Sources
             return
         from nva_agent.change_reports import ChangeReporter
 
-        def token() -> str | None:
+        def token() -> tuple[str, ...]:
             accepted = sources.tokens()
-            return accepted.current if accepted is not None else None
+            if accepted is None:
+                return ()
+            return (accepted.current, accepted.next) if accepted.next else (accepted.current,)
 
         reporter = ChangeReporter(service.frr, settings.report_url, settings.report_ip, token,
                                   apply_lock=service.apply_lock, applied=lambda: service.applied)  # fmt: skip

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,15 +31,16 @@ QUEUE_MAX = 32  # reports waiting for delivery; the oldest go first when the rec
 
 
 class ChangeReporter:
-    """Watch FRR and report its changes. `applied()` counts the agent's own successful intents
-    (read under `apply_lock`, so a poll never sees half an apply)."""
+    """Watch FRR and report its changes. `token()` gives the tokens to sign with (the current one,
+    then the next during a rotation; none: do not send); `applied()` counts the agent's own
+    successful intents (read under `apply_lock`, so a poll never sees half an apply)."""
 
     def __init__(
         self,
         frr: FrrPort,
         url: str,
         nva_ip: str,
-        token: Callable[[], str | None],
+        token: Callable[[], Sequence[str]],
         *,
         apply_lock: asyncio.Lock,
         applied: Callable[[], int],
@@ -103,14 +104,19 @@ class ChangeReporter:
                 await self._send(client, report)
 
     async def _send(self, client: httpx.AsyncClient, report: dict[str, Any]) -> bool:
+        body = json.dumps(report).encode()
         for attempt in range(self.retries):
-            token = self.token()
-            if not token:
+            keys = self.token()
+            if not keys:
                 return False
-            body = json.dumps(report).encode()
-            headers = signed_headers(token, body, int(time.time()))
             try:
-                resp = await client.post(self.url, content=body, headers=headers)
+                # Current token first, then the next one: mid-rotation the reconciler may already hold
+                # only the next (README "Tokens and rotation", step 2), and answers 401 to the current.
+                for i, token in enumerate(keys):
+                    headers = signed_headers(token, body, int(time.time()))
+                    resp = await client.post(self.url, content=body, headers=headers)
+                    if resp.status_code != 401 or i == len(keys) - 1:
+                        break
                 if resp.status_code < 300:
                     self.sent += 1
                     return True

@@ -34,12 +34,12 @@ class FakeFrr:
     async def soft_out(self) -> None: ...
 
 
-def reporter(frr: FakeFrr, handler: Any, applied: list[int]) -> ChangeReporter:
+def reporter(frr: FakeFrr, handler: Any, applied: list[int], tokens: tuple[str, ...] = (TOKEN,)) -> ChangeReporter:
     async def no_sleep(_: float) -> None:
         return None
 
     return ChangeReporter(
-        frr, "https://reconciler.example/api/agent/changes", "10.0.1.6", lambda: TOKEN,
+        frr, "https://reconciler.example/api/agent/changes", "10.0.1.6", lambda: tokens,
         apply_lock=asyncio.Lock(), applied=lambda: applied[0], transport=httpx.MockTransport(handler),
         sleep=no_sleep,
     )  # fmt: skip
@@ -57,6 +57,29 @@ async def test_an_outside_edit_is_reported_signed_and_verifiable() -> None:
         assert await r._send(c, r.queue.get_nowait())
     checked = verify(dict(got[-1].headers), got[-1].content, report_key(TOKEN), datetime.now(UTC))
     assert checked.by is ChangedBy.OUTSIDE and checked.nva_ip == "10.0.1.6"
+
+
+async def test_mid_rotation_a_report_the_reconciler_refuses_is_signed_again_with_the_next_token() -> None:
+    # Rotation step 2: the reconciler holds only the next token; the agent's file holds both.
+    nxt = "next-token-0123456789abcdef0123456789abcdef012"
+    got: list[httpx.Request] = []
+
+    def only_next(req: httpx.Request) -> httpx.Response:
+        got.append(req)
+        try:
+            verify(dict(req.headers), req.content, report_key(nxt), datetime.now(UTC))
+        except Exception:
+            return httpx.Response(401)
+        return httpx.Response(202)
+
+    frr = FakeFrr()
+    r = reporter(frr, only_next, [0], tokens=(TOKEN, nxt))
+    await r.poll_once()
+    frr.config = "router bgp 65001\n"
+    assert await r.poll_once() is not None
+    async with httpx.AsyncClient(transport=httpx.MockTransport(only_next)) as c:
+        assert await r._send(c, r.queue.get_nowait())
+    assert r.sent == 1 and len(got) == 2  # refused with the current token, accepted with the next
 
 
 async def test_a_lost_session_is_reported_and_the_agents_own_apply_is_marked() -> None:
