@@ -235,7 +235,8 @@ def from_effective(routes: Iterable[EffectiveRoute]) -> tuple[CandidateRoute, ..
     """A NIC's real effectiveRouteTable as candidate routes: the Active entries (Invalid ones lost a tie).
 
     Next-hop types the model does not know (service endpoints, peering) carry Azure-service or VNet
-    traffic, never general internet traffic: they are left out.
+    traffic, never general internet traffic: they are left out. An entry with several next-hop IPs
+    (ECMP: `nextHopIpAddress` is a list) becomes one route per IP, so every path is judged.
     """
     out: list[CandidateRoute] = []
     for r in routes:
@@ -250,8 +251,8 @@ def from_effective(routes: Iterable[EffectiveRoute]) -> tuple[CandidateRoute, ..
                 prefix = IPv4Network(p, strict=False)
             except ValueError:
                 continue
-            ip = r.next_hop_ips[0] if r.next_hop_ips else None
-            out.append(CandidateRoute(prefix, source, hop, ip, f"{r.source}, read from ARM"))
+            for ip in r.next_hop_ips or (None,):
+                out.append(CandidateRoute(prefix, source, hop, ip, f"{r.source}, read from ARM"))
     return tuple(out)
 
 

@@ -114,3 +114,11 @@ def test_a_probe_nic_following_a_stale_route_is_folded_under_the_route_drift() -
     (incident,) = group([route, nic])
     assert [c.identity for c in incident.causes] == [route.identity]
     assert [q.identity for q in incident.consequences] == [nic.identity]
+
+
+def test_an_ecmp_entry_with_a_second_next_hop_elsewhere_is_wrong() -> None:
+    # One effective-route entry lists every ECMP next hop (nextHopIpAddress is a list); only the first
+    # was read, so half the workload's internet traffic going to 10.9.9.9 passed as "to the firewall".
+    ecmp = EffectiveRoute(("0.0.0.0/0",), "VirtualNetworkGateway", "Active", "VirtualNetworkGateway", (FW, "10.9.9.9"))
+    t, obs = probed(**{"vm1-nic": (ecmp, replace(SYSTEM[0], state="Invalid"), SYSTEM[1])})
+    assert (C.NIC_ROUTE_WRONG, "nic=vm1-nic/prefix=0.0.0.0/0") in codes(t, obs)
