@@ -30,7 +30,7 @@ from reconciler.fanout import BadMessage, FanoutMessage, HostQueueRules, parse_m
 from reconciler.picture import trace_svg
 from reconciler.runs import Run, RunStatus
 from reconciler.schedule import parse as parse_schedule
-from reconciler.service import PassReport, new_pass_id, reconcile, trace_targets
+from reconciler.service import PassReport, TargetStatus, new_pass_id, reconcile, trace_targets
 
 log = logging.getLogger("reconciler.functions")
 # The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
@@ -136,7 +136,7 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
         changed_by={message.target: who} if who is not None and message.target is not None else None,
     )
     _log_report(report)
-    failed = [t for t in report.targets if t.status == "error"]
+    failed = [t for t in report.targets if t.status is TargetStatus.ERROR]
     if failed:
         # Raising hands the message back to the host, which retries it and, after
         # maxDequeueCount (host.json), moves it to the poison queue.

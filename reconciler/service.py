@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from ipaddress import IPv4Network
 from typing import Any, Protocol
 
@@ -124,10 +125,19 @@ class StepOutcome:
         }
 
 
+class TargetStatus(StrEnum):
+    """How one target's pass ended (the report's `status`; a StrEnum, so its JSON is the word)."""
+
+    OK = "ok"
+    DRIFT = "drift"  # drift remains after the pass (found, in a dry run)
+    LOCKED = "locked"  # another pass held the target's lease: nothing was done
+    ERROR = "error"
+
+
 @dataclass
 class TargetReport:
     target: str
-    status: str = "ok"  # ok | drift | locked | error
+    status: TargetStatus = TargetStatus.OK
     drifts: list[Drift] = field(default_factory=list)
     plan: Plan | None = None
     outcomes: list[StepOutcome] = field(default_factory=list)
@@ -137,6 +147,9 @@ class TargetReport:
     alerts: Mapping[str, object] = field(default_factory=dict)
     changed_by: Attribution | None = None  # the change that asked for this pass (event-driven passes)
 
+    def __post_init__(self) -> None:
+        self.status = TargetStatus(self.status)  # "ok" from a caller becomes the member; a typo fails here
+
     @property
     def blind(self) -> bool:
         return is_blind(self.remaining)
@@ -144,7 +157,7 @@ class TargetReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
-            "status": self.status,
+            "status": self.status.value,
             "drifts": [d.to_dict() for d in self.drifts],
             "plan": {
                 "steps": [s.describe() for s in self.plan.steps] if self.plan else [],
@@ -176,7 +189,7 @@ class PassReport:
     @property
     def exit_code(self) -> int:
         """CLI convention: 0 no drift, 2 drift, 1 error (a failed pass or a locked target)."""
-        if self.errors or any(t.status in ("error", "locked") for t in self.targets):
+        if self.errors or any(t.status in (TargetStatus.ERROR, TargetStatus.LOCKED) for t in self.targets):
             return 1
         # A dry run reports what it found; an apply reports what is still wrong after fixing.
         if self.dry_run:
@@ -192,7 +205,7 @@ class PassReport:
             "fixed": sum(1 for t in self.targets for o in t.outcomes if o.outcome is ActionOutcome.FIXED),
             "failed": sum(1 for t in self.targets for o in t.outcomes if o.outcome is ActionOutcome.FAILED),
             "deferred": sum(1 for t in self.targets for o in t.outcomes if o.outcome is ActionOutcome.DEFERRED),
-            "locked": sum(1 for t in self.targets if t.status == "locked"),
+            "locked": sum(1 for t in self.targets if t.status is TargetStatus.LOCKED),
             "errors": len(self.errors) + sum(len(t.errors) for t in self.targets),
         }
 
@@ -267,22 +280,22 @@ async def reconcile_target(
                 # A bug must not take the other targets of the pass down with it: it is recorded on
                 # this target (and logged with its traceback) so the pass still reports everything.
                 log.exception("pass %s target %s: internal error", pass_id, target.name)
-                rep.status = "error"
+                rep.status = TargetStatus.ERROR
                 rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
             if not dry_run and svc.alerts is not None:
                 await _alert(svc, svc.alerts, target, rep, pass_id)
     except LockedError as exc:
-        rep.status = "locked"
+        rep.status = TargetStatus.LOCKED
         rep.errors.append(("lease", str(exc)))
     except ReconcilerError as exc:
         # The lease could not be taken or kept (storage down): nothing may act without it.
-        rep.status = "error"
+        rep.status = TargetStatus.ERROR
         rep.errors.append(("lease", str(exc)))
     except Exception as exc:
         # A bug must not take the other targets of the pass down with it: it is recorded on this
         # target (and logged with its traceback) so the pass still reports everything.
         log.exception("pass %s target %s: internal error", pass_id, target.name)
-        rep.status = "error"
+        rep.status = TargetStatus.ERROR
         rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
     log.info(
         "pass %s target %s: %s, %d drift(s) found, %d step(s), %d remaining%s",
@@ -335,7 +348,7 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
     elif rep.plan.steps:
         rep.outcomes = await execute(svc, target, rep.plan)
         rep.remaining, rep.outcomes = await verify(svc, target, rep.outcomes, obs)
-    rep.status = "drift" if rep.remaining else "ok"
+    rep.status = TargetStatus.DRIFT if rep.remaining else TargetStatus.OK
     if not dry_run and svc.ledger is not None:
         actions = _actions(rep)
         try:
@@ -358,7 +371,7 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
             }
         except ReconcilerError as exc:
             rep.errors.append(("ledger", str(exc)))
-            rep.status = "error"
+            rep.status = TargetStatus.ERROR
 
 
 async def observe(svc: Services, target: Target) -> Observation:
