@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from reconciler.causes import CAUSES
-from reconciler.drift import Drift, DriftCode, Severity, failed_reads, subject_part
+from reconciler.causes import CAUSES, CauseRule
+from reconciler.drift import Drift, DriftCode, Severity, failed_reads
 
 BLIND_SUBJECT = "reconciler=blind"
 """Subject of the per-target "reconciler blind" alert (code OBSERVATION_FAILED)."""
@@ -58,29 +58,10 @@ class Announced(StrEnum):
     FLAPPING = "flapping"
 
 
-@dataclass(frozen=True)
-class InhibitRule:
-    """While an alert with code `source` is active on a target, alerts with a code in `muted` on the
-    same target are not announced, provided every subject part named in `equal` matches."""
-
-    source: DriftCode
-    muted: frozenset[DriftCode]
-    equal: tuple[str, ...] = ()
-
-    def mutes(self, source: AlertState, other: AlertState) -> bool:
-        if source.code != self.source or other.code not in self.muted or source.target != other.target:
-            return False
-        return all(
-            subject_part(source.subject, key) is not None
-            and subject_part(source.subject, key) == subject_part(other.subject, key)
-            for key in self.equal
-        )
-
-
 # Inhibition follows the one cause table (reconciler.causes): while a cause is active, what it
 # explains does not page on its own. The blind alert (OBSERVATION_FAILED) is about the reconciler,
 # not the network, so nothing mutes it.
-DEFAULT_INHIBIT: tuple[InhibitRule, ...] = tuple(InhibitRule(r.cause, r.consequences, r.equal) for r in CAUSES)
+DEFAULT_INHIBIT: tuple[CauseRule, ...] = CAUSES
 
 # BGP hold time on Route Server is 180 s: a session or route that comes back within it is a blip.
 BGP_HOLD_TIME = timedelta(seconds=180)
@@ -119,7 +100,7 @@ class AlertRules:
     """A flapping alert is stable again after this long without a presence change; it then
     fires (if present, and also past its hold-down) or resolves."""
 
-    inhibit: tuple[InhibitRule, ...] = DEFAULT_INHIBIT
+    inhibit: tuple[CauseRule, ...] = DEFAULT_INHIBIT
     """Inhibition rules; see `DEFAULT_INHIBIT`."""
 
     def __post_init__(self) -> None:
@@ -320,7 +301,7 @@ def evaluate(
                 if after is not None:
                     new_states[ident] = after
                 continue
-            muted = any(rule.mutes(src, after) for rule in rules.inhibit for src in active)
+            muted = any(rule.explains(src, after) for rule in rules.inhibit for src in active)
             final, note = _announce(before, after, muted, now, rules, actions.get(ident), skipped.get(ident))
             if note is None and muted:
                 # What it would have said unmuted, for its cause's card to fold in; its state stays

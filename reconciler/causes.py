@@ -1,15 +1,27 @@
 """Which drift explains which: the one cause table.
 
-Owns `CAUSES`. Two decisions read it: inhibition (alerts: a consequence does not page on its own
-while its cause is active) and grouping (incident: a cause and its consequences are one card).
-Pure data; must not know how drift is found, alerted or shown.
+Owns `CAUSES` and the one test of it, `CauseRule.explains`. Two decisions use them: inhibition
+(alerts: a consequence does not page on its own while its cause is active) and grouping (incident:
+a cause and its consequences are one card). Pure; must not know how drift is found, alerted or shown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from reconciler.drift import DriftCode
+from reconciler.drift import DriftCode, subject_part
+
+
+class Fact(Protocol):
+    """What a rule looks at: an alert state or a notification (code, target, subject)."""
+
+    @property
+    def code(self) -> DriftCode: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,15 @@ class CauseRule:
     cause: DriftCode
     consequences: frozenset[DriftCode]
     equal: tuple[str, ...] = ()
+
+    def explains(self, cause: Fact, other: Fact) -> bool:
+        """Whether `cause` explains `other` under this rule (the one test inhibition and grouping use)."""
+        if cause.code != self.cause or other.code not in self.consequences or cause.target != other.target:
+            return False
+        return all(
+            (mine := subject_part(cause.subject, key)) is not None and mine == subject_part(other.subject, key)
+            for key in self.equal
+        )
 
 
 _GATEWAY = frozenset({DriftCode.GATEWAY_NOT_LEARNING, DriftCode.GATEWAY_NOT_ADVERTISING})

@@ -59,16 +59,6 @@ class Incident:
         return hashlib.sha256(f"{self.kind.value}\n{self.causes[0].identity}".encode()).hexdigest()[:16]
 
 
-def explains(rule: CauseRule, cause: Notification, other: Notification) -> bool:
-    if cause.code != rule.cause or other.code not in rule.consequences or cause.target != other.target:
-        return False
-    for key in rule.equal:
-        mine = subject_part(cause.subject, key)
-        if mine is None or mine != subject_part(other.subject, key):
-            return False
-    return True
-
-
 def group(notes: Sequence[Notification], rules: Sequence[CauseRule] = CAUSES) -> list[Incident]:
     """Incidents of `notes`, most severe first; every notification is in exactly one incident."""
     by_part: dict[tuple[str, Kind], list[Notification]] = {}
@@ -83,9 +73,7 @@ def group(notes: Sequence[Notification], rules: Sequence[CauseRule] = CAUSES) ->
 def _group_one(target: str, kind: Kind, notes: list[Notification], rules: Sequence[CauseRule]) -> list[Incident]:
     parent: dict[str, Notification] = {}
     for n in notes:
-        found = next(
-            (c for rule in rules for c in notes if c.identity != n.identity and explains(rule, c, n)), None
-        )
+        found = next((c for rule in rules for c in notes if c.identity != n.identity and rule.explains(c, n)), None)
         if found is not None:
             parent[n.identity] = found
 

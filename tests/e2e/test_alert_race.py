@@ -38,6 +38,18 @@ async def released(leases: TargetLeases, target: str, timeout: float = 30.0) -> 
             await asyncio.sleep(0.05)
 
 
+def hub_reads(emulator: ArmEmulator, subscription: str) -> int:
+    return sum(1 for r in emulator.requests if r.op == "hub.get" and r.subscription == subscription)
+
+
+async def read_seen(emulator: ArmEmulator, subscription: str, before: int, timeout: float = 30.0) -> None:
+    """Poll until the emulator has served one more hub read of `subscription` than `before`."""
+    deadline = time.monotonic() + timeout
+    while hub_reads(emulator, subscription) <= before:
+        assert time.monotonic() < deadline, "the pass never read the hub"
+        await asyncio.sleep(0.02)
+
+
 def kinds_for(webhook: WebhookReceiver, target: str) -> list[str]:
     out = []
     for r in webhook.accepted():
@@ -66,8 +78,11 @@ async def test_a_slow_pass_does_not_announce_resolved_over_a_newer_observation(
             emulator.world.route_server(SUB[A], "rg-hub", "ars-hub").branch_to_branch = True
 
         emulator.inject("hub.get", Fault.latency(4.0), subscription=SUB[B])  # P1 is slow on hub-neu
+        reads = hub_reads(emulator, SUB[A])
         slow = asyncio.create_task(run_pass(rt, state))  # P1: sees hub-weu healthy
-        await asyncio.sleep(0)
+        # P1 reads hub-weu under its lease: once the read is seen, the lease is P1's (or was). Only
+        # then does "nobody holds it" mean "P1 is done with it" rather than "P1 has not started".
+        await read_seen(emulator, SUB[A], reads)
         await released(leases, A)  # P1 is done with hub-weu (and, now, with its alerts)
         with emulator.world.lock:  # …and hub-weu breaks again
             emulator.world.route_server(SUB[A], "rg-hub", "ars-hub").branch_to_branch = False
