@@ -72,7 +72,8 @@ class HostQueueRules:
     it runs the function at most `max_dequeue_count` times, each try up to `function_timeout`, puts
     the message back for `visibility_timeout` after each failure ("the time interval between retries
     when processing of a message fails"), then moves it to `<queue>-poison`. Defaults are the
-    documented ones (5, 00:00:00, and Flex Consumption's 30-minute function timeout)."""
+    documented ones (5, 00:00:00, and Flex Consumption's 30-minute default function timeout: "Function
+    app timeout duration", https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout)."""
 
     max_dequeue_count: int = 5
     visibility_timeout: timedelta = timedelta(0)
