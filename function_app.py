@@ -82,7 +82,6 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
         sent = await WORKER.fanout.enqueue((FanoutMessage(t.name, now) for t in state.targets), ttl)
         log.info("fan-out: enqueued %d target(s) on %s", sent, SETTINGS.fanout_queue)
         return
-    assert rt.services is not None
     _log_report(await reconcile(rt.services, state, trigger="timer"))
 
 
@@ -114,7 +113,6 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
         # Retrying cannot fix it: record it as poison now rather than after maxDequeueCount tries.
         await _poison(rt, msg, str(exc))
         return
-    assert rt.services is not None
     if message.run is not None:
         # The fallback of an HTTP run came due: finish the run unless its worker did.
         run = await WORKER.runs.unfinished(message.run)
@@ -159,9 +157,8 @@ async def _poison(rt: Runtime, msg: func.QueueMessage, reason: str) -> None:
     # Error level: this is what an App Insights alert rule keys on, Teams or not.
     log.error("fan-out poison message (target=%s): %s", target or "?", reason, extra={"target": target or ""})
     now = datetime.now(UTC)
-    if rt.ledger is not None:
-        await rt.ledger.record_poison(body, reason, now)
-    alerts = rt.services.alerts if rt.services is not None else None
+    await rt.ledger.record_poison(body, reason, now)
+    alerts = rt.services.alerts
     if alerts is not None and target is not None and target in {t.name for t in WORKER.desired().targets}:
         # A target whose pass keeps failing is one the reconciler cannot see: "reconciler blind",
         # at once (its tries already took minutes; no hold-down applies).
@@ -238,7 +235,6 @@ def _carry(state: DesiredState, run: Run, receipt: tuple[str, str] | None) -> Co
 
 async def _http_pass(state: DesiredState, run: Run) -> PassReport:
     rt = await WORKER.runtime()
-    assert rt.services is not None
     report = await reconcile(
         rt.services, state, trigger="http", dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
     )
@@ -334,7 +330,6 @@ async def trace_http(req: func.HttpRequest) -> func.HttpResponse:
         names = [t.name for t in state.targets]
         q = http_api.parse_trace_query(req.params, names)
         rt = await WORKER.runtime()
-        assert rt.services is not None
         only = q.target or (names[0] if q.svg else None)
         traces = await trace_targets(rt.services, state, only=only, prefix=q.prefix)
         if q.svg:

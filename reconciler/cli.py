@@ -140,7 +140,6 @@ async def _pass(settings: Settings, state: desired.DesiredState, **kw: Any) -> A
 
     storage = kw.pop("storage")
     async with Runtime(settings, storage=storage) as rt:
-        assert rt.services is not None
         return await reconcile(rt.services, state, **kw)
 
 
@@ -153,7 +152,6 @@ def _trace(args: argparse.Namespace, out: TextIO) -> int:
 
     async def run() -> list[Any]:
         async with Runtime(settings, storage=False) as rt:
-            assert rt.services is not None
             return await trace_targets(rt.services, state, only=args.target, prefix=args.prefix)
 
     traces = asyncio.run(run())
