@@ -90,14 +90,10 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule=retention.SCHEDULE, run_on_startup=False, use_monitor=True)
 async def retention_timer(timer: func.TimerRequest) -> None:
     policy = retention.RetentionPolicy(days=SETTINGS.retention_days)
-    conn = storage.from_settings(SETTINGS)
+    rt = await WORKER.runtime()
     now = datetime.now(UTC)
-    try:
-        async with retention.Retention(conn, SETTINGS.table_prefix, policy) as purge:
-            await purge.purge(now)
-    finally:
-        await conn.close()
-    await WORKER.runtime()
+    async with retention.Retention(rt.access, SETTINGS.table_prefix, policy) as purge:
+        await purge.purge(now)
     gone = await WORKER.runs.purge(now - runs.RUN_KEEP)  # HTTP run records (reconciler.runs)
     log.info("retention: %d HTTP run record(s) older than %s deleted", gone, runs.RUN_KEEP)
 

@@ -25,6 +25,7 @@ from reconciler.plan import Intent
 from reconciler.runs import RunStore
 from reconciler.service import Services
 from reconciler.settings import Settings, load_settings
+from reconciler.storage import StorageAccess
 
 
 def arm_options(settings: Settings) -> ArmOptions:
@@ -149,6 +150,7 @@ class Runtime:
         self._stack = AsyncExitStack()
         self._services: Services | None = None
         self._ledger: Ledger | None = None
+        self._access: StorageAccess | None = None
 
     @property
     def services(self) -> Services:
@@ -163,6 +165,14 @@ class Runtime:
             raise RuntimeError(f"this Runtime has no drift ledger: {why}")
         return self._ledger
 
+    @property
+    def access(self) -> StorageAccess:
+        """The storage account's one access (and, in identity form, its one credential) for every
+        other storage client of this worker: the fan-out queue, run records, retention."""
+        if self._access is None:
+            raise RuntimeError("this Runtime has no storage: it is not open, or was opened with storage=False")
+        return self._access
+
     async def __aenter__(self) -> Runtime:
         async with AsyncExitStack() as stack:
             self._services, self._ledger = await self._build(stack)
@@ -170,7 +180,7 @@ class Runtime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._services = self._ledger = None
+        self._services = self._ledger = self._access = None
         await self._stack.aclose()
 
     async def _build(self, stack: AsyncExitStack) -> tuple[Services, Ledger | None]:
@@ -185,6 +195,7 @@ class Runtime:
         if self.storage:
             conn = storage.from_settings(s)  # a connection string, or the managed identity
             stack.push_async_callback(conn.close)
+            self._access = conn
             ledger = Ledger(conn, table_prefix=s.table_prefix)
             stack.push_async_callback(ledger.close)
             await ledger.ensure_tables()
@@ -285,8 +296,7 @@ class Worker:
     async def _build(self) -> Runtime:
         async with AsyncExitStack() as stack:
             rt = await stack.enter_async_context(Runtime(self.settings))
-            conn = storage.from_settings(self.settings)
-            stack.push_async_callback(conn.close)
+            conn = rt.access  # closed by the runtime, after the queue and the run store
             queue = FanoutQueue(conn, self.settings.fanout_queue)
             stack.push_async_callback(queue.close)
             await queue.ensure()
