@@ -99,3 +99,13 @@ def test_runbook_has_an_entry_for_every_code() -> None:
     for code, book in RUNBOOK.items():
         assert book.meaning and book.check and book.blade and book.fix, code
         assert book.check.startswith(("az ", "vtysh ")), code
+
+
+def test_only_the_check_names_what_was_observed() -> None:
+    """cards._runbook fills {peer} {gateway} {firewall} {vnet} {subnet} from drift subjects (names
+    observed in Azure) and makes only the check inert (cards.untrusted); meaning, blade and fix are
+    shown as written, so they must not carry those placeholders."""
+    observed = ("{peer}", "{gateway}", "{firewall}", "{vnet}", "{subnet}")
+    for code, book in RUNBOOK.items():
+        for text in (book.meaning, book.blade, book.fix):
+            assert not any(p in text for p in observed), (code, text)
