@@ -42,7 +42,7 @@ from reconciler.ledger_state import (
 )
 from reconciler.outcome import ActionOutcome
 from reconciler.storage import StorageAccess, table_service
-from reconciler.storage_rules import checked_table_prefix, storage_error
+from reconciler.storage_rules import Table, checked_table_prefix, storage_error
 
 __all__ = [
     "ActionRecord",
@@ -177,9 +177,9 @@ class Ledger:
             read_timeout=30,
             raw_response_hook=self._count,
         )
-        self.drift_table = f"{table_prefix}drift"
-        self.history_table = f"{table_prefix}drifthistory"
-        self.passes_table = f"{table_prefix}passes"
+        self.drift_table = Table.DRIFT.of(table_prefix)
+        self.history_table = Table.HISTORY.of(table_prefix)
+        self.passes_table = Table.PASSES.of(table_prefix)
         self._drift = self._service.get_table_client(self.drift_table)
         self._history = self._service.get_table_client(self.history_table)
         self._passes = self._service.get_table_client(self.passes_table)

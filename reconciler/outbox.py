@@ -33,7 +33,7 @@ from azure.data.tables.aio import TableClient
 from reconciler.alerts import AlertState
 from reconciler.errors import PermanentError, ReconcilerError, TransientError
 from reconciler.storage import StorageAccess, table_service
-from reconciler.storage_rules import checked_table_prefix, storage_error
+from reconciler.storage_rules import Table, checked_table_prefix, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ class AlertStore:
         outage; the outbox makes the next pass the retry."""
         table_prefix = checked_table_prefix(table_prefix)
         self._service = table_service(connection_string, retry_total=retry_total)
-        self._states: TableClient = self._service.get_table_client(f"{table_prefix}alertstate")
-        self._outbox: TableClient = self._service.get_table_client(f"{table_prefix}alertoutbox")
+        self._states: TableClient = self._service.get_table_client(Table.ALERT_STATE.of(table_prefix))
+        self._outbox: TableClient = self._service.get_table_client(Table.ALERT_OUTBOX.of(table_prefix))
         self._ready = False
 
     async def __aenter__(self) -> AlertStore:

@@ -24,7 +24,7 @@ from azure.data.tables import TableTransactionError
 from azure.data.tables.aio import TableClient
 
 from reconciler.storage import StorageAccess, table_service
-from reconciler.storage_rules import storage_error
+from reconciler.storage_rules import Table, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,13 @@ class Retention:
         self._expiries = (
             # Outbox rows: messages that were sent (`sent_at` set by the outbox when Teams took it)
             # and the idempotency index rows, dated by the service's own Timestamp.
-            _Expiry("outbox", f"{p}alertoutbox",
+            _Expiry("outbox", Table.ALERT_OUTBOX.of(p),
                     "RowKey ge 'msg-' and RowKey lt 'msg.' and sent eq true and sent_at lt @cutoff"),
-            _Expiry("outbox", f"{p}alertoutbox", "RowKey ge 'key-' and RowKey lt 'key.' and Timestamp lt @cutoff"),
-            _Expiry("drift", f"{p}drift", "status eq 'resolved' and resolved_at lt @cutoff"),
-            _Expiry("history", f"{p}drifthistory", "at lt @cutoff"),
-            _Expiry("passes", f"{p}passes", "started_at lt @cutoff"),
+            _Expiry("outbox", Table.ALERT_OUTBOX.of(p),
+                    "RowKey ge 'key-' and RowKey lt 'key.' and Timestamp lt @cutoff"),
+            _Expiry("drift", Table.DRIFT.of(p), "status eq 'resolved' and resolved_at lt @cutoff"),
+            _Expiry("history", Table.HISTORY.of(p), "at lt @cutoff"),
+            _Expiry("passes", Table.PASSES.of(p), "started_at lt @cutoff"),
         )  # fmt: skip
 
     async def __aenter__(self) -> Retention:

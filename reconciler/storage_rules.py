@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from enum import StrEnum
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
@@ -57,10 +58,24 @@ def storage_error(component: str, what: str, exc: AzureError) -> ReconcilerError
     return kind(f"{component}: {what}: {meaning} ({type(exc).__name__}: {first_line(exc)})")
 
 
+class Table(StrEnum):
+    """Every table the app makes, as the suffix after ARS_TABLE_PREFIX (`table.of(prefix)`); the
+    ledger, the alert store and retention name their tables from here."""
+
+    DRIFT = "drift"
+    HISTORY = "drifthistory"
+    PASSES = "passes"
+    ALERT_STATE = "alertstate"
+    ALERT_OUTBOX = "alertoutbox"
+
+    def of(self, prefix: str) -> str:
+        return f"{prefix}{self.value}"
+
+
 # Azure Tables: "Table names may contain only alphanumeric characters ... cannot begin with a
 # numeric character ... must be from 3 to 63 characters long" (Storage REST docs, "Understanding the
 # Table service data model", Table names). Every table we make is the prefix + one of these.
-TABLE_SUFFIXES = ("drift", "drifthistory", "passes", "alertstate", "alertoutbox")
+TABLE_SUFFIXES = tuple(t.value for t in Table)
 MAX_TABLE_NAME = 63
 MAX_TABLE_PREFIX = MAX_TABLE_NAME - max(len(s) for s in TABLE_SUFFIXES)
 TABLE_PREFIX_PATTERN = rf"^[A-Za-z][A-Za-z0-9]{{0,{MAX_TABLE_PREFIX - 1}}}$"
