@@ -87,13 +87,24 @@ class HostQueueRules:
         def setting(path: str, value: Any) -> Any:
             return environ.get(_OVERRIDE + path, value)
 
+        def span(path: str, value: Any, default: timedelta) -> timedelta:
+            text = setting(path, value)
+            try:
+                return default if text is None else _timespan(text)
+            except ValueError as exc:
+                # Read at start: the one line that stops the app must say where the value came from.
+                raise ValueError(f"setting {_OVERRIDE}{path} (or its host.json value): {exc}") from None
+
         count = setting("extensions__queues__maxDequeueCount", queues.get("maxDequeueCount", cls.max_dequeue_count))
-        visibility = setting("extensions__queues__visibilityTimeout", queues.get("visibilityTimeout"))
-        timeout = setting("functionTimeout", data.get("functionTimeout"))
+        if not str(count).strip().isdigit():
+            raise ValueError(f"setting {_OVERRIDE}extensions__queues__maxDequeueCount (or its host.json value): "
+                             f"{count!r} is not a whole number")  # fmt: skip
         return cls(
             max_dequeue_count=int(count),
-            visibility_timeout=cls.visibility_timeout if visibility is None else _timespan(visibility),
-            function_timeout=cls.function_timeout if timeout is None else _timespan(timeout),
+            visibility_timeout=span(
+                "extensions__queues__visibilityTimeout", queues.get("visibilityTimeout"), cls.visibility_timeout
+            ),
+            function_timeout=span("functionTimeout", data.get("functionTimeout"), cls.function_timeout),
         )
 
     def retry_budget(self) -> timedelta:

@@ -125,6 +125,11 @@ def test_queue_rules_are_read_from_host_json_and_its_app_setting_overrides() -> 
     )
     with pytest.raises(ValueError, match="time span"):
         HostQueueRules.load(ROOT / "host.json", {"AzureFunctionsJobHost__functionTimeout": "10m"})
+    # The line that stops the app names the setting to fix.
+    with pytest.raises(ValueError, match=r"^setting AzureFunctionsJobHost__extensions__queues__visibilityTimeout "):
+        HostQueueRules.load(ROOT / "host.json", {"AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "30"})
+    with pytest.raises(ValueError, match=r"^setting AzureFunctionsJobHost__extensions__queues__maxDequeueCount "):
+        HostQueueRules.load(ROOT / "host.json", {"AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "five"})
 
 
 def test_a_fanout_message_lives_through_every_retry_the_host_makes() -> None:
