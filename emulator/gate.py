@@ -25,7 +25,7 @@ class Gate:
     """Latency per op name or HTTP method, ARM's token buckets (optional), and the armed faults."""
 
     def __init__(self, latency: dict[str, float], throttle: Throttle | None) -> None:
-        self.latency = latency  # the emulator's own dict: a test may change it while serving
+        self.latency = latency  # seconds per op name or lower-case HTTP method
         self.faults = FaultBook()
         self._throttler = Throttler(throttle) if throttle is not None else None
 

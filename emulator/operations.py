@@ -55,14 +55,14 @@ def style_for(world: World, default: str, op: str, subscription: str | None) -> 
 
 
 class Operations:
-    """The operations the emulator started, by id; `base_url` and `location` build their URLs."""
+    """The operations the emulator started, by id. `locations(subscription)` is the URL their status
+    and result URLs go below: `{base}/subscriptions/{s}/providers/Microsoft.Network/locations/{region}`."""
 
-    def __init__(self, world: World, base_url: Callable[[], str], *, polls: int, seconds: float, location: str) -> None:
+    def __init__(self, world: World, locations: Callable[[str], str], *, polls: int, seconds: float) -> None:
         self.world = world
         self.polls = polls
         self.seconds = seconds
-        self._base_url = base_url
-        self._location = location
+        self._locations = locations
         self._ops: dict[str, Operation] = {}
 
     def start_query(
@@ -158,7 +158,7 @@ class Operations:
         return op_id, op
 
     def _urls(self, subscription: str, op_id: str) -> tuple[str, str]:
-        base = f"{self._base_url()}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{self._location}"
+        base = self._locations(subscription)
         return (
             f"{base}/operations/{op_id}?api-version={API_VERSION}",
             f"{base}/operationResults/{op_id}?api-version={API_VERSION}",

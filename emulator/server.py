@@ -102,15 +102,12 @@ class ArmEmulator:
             raise ValueError(f"lro_styles name unknown operations {unknown_ops}; known: {sorted(ARM_OPS)}")
         self.world = world
         self.page_size = page_size
-        self.latency = dict(latency or {})
         self.lro_style = lro_style
         self.location = location
         self._host = host
         self._port = port
-        self._gate = Gate(self.latency, throttle)
-        self._operations = operations.Operations(
-            world, lambda: self.base_url, polls=lro_polls, seconds=lro_seconds, location=location
-        )
+        self._gate = Gate(dict(latency or {}), throttle)
+        self._operations = operations.Operations(world, self._locations_url, polls=lro_polls, seconds=lro_seconds)
         self._agents = agent_routes.AgentEndpoints(world, self._gate, self._intent_applied)
         self._sources: dict[str, derive.LearnedSource] = {}
         self._log: list[RequestLog] = []
@@ -171,6 +168,14 @@ class ArmEmulator:
     @property
     def ca_file(self) -> str:
         return str(self._certs.ca_file)
+
+    @property
+    def latency(self) -> dict[str, float]:
+        return self._gate.latency
+
+    @latency.setter
+    def latency(self, value: Mapping[str, float]) -> None:
+        self._gate.latency = dict(value)
 
     @property
     def lro_polls(self) -> int:
@@ -300,6 +305,9 @@ class ArmEmulator:
         if req.method != "GET":
             return arm_error(405, "MethodNotAllowed", "Operation URLs are read with GET.")
         return self._operations.poll(sub, op_id, status_url=status_url)
+
+    def _locations_url(self, subscription: str) -> str:
+        return f"{self.base_url}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{self.location}"
 
     def _intent_applied(self, ip: str) -> None:
         if self.on_intent is not None:
