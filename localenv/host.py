@@ -1,7 +1,7 @@
 """A local stand-in for the Functions host (Core Tools cannot be installed here): demo and tests only.
 
 Owns serving the app's HTTP routes on 127.0.0.1 through the *same function objects* the host
-would index (aiohttp.web, served from a background thread by `localenv.serving`), firing the timer,
+would index (aiohttp.web in a background thread, `emulator.app_thread`), firing the timer,
 and pumping the fan-out queue (and its poison queue) from Azurite with the host's rules (host.json,
 `reconciler.fanout.HostQueueRules`): base64 bodies, a failed message back on the queue after
 visibilityTimeout, until maxDequeueCount, then `<queue>-poison`. Every async function runs on one
@@ -42,8 +42,8 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from emulator.app_thread import AppThread
 from localenv import eventgrid
-from localenv.serving import BackgroundServer
 from reconciler.fanout import HostQueueRules, poison_queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ class LocalHost:
         self.rules = queue_rules()
         self.max_dequeue = self.rules.max_dequeue_count
         self._on_close = on_close
-        self._server = BackgroundServer(self._web_app(), port=port, name="functions-worker", access_log=log)
+        self._server = AppThread(self._web_app(), port=port, name="functions-worker", shutdown_timeout=2.0)
         self._stop = threading.Event()
         self._pumps: list[threading.Thread] = []
 
@@ -145,7 +145,7 @@ class LocalHost:
         """Await `value` on the worker loop if it is a coroutine; return it otherwise. From any
         thread but the worker's own (its handlers await `ainvoke`)."""
         if inspect.iscoroutine(value):
-            result: T = self._server.run(value, timeout=self.rules.function_timeout.total_seconds())
+            result: T = self._server.call(value, timeout=self.rules.function_timeout.total_seconds())
             return result
         return value  # type: ignore[return-value]
 
@@ -245,7 +245,7 @@ class LocalHost:
     # ---- HTTP ------------------------------------------------------------------------------
 
     def _web_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_no_route_is_an_empty_404])
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_logged, _no_route_is_an_empty_404])
         app.router.add_route("*", eventgrid.PATH, self._eventgrid)  # the host's Event Grid extension
         app.router.add_route("POST", "/admin/functions/{name}", self._admin)
         for fn in self.functions.values():
@@ -325,6 +325,17 @@ def route_path(template: str) -> str:
 def query_params(request: web.Request) -> dict[str, str]:
     """The query as the worker's `HttpRequest.params`: decoded, blanks kept, the last of a repeat."""
     return dict(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
+
+
+@web.middleware
+async def _logged(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    # One line per request, without the query: it may carry the function key (?code=).
+    started = time.monotonic()
+    resp = await handler(request)
+    log.info("%s %s %s %.0f ms", request.method, request.path, resp.status, (time.monotonic() - started) * 1000)
+    return resp
 
 
 @web.middleware

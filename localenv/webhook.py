@@ -1,5 +1,5 @@
-"""A local stand-in for a Teams Workflows webhook: a real HTTP server on 127.0.0.1 (aiohttp.web, served
-from a background thread by `localenv.serving`).
+"""A local stand-in for a Teams Workflows webhook: a real HTTP server on 127.0.0.1 (aiohttp.web in a
+background thread, `emulator.app_thread`).
 
 Owns recording requests and answering them as scripted (202, 429 + Retry-After, 500, or hang).
 Must not know what a card means; tests and the demo read the recorded bodies themselves. Logs no
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from localenv.serving import BackgroundServer
+from emulator.app_thread import AppThread
 
 # Shaped like a real Workflows trigger URL, so redaction is tested against the real shape.
 DEFAULT_PATH = (
@@ -85,7 +85,7 @@ class WebhookReceiver:
     _script: deque[Reply] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)  # tests read from their own thread
     _release: asyncio.Event = field(default_factory=asyncio.Event)
-    _server: BackgroundServer | None = None
+    _server: AppThread | None = None
 
     @property
     def url(self) -> str:
@@ -123,7 +123,7 @@ class WebhookReceiver:
             app.router.add_route(method, "/{tail:.*}", self._handle)
         app.on_shutdown.append(self._wake_hanging)
         self._release = asyncio.Event()  # a fresh one per start: it binds to the server's loop
-        self._server = BackgroundServer(app, name="webhook").start()
+        self._server = AppThread(app, name="webhook").start()
         return self
 
     def stop(self) -> None:
