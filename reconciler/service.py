@@ -30,6 +30,7 @@ from reconciler.observed import AgentView, Firewall, FirewallHealth, HealthStatu
 from reconciler.outcome import ActionOutcome
 from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
 from reconciler.trace import Trace, trace
+from reconciler.trigger import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class AlertsPort(Protocol):
     async def poisoned(self, target: str, reason: str, now: datetime) -> Mapping[str, object]: ...
 
 
+WhoChanged = Callable[[Target, Sequence[Drift], datetime], Awaitable[Attribution | None]]
+
+
 @dataclass
 class Services:
     """The adapters one pass uses; built once per worker by `composition`."""
@@ -92,7 +96,7 @@ class Services:
     alerts: AlertsPort | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Who made an Azure-side change the timer found (reconciler.activity_log.ActivityLog.who_changed).
-    who_changed: Callable[[Target, Sequence[Drift], datetime], Awaitable[Attribution | None]] | None = None
+    who_changed: WhoChanged | None = None
     verify_timeout: float = 90.0
     verify_interval: float = 5.0
     target_concurrency: int = 64
@@ -178,7 +182,7 @@ class TargetReport:
 @dataclass
 class PassReport:
     pass_id: str
-    trigger: str
+    trigger: Trigger
     started_at: datetime
     dry_run: bool
     duration_s: float = 0.0
@@ -212,7 +216,7 @@ class PassReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "pass_id": self.pass_id,
-            "trigger": self.trigger,
+            "trigger": self.trigger.value,
             "started_at": self.started_at.isoformat(),
             "duration_s": round(self.duration_s, 3),
             "dry_run": self.dry_run,
@@ -234,7 +238,7 @@ async def reconcile(
     svc: Services,
     state: DesiredState,
     *,
-    trigger: str,
+    trigger: Trigger,
     dry_run: bool = False,
     only: str | None = None,
     pass_id: str | None = None,
