@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import desired, notify, storage
-from reconciler.agent_client import AgentClient, AgentState, BgpIntent
+from reconciler.agent_client import AgentClient
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.errors import ConfigurationError, DesiredStateError, PermanentError
 from reconciler.fanout import FanoutQueue
 from reconciler.lease import TargetLeases
 from reconciler.ledger import Ledger
-from reconciler.observed import AgentNeighborView, AgentView, Route
+from reconciler.observed import AgentView
 from reconciler.plan import Intent
 from reconciler.runs import RunStore
 from reconciler.service import Services
@@ -53,23 +53,6 @@ def build_arm(settings: Settings) -> Arm:
     return Arm(credential, arm_options(settings))
 
 
-def agent_view_from_state(state: AgentState) -> AgentView:
-    """Translate the agent client's state value into the observation's AgentView."""
-    return AgentView(
-        local_asn=state.local_asn,
-        config_hash=state.config_hash,
-        neighbors=tuple(
-            AgentNeighborView(
-                ip=n.ip,
-                remote_asn=n.remote_asn,
-                state=n.state,
-                advertised=tuple(Route(a.prefix, a.next_hop, a.as_path) for a in n.advertised),
-            )
-            for n in state.neighbors
-        ),
-    )
-
-
 class _Agent:
     """Adapts the agent client to the service's AgentPort."""
 
@@ -77,17 +60,10 @@ class _Agent:
         self._client = client
 
     async def view(self) -> AgentView:
-        return agent_view_from_state(await self._client.state())
+        return await self._client.state()
 
     async def apply(self, intent: Intent) -> str:
-        result = await self._client.apply_intent(
-            BgpIntent(
-                local_asn=intent.local_asn,
-                neighbors=intent.neighbors,
-                prefixes=intent.prefixes,
-                next_hop=intent.next_hop,
-            )
-        )
+        result = await self._client.apply_intent(intent)
         if result.rolled_back:
             raise PermanentError(f"agent rolled back: {result.message}")
         if not result.changed:
