@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from reconciler import desired, notify, storage
 from reconciler.agent_client import AgentClient
@@ -23,9 +23,13 @@ from reconciler.ledger import Ledger
 from reconciler.observed import AgentView
 from reconciler.plan import Intent
 from reconciler.runs import RunStore
-from reconciler.service import Services
+from reconciler.service import Services, WhoChanged
 from reconciler.settings import Settings, load_settings
 from reconciler.storage import StorageAccess
+
+if TYPE_CHECKING:  # only the adapters import azure.* and httpx at run time
+    import httpx
+    from azure.core.credentials_async import AsyncTokenCredential
 
 
 def arm_options(settings: Settings) -> ArmOptions:
@@ -42,7 +46,7 @@ def arm_options(settings: Settings) -> ArmOptions:
 
 
 def build_arm(settings: Settings) -> Arm:
-    credential: Any
+    credential: AsyncTokenCredential
     if settings.arm_static_token is not None:
         credential = StaticTokenCredential(settings.arm_static_token.get_secret_value())
     else:
@@ -74,7 +78,7 @@ class _Agent:
 class AgentDirectory:
     """One agent client per peer, cached; the token comes from the app setting the peer names."""
 
-    def __init__(self, settings: Settings, transport: Any = None) -> None:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._transport = transport
         self._clients: dict[tuple[str, str], AgentClient] = {}
@@ -305,7 +309,7 @@ class Worker:
         return self._runs
 
 
-def _activity_log(settings: Settings, arm: Arm) -> Any:
+def _activity_log(settings: Settings, arm: Arm) -> WhoChanged:
     """Who made an Azure-side change the timer found: the Activity Log, skipping our own calls."""
     from reconciler.activity_log import ActivityLog
 
