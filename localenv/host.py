@@ -385,6 +385,7 @@ def demo_environment() -> Iterator[dict[str, str]]:
     from emulator import ArmEmulator, World
     from localenv.azurite import Azurite
     from localenv.demo_world import TOKEN_SETTING, WORLD, demo_desired, demo_env
+    from localenv.scenarios import NVA_IP
 
     world = World.load(WORLD)
     with ArmEmulator(world) as emu, Azurite() as az, tempfile.TemporaryDirectory(prefix="ars-host-") as tmp:
@@ -393,7 +394,7 @@ def demo_environment() -> Iterator[dict[str, str]]:
         yield {
             **demo_env(emu, az.connection_string),
             "ARS_DESIRED_STATE": str(state),
-            TOKEN_SETTING: world.nva("10.0.1.6").agent_token,
+            TOKEN_SETTING: world.nva(NVA_IP).agent_token,
         }
 
 
