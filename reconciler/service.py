@@ -280,12 +280,8 @@ async def reconcile_target(
         async with _lease(svc, target.name, dry_run):
             try:
                 await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
-            except Exception as exc:
-                # A bug must not take the other targets of the pass down with it: it is recorded on
-                # this target (and logged with its traceback) so the pass still reports everything.
-                log.exception("pass %s target %s: internal error", pass_id, target.name)
-                rep.status = TargetStatus.ERROR
-                rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+            except Exception as exc:  # still under the lease: the alert step below tells of it
+                _internal_error(rep, exc, pass_id)
             if not dry_run and svc.alerts is not None:
                 await _alert(svc, svc.alerts, target, rep, pass_id)
     except LockedError as exc:
@@ -295,12 +291,8 @@ async def reconcile_target(
         # The lease could not be taken or kept (storage down): nothing may act without it.
         rep.status = TargetStatus.ERROR
         rep.errors.append(("lease", str(exc)))
-    except Exception as exc:
-        # A bug must not take the other targets of the pass down with it: it is recorded on this
-        # target (and logged with its traceback) so the pass still reports everything.
-        log.exception("pass %s target %s: internal error", pass_id, target.name)
-        rep.status = TargetStatus.ERROR
-        rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+    except Exception as exc:  # in the lease or the alert step
+        _internal_error(rep, exc, pass_id)
     log.info(
         "pass %s target %s: %s, %d drift(s) found, %d step(s), %d remaining%s",
         pass_id,
@@ -313,6 +305,14 @@ async def reconcile_target(
         extra={"pass_id": pass_id, "target": target.name},
     )
     return rep
+
+
+def _internal_error(rep: TargetReport, exc: Exception, pass_id: str) -> None:
+    # A bug must not take the other targets of the pass down with it: it is recorded on this
+    # target (and logged with its traceback) so the pass still reports everything.
+    log.exception("pass %s target %s: internal error", pass_id, rep.target, exc_info=exc)
+    rep.status = TargetStatus.ERROR
+    rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
 
 
 async def _alert(svc: Services, alerts: AlertsPort, target: Target, rep: TargetReport, pass_id: str) -> None:
