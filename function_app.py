@@ -31,6 +31,7 @@ from reconciler.picture import trace_svg
 from reconciler.runs import Run, RunStatus
 from reconciler.schedule import parse as parse_schedule
 from reconciler.service import PassReport, TargetStatus, new_pass_id, reconcile, trace_targets
+from reconciler.trigger import Trigger
 
 log = logging.getLogger("reconciler.functions")
 # The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
@@ -86,7 +87,7 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
         sent = await WORKER.fanout.enqueue((FanoutMessage(t.name, now) for t in state.targets), ttl)
         log.info("fan-out: enqueued %d target(s) on %s", sent, SETTINGS.fanout_queue)
         return
-    _log_report(await reconcile(rt.services, state, trigger="timer"))
+    _log_report(await reconcile(rt.services, state, trigger=Trigger.TIMER))
 
 
 @app.function_name("retention_timer")
@@ -124,12 +125,12 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
             await _carry(state, run, None)
         return
     # An event pass takes who made the change(s) that asked for it, for the ledger and the cards.
-    event = message.origin == "event" and message.target is not None
+    event = message.origin is Trigger.EVENT and message.target is not None
     who = latest(await EVENTS.claim(message.target)) if event and message.target else None
     report = await reconcile(
         rt.services,
         state,
-        trigger="event" if message.origin == "event" else "queue",
+        trigger=Trigger.EVENT if message.origin is Trigger.EVENT else Trigger.QUEUE,
         only=message.target,
         changed_by={message.target: who} if who is not None and message.target is not None else None,
     )
@@ -215,7 +216,7 @@ async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
         await WORKER.runs.put(run)
         # If this worker goes away mid-pass (scale-in, a crash), the queue worker carries the run on
         # when this message becomes visible: after any pass this worker could still be running.
-        fallback = FanoutMessage(ask.target, now, origin="http", run=run.pass_id, dry_run=ask.dry_run)
+        fallback = FanoutMessage(ask.target, now, origin=Trigger.HTTP, run=run.pass_id, dry_run=ask.dry_run)
         delay = QUEUE_RULES.function_timeout + QUEUE_RULES.visibility_timeout
         ttl = int((delay + QUEUE_RULES.retry_budget()).total_seconds())
         receipt = await WORKER.queue.send_later(fallback, int(delay.total_seconds()), ttl)
@@ -240,7 +241,7 @@ def _carry(state: DesiredState, run: Run, receipt: tuple[str, str] | None) -> Co
 async def _http_pass(state: DesiredState, run: Run) -> PassReport:
     rt = await WORKER.runtime()
     report = await reconcile(
-        rt.services, state, trigger="http", dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
+        rt.services, state, trigger=Trigger.HTTP, dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
     )
     _log_report(report)
     return report
@@ -395,7 +396,7 @@ def _log_report(report: PassReport) -> None:
             len(t.drifts),
             len(t.remaining),
             len(t.outcomes),
-            extra={"pass_id": report.pass_id, "target": t.target, "trigger": report.trigger},
+            extra={"pass_id": report.pass_id, "target": t.target, "trigger": report.trigger.value},
         )
     for stage, message in report.errors:
         log.error("pass %s: %s: %s", report.pass_id, stage, message, extra={"pass_id": report.pass_id})

@@ -1,7 +1,7 @@
 """The NVA agent contract, emulated over the world so the pure-Python demo can remediate without FRR.
 
-Owns the agent's JSON shapes (`/v1/health`, `/v1/state`, `PUT /v1/bgp/intent`) and what applying
-an intent does to the world. Validation and the local policy are the real agent's own code
+Owns what applying an intent does to the world. The JSON shapes (`/v1/health`, `/v1/state`,
+`PUT /v1/bgp/intent`), validation and the local policy are the real agent's own code
 (nva_agent.models, nva_agent.policy), so both speak one contract: 422 with the offending path,
 403 naming the policy rule, 409 listing the conflict. It must not know HTTP plumbing or faults;
 callers hold the world lock and serialise intents.
@@ -17,12 +17,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from nva_agent import policy, render
-from nva_agent.models import ASN_MAX, BgpIntent, ConflictBody, NeighborIntent, PolicyRefusal
+from nva_agent.models import (
+    AdvertisedRoute,
+    AgentState,
+    BgpIntent,
+    ConflictBody,
+    Health,
+    IntentResult,
+    NeighborState,
+    PolicyRefusal,
+)
 
 from .derive import nva_sends
 from .world import AgentPolicy, Announcement, BgpConnection, Nva, NvaNeighbor, World
 
-MAX_ASN = ASN_MAX
 OUT_FILTER = f"route-map {render.ROUTE_MAP} deny 5 | match as-path {render.ASPATH_LIST}"
 
 
@@ -69,17 +77,8 @@ class PolicyRefused(Refused):
         return PolicyRefusal(detail=self.violation.detail, rule=self.violation.rule.value).model_dump()
 
 
-@dataclasses.dataclass(frozen=True)
-class Intent:
-    local_asn: int
-    neighbors: tuple[NvaNeighbor, ...]
-    prefixes: tuple[str, ...]
-    next_hop: str | None
-    dry_run: bool
-
-
 def health() -> dict[str, Any]:
-    return {"status": "ok", "frr": True}
+    return Health(status="ok", frr=True).model_dump(exclude_none=True)  # the agent's response_model_exclude_none
 
 
 def configured_neighbors(world: World, nva: Nva) -> list[NvaNeighbor]:
@@ -107,44 +106,41 @@ def established(world: World, nva: Nva, neighbor_ip: str) -> bool:
 
 
 def state(world: World, nva: Nva, uptime_ms: int) -> dict[str, Any]:
-    sends = sorted(
-        ({"prefix": p, "next_hop": nh, "as_path": path} for p, nh, path in nva_sends(nva)),
-        key=lambda r: _prefix_key(r["prefix"]),
-    )
+    return _state(world, nva, uptime_ms).model_dump()
+
+
+def _state(world: World, nva: Nva, uptime_ms: int) -> AgentState:
+    sends = [
+        AdvertisedRoute(prefix=p, next_hop=nh, as_path=path)
+        for p, nh, path in sorted(nva_sends(nva), key=lambda r: _prefix_key(r[0]))
+    ]
     neighbors = []
     for n in configured_neighbors(world, nva):
         up = established(world, nva, n.ip)
         neighbors.append(
-            {
-                "ip": n.ip,
-                "remote_asn": n.asn,
+            NeighborState(
+                ip=n.ip,
+                remote_asn=n.asn,
                 # "Active" is FRR's word for "configured, trying to connect".
-                "state": "Established" if up else "Active",
-                "uptime_ms": uptime_ms if up else 0,
-                "advertised": list(sends) if up else [],
-            }
+                state="Established" if up else "Active",
+                uptime_ms=uptime_ms if up else 0,
+                advertised=list(sends) if up else [],
+            )
         )
-    return {
-        "local_asn": nva.asn,
-        "router_id": nva.ip,
-        "config_hash": config_hash(world, nva),
-        "neighbors": neighbors,
-    }
+    return AgentState(local_asn=nva.asn, router_id=nva.ip, config_hash=config_hash(world, nva), neighbors=neighbors)
 
 
 def config_hash(world: World, nva: Nva) -> str:
     return "sha256:" + hashlib.sha256("\n".join(_config_lines(world, nva)).encode()).hexdigest()
 
 
-def parse_intent(body: Any) -> Intent:
+def parse_intent(body: Any) -> BgpIntent:
     """Validate with the real agent's own model (nva_agent.models.BgpIntent): one contract."""
     try:
-        parsed = BgpIntent.model_validate(body)
+        return BgpIntent.model_validate(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise IntentError(tuple(first["loc"]), first["msg"]) from exc
-    neighbors = tuple(NvaNeighbor(n.ip, n.asn) for n in parsed.neighbors)
-    return Intent(parsed.local_asn, neighbors, tuple(parsed.prefixes), parsed.next_hop, parsed.dry_run)
 
 
 def _policy(p: AgentPolicy | None) -> policy.Policy | None:
@@ -153,22 +149,15 @@ def _policy(p: AgentPolicy | None) -> policy.Policy | None:
     return policy.Policy.model_validate(dataclasses.asdict(p))
 
 
-def check_policy(nva: Nva, intent: Intent) -> None:
+def check_policy(nva: Nva, intent: BgpIntent) -> None:
     """The real agent's policy check, on the policy the world gives this NVA; PolicyRefused if outside."""
-    as_model = BgpIntent(
-        local_asn=intent.local_asn,
-        neighbors=[NeighborIntent(ip=n.ip, asn=n.asn) for n in intent.neighbors],
-        prefixes=list(intent.prefixes),
-        next_hop=intent.next_hop,
-        dry_run=intent.dry_run,
-    )
     try:
-        policy.check(_policy(nva.agent_policy), as_model)
+        policy.check(_policy(nva.agent_policy), intent)
     except policy.PolicyViolation as exc:
         raise PolicyRefused(exc) from exc
 
 
-def apply_intent(world: World, nva: Nva, intent: Intent, uptime_ms: int) -> dict[str, Any]:
+def apply_intent(world: World, nva: Nva, intent: BgpIntent, uptime_ms: int) -> dict[str, Any]:
     """Apply like the real agent: diff the config, apply unless dry-run, read back, roll back on mismatch.
 
     Raises PolicyRefused outside the NVA's policy (403) and IntentConflict when the NVA runs
@@ -203,15 +192,15 @@ def apply_intent(world: World, nva: Nva, intent: Intent, uptime_ms: int) -> dict
         else:
             applied = True
             message = f"applied {len(changes)} change(s); every neighbor advertises the intent"
-    return {
-        "changed": bool(changes),
-        "applied": applied,
-        "rolled_back": rolled_back,
-        "dry_run": intent.dry_run,
-        "changes": changes,
-        "state": state(world, nva, uptime_ms),
-        "message": message,
-    }
+    return IntentResult(
+        changed=bool(changes),
+        applied=applied,
+        rolled_back=rolled_back,
+        dry_run=intent.dry_run,
+        changes=changes,
+        state=_state(world, nva, uptime_ms),
+        message=message,
+    ).model_dump()
 
 
 # ---- the emulated NVA's "config" -----------------------------------------------------------------
@@ -247,9 +236,9 @@ def _restore(world: World, nva: Nva, saved: _Snapshot) -> None:
         conn.connected_instances = instances
 
 
-def _write(world: World, nva: Nva, intent: Intent) -> None:
+def _write(world: World, nva: Nva, intent: BgpIntent) -> None:
     next_hop = intent.next_hop or nva.ip  # no next-hop rule: FRR sends its own address
-    nva.neighbors = list(intent.neighbors)
+    nva.neighbors = [NvaNeighbor(n.ip, n.asn) for n in intent.neighbors]
     nva.announcements = [Announcement(p, next_hop, str(intent.local_asn)) for p in intent.prefixes]
     nva.out_filter = True
     for rs, conn in world.connections_to(nva.ip):
@@ -259,7 +248,7 @@ def _write(world: World, nva: Nva, intent: Intent) -> None:
         )
 
 
-def _problems(world: World, nva: Nva, intent: Intent) -> list[str]:
+def _problems(world: World, nva: Nva, intent: BgpIntent) -> list[str]:
     """Why the NVA does not (yet) carry the intent, as the real agent's read-back words it."""
     out = []
     configured = {n.ip for n in configured_neighbors(world, nva)}

@@ -35,6 +35,7 @@ from reconciler.report_text import render_report, render_trace
 from reconciler.service import reconcile, trace_targets
 from reconciler.settings import load_settings
 from reconciler.trace import worst
+from reconciler.trigger import Trigger
 
 Break = tuple[str, Callable[[], object]]
 
@@ -189,14 +190,15 @@ async def _story(
         assert rt.services is not None
         svc = rt.services
 
-        async def show(trigger: str, dry_run: bool = False) -> dict[str, Any]:
+        async def show(dry_run: bool = False) -> dict[str, Any]:
+            trigger = Trigger.DEMO_PLAN if dry_run else Trigger.DEMO
             report = await reconcile(svc, state, trigger=trigger, dry_run=dry_run)
             data = report.to_dict()
             render_report(data, out)
             return data
 
         _say(out, "1. The reference lab is healthy: NVA → both ARS instances → ER gateway, next hop 10.0.3.4")
-        first = await show("demo")
+        first = await show()
         problems = 0 if first["counts"]["drifts"] == 0 else 1
         _say(out, "The path, hop by hop (python -m reconciler trace): whole")
         if await _trace(svc, state, out, out_dir / "pictures" / "trace-healthy") != "ok":
@@ -212,26 +214,26 @@ async def _story(
             t.model_copy(update={"maintenance": [window]}) for t in state.targets
         ]})
         _say(out, f"Break: {scenarios.firewall_redeployed(emu)} (during a maintenance window)")
-        report = await reconcile(svc, held, trigger="demo")
+        report = await reconcile(svc, held, trigger=Trigger.DEMO)
         render_report(report.to_dict(), out)
         if not report.counts()["remaining"]:
             problems += 1
         _say(out, "The maintenance window ends: the reconciler puts the next hop on the firewall's new IP")
-        if (await show("demo"))["counts"]["remaining"]:
+        if (await show())["counts"]["remaining"]:
             problems += 1
 
         for _label, do_break in breaks:
             said = do_break()
             _say(out, f"Break: {said if isinstance(said, str) else _label}")
             print("--- plan (dry run: what apply would do)", file=out)
-            await show("demo-plan", dry_run=True)
+            await show(dry_run=True)
             print("--- apply (fixed within the pass: Teams gets a compact \"fixed automatically\" notice)", file=out)
-            fixed = await show("demo")
+            fixed = await show()
             if fixed["counts"]["remaining"]:
                 problems += 1
 
         _say(out, f"Break: {scenarios.branch_to_branch_off(emu)} (Azure-side writes are off by policy)")
-        left = await show("demo")
+        left = await show()
         if not left["counts"]["remaining"]:
             problems += 1
         _say(out, "The path after the break: the first broken hop is the root cause")
@@ -240,7 +242,7 @@ async def _story(
         _say(out, "An operator turns branch-to-branch back on by hand")
         with emu.world.lock:
             emu.world.route_server(scenarios.SUB, scenarios.RG, scenarios.RS).branch_to_branch = True
-        await show("demo")
+        await show()
 
         _say(out, "The ledger (Azure Table Storage on Azurite): open drift and the last passes")
         assert rt.ledger is not None

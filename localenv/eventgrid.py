@@ -16,20 +16,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
+
+if TYPE_CHECKING:
+    from localenv.host import LocalHost
 
 log = logging.getLogger(__name__)
 PATH = "/runtime/webhooks/eventgrid"
 _MAX_BODY = 1024 * 1024  # Event Grid's event size limit is 1 MB
 
 
-def deliver(
-    host: Any, params: Mapping[str, str], method: str, headers: Mapping[str, str], body: bytes
+async def deliver(
+    host: LocalHost, params: Mapping[str, str], method: str, headers: Mapping[str, str], body: bytes
 ) -> tuple[int, bytes, dict[str, str]]:
-    """Answer one request to the Event Grid webhook of `host` (a localenv.host.LocalHost)."""
+    """Answer one request to the Event Grid webhook of `host`, on its worker loop."""
     head = {k.lower(): v for k, v in headers.items()}
     if host.key is not None and params.get("code") != host.key:
         return _json(401, {"error": "the Event Grid webhook needs the system key (?code=)"})
@@ -58,7 +61,7 @@ def deliver(
     for event in events:
         value = EventGridEventInConverter.decode(meta.Datum(json.dumps(event), "json"), trigger_metadata={})
         try:
-            host.invoke(name, value)
+            await host.ainvoke(name, value)
         except Exception as exc:
             log.warning("Event Grid function %s failed: %s", name, exc)
             return _json(500, {"error": "function failed"})

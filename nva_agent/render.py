@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from nva_agent.models import BgpIntent
+from reconciler.asn import ARS_ASN
 
 OWNED = "nva-agent-"
 """Name prefix of every policy object the agent writes: reserved for it, the operator's are other names."""
@@ -34,7 +35,6 @@ PREFIX_LIST = "nva-agent-prefixes"
 ASPATH_LIST = "nva-agent-ars-asns"
 ROUTE_MAP = "nva-agent-ars-out"
 ORIGINATE_MAP = "nva-agent-originate"
-ARS_ASN = 65515  # DESIGN.md §11 rule 1-2: never hand Azure Route Server its own routes back
 MARK = "nva-agent:"
 """Start of the `description` on each route-map entry the agent writes (for the human reading it)."""
 # Per-neighbor lines that change what a neighbor is sent outside the outbound route-map: the
@@ -271,6 +271,7 @@ def _entry(header: str, description: str, *body: str) -> Stanza:
 def policy_stanzas(intent: BgpIntent) -> list[Stanza]:
     """The prefix-list, AS-path list and route-maps the intent needs, all named nva-agent-*."""
     prefixes = sorted(intent.prefixes, key=_prefix_key)
+    # DESIGN.md §11 rule 1-2: never hand Azure Route Server its own routes back
     asns = sorted({ARS_ASN, *(n.asn for n in intent.neighbors)} - {intent.local_asn})
     out = [Stanza(f"ip prefix-list {PREFIX_LIST} seq {5 * (i + 1)} permit {_safe(p)}") for i, p in enumerate(prefixes)]
     out += [Stanza(f"bgp as-path access-list {ASPATH_LIST} seq {5 * (i + 1)} permit _{a}_") for i, a in enumerate(asns)]

@@ -2,8 +2,8 @@
 
 Owns HTTP to one agent: bearer auth, TLS (a CA to trust, a client certificate for mutual TLS,
 and no plain http:// unless the caller says the agent is a lab one), timeouts, bounded retries
-of the idempotent calls, and the translation of responses into frozen values and of failures
-into reconciler.errors:
+of the idempotent calls, and the translation of the planner's `plan.Intent` into the request
+body, of the agent's state into `observed.AgentView`, and of failures into reconciler.errors:
 
     connect error, timeout, 5xx (incl. 503 "FRR unavailable"), 408, 429 -> TransientError
     401, 403 (outside the NVA's policy), 409 (operator config in the way), 413, 422, other 4xx,
@@ -26,36 +26,11 @@ from typing import Any, TypeVar
 import httpx
 
 from reconciler.errors import ConfigurationError, PermanentError, TransientError
+from reconciler.observed import AgentNeighborView, AgentView, Route
+from reconciler.plan import Intent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class AdvertisedRoute:
-    prefix: str
-    next_hop: str
-    as_path: str
-
-
-@dataclass(frozen=True)
-class AgentNeighbor:
-    ip: str
-    remote_asn: int
-    state: str
-    uptime_ms: int
-    advertised: tuple[AdvertisedRoute, ...]
-
-
-@dataclass(frozen=True)
-class AgentState:
-    local_asn: int | None
-    router_id: str | None
-    config_hash: str
-    neighbors: tuple[AgentNeighbor, ...]
-
-    def neighbor(self, ip: str) -> AgentNeighbor | None:
-        return next((n for n in self.neighbors if n.ip == ip), None)
 
 
 @dataclass(frozen=True)
@@ -65,27 +40,8 @@ class IntentResult:
     rolled_back: bool
     dry_run: bool
     changes: tuple[str, ...]
-    state: AgentState
+    state: AgentView
     message: str
-
-
-@dataclass(frozen=True)
-class BgpIntent:
-    """What the NVA must advertise: `prefixes=()` withdraws; `neighbors` are (ip, asn) pairs."""
-
-    local_asn: int
-    neighbors: tuple[tuple[str, int], ...]
-    prefixes: tuple[str, ...]
-    next_hop: str | None
-
-    def body(self, dry_run: bool) -> dict[str, Any]:
-        return {
-            "local_asn": self.local_asn,
-            "neighbors": [{"ip": ip, "asn": asn} for ip, asn in self.neighbors],
-            "prefixes": list(self.prefixes),
-            "next_hop": self.next_hop,
-            "dry_run": dry_run,
-        }
 
 
 @dataclass(frozen=True)
@@ -157,13 +113,13 @@ class AgentClient:
         resp = await self._request("GET", "/v1/health", retry=False, ok=(200, 503))
         return resp.status_code == 200
 
-    async def state(self) -> AgentState:
+    async def state(self) -> AgentView:
         resp = await self._request("GET", "/v1/state")
         return _parse(resp, _state)
 
-    async def apply_intent(self, intent: BgpIntent, *, dry_run: bool = False) -> IntentResult:
+    async def apply_intent(self, intent: Intent, *, dry_run: bool = False) -> IntentResult:
         # PUT of a whole intent is idempotent by the contract: retrying it is safe
-        resp = await self._request("PUT", "/v1/bgp/intent", json=intent.body(dry_run))
+        resp = await self._request("PUT", "/v1/bgp/intent", json=_intent_body(intent, dry_run))
         return _parse(resp, _intent_result)
 
     async def _request(
@@ -250,26 +206,37 @@ def _parse(resp: httpx.Response, fn: Callable[[dict[str, Any]], T]) -> T:
         ) from exc
 
 
-def _route(d: dict[str, Any]) -> AdvertisedRoute:
-    return AdvertisedRoute(prefix=str(d["prefix"]), next_hop=str(d["next_hop"]), as_path=str(d["as_path"]))
+def _intent_body(intent: Intent, dry_run: bool) -> dict[str, Any]:
+    # schemas/agent.openapi.json BgpIntent: neighbors as {ip, asn} objects; `prefixes: []` withdraws
+    return {
+        "local_asn": intent.local_asn,
+        "neighbors": [{"ip": ip, "asn": asn} for ip, asn in intent.neighbors],
+        "prefixes": list(intent.prefixes),
+        "next_hop": intent.next_hop,
+        "dry_run": dry_run,
+    }
 
 
-def _neighbor(d: dict[str, Any]) -> AgentNeighbor:
-    return AgentNeighbor(
+def _route(d: dict[str, Any]) -> Route:
+    return Route(prefix=str(d["prefix"]), next_hop=str(d["next_hop"]), as_path=str(d["as_path"]))
+
+
+def _neighbor(d: dict[str, Any]) -> AgentNeighborView:
+    return AgentNeighborView(
         ip=str(d["ip"]),
         remote_asn=int(d["remote_asn"]),
         state=str(d["state"]),
-        uptime_ms=int(d["uptime_ms"]),
         advertised=tuple(_route(r) for r in d["advertised"]),
+        uptime_ms=int(d["uptime_ms"]),
     )
 
 
-def _state(d: dict[str, Any]) -> AgentState:
-    return AgentState(
+def _state(d: dict[str, Any]) -> AgentView:
+    return AgentView(
         local_asn=None if d["local_asn"] is None else int(d["local_asn"]),
-        router_id=None if d.get("router_id") is None else str(d["router_id"]),
         config_hash=str(d["config_hash"]),
         neighbors=tuple(_neighbor(n) for n in d["neighbors"]),
+        router_id=None if d.get("router_id") is None else str(d["router_id"]),
     )
 
 

@@ -11,22 +11,27 @@ import asyncio
 import gc
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from reconciler import desired, notify, storage
-from reconciler.agent_client import AgentClient, AgentState, BgpIntent
+from reconciler.agent_client import AgentClient
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
 from reconciler.errors import ConfigurationError, DesiredStateError, PermanentError
 from reconciler.fanout import FanoutQueue
 from reconciler.lease import TargetLeases
 from reconciler.ledger import Ledger
-from reconciler.observed import AgentNeighborView, AgentView, Route
+from reconciler.observed import AgentView
 from reconciler.plan import Intent
 from reconciler.runs import RunStore
-from reconciler.service import Services
+from reconciler.service import Services, WhoChanged
 from reconciler.settings import Settings, load_settings
 from reconciler.storage import StorageAccess
+
+if TYPE_CHECKING:  # only the adapters import azure.* and httpx at run time
+    import httpx
+    from azure.core.credentials_async import AsyncTokenCredential
+
 
 # Allocations between young-generation collections (CPython's default is 700). See settle_heap.
 GC_GEN0_THRESHOLD = 20_000
@@ -37,8 +42,8 @@ def settle_heap() -> None:
 
     The Azure SDKs leave a large heap behind at import (azure-mgmt-network's models alone are
     thousands of classes), and every full collection walked it again: 0.20 s of a 100-hub pass
-    (issue #18). `gc.freeze()` moves everything alive now into a permanent generation the collector
-    ignores ("Python docs, gc.freeze": for objects that live as long as the process). A pass then
+    (issue #18). `gc.freeze()` moves everything alive now into a permanent generation that all
+    future collections ignore (https://docs.python.org/3/library/gc.html#gc.freeze). A pass then
     allocates hundreds of thousands of short-lived objects (responses, JSON, observed values), most
     freed by reference counting alone; a higher gen-0 threshold collects young cycles less often.
     The older generations keep their thresholds, so real garbage cycles are still freed.
@@ -64,7 +69,7 @@ def arm_options(settings: Settings) -> ArmOptions:
 
 
 def build_arm(settings: Settings) -> Arm:
-    credential: Any
+    credential: AsyncTokenCredential
     if settings.arm_static_token is not None:
         credential = StaticTokenCredential(settings.arm_static_token.get_secret_value())
     else:
@@ -75,23 +80,6 @@ def build_arm(settings: Settings) -> Arm:
     return Arm(credential, arm_options(settings))
 
 
-def agent_view_from_state(state: AgentState) -> AgentView:
-    """Translate the agent client's state value into the observation's AgentView."""
-    return AgentView(
-        local_asn=state.local_asn,
-        config_hash=state.config_hash,
-        neighbors=tuple(
-            AgentNeighborView(
-                ip=n.ip,
-                remote_asn=n.remote_asn,
-                state=n.state,
-                advertised=tuple(Route(a.prefix, a.next_hop, a.as_path) for a in n.advertised),
-            )
-            for n in state.neighbors
-        ),
-    )
-
-
 class _Agent:
     """Adapts the agent client to the service's AgentPort."""
 
@@ -99,17 +87,10 @@ class _Agent:
         self._client = client
 
     async def view(self) -> AgentView:
-        return agent_view_from_state(await self._client.state())
+        return await self._client.state()
 
     async def apply(self, intent: Intent) -> str:
-        result = await self._client.apply_intent(
-            BgpIntent(
-                local_asn=intent.local_asn,
-                neighbors=intent.neighbors,
-                prefixes=intent.prefixes,
-                next_hop=intent.next_hop,
-            )
-        )
+        result = await self._client.apply_intent(intent)
         if result.rolled_back:
             raise PermanentError(f"agent rolled back: {result.message}")
         if not result.changed:
@@ -120,7 +101,7 @@ class _Agent:
 class AgentDirectory:
     """One agent client per peer, cached; the token comes from the app setting the peer names."""
 
-    def __init__(self, settings: Settings, transport: Any = None) -> None:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._transport = transport
         self._clients: dict[tuple[str, str], AgentClient] = {}
@@ -351,7 +332,7 @@ class Worker:
         return self._runs
 
 
-def _activity_log(settings: Settings, arm: Arm) -> Any:
+def _activity_log(settings: Settings, arm: Arm) -> WhoChanged:
     """Who made an Azure-side change the timer found: the Activity Log, skipping our own calls."""
     from reconciler.activity_log import ActivityLog
 

@@ -48,6 +48,7 @@ from reconciler.events import (
 )
 from reconciler.fanout import FanoutMessage, FanoutQueue
 from reconciler.settings import Settings
+from reconciler.trigger import Trigger
 
 log = logging.getLogger(__name__)
 _CHANGES_KEPT = 10  # attributions kept per pending pass (a storm keeps the newest)
@@ -274,7 +275,7 @@ class EventIntake:
                 continue  # another delivery changed the marker: decide again on what it wrote
             if isinstance(decision, Coalesce):
                 return False
-            message = FanoutMessage(target, now, origin="event")
+            message = FanoutMessage(target, now, origin=Trigger.EVENT)
             try:
                 await queue.enqueue([message], self.message_ttl_s, delay_s=decision.delay_s)
             except TransientError:

@@ -141,6 +141,7 @@ class AgentNeighborView:
     remote_asn: int | None
     state: str
     advertised: tuple[Route, ...]
+    uptime_ms: int = 0  # how long the session has been in `state` (0 when not up)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,10 @@ class AgentView:
     local_asn: int | None
     config_hash: str
     neighbors: tuple[AgentNeighborView, ...]
+    router_id: str | None = None
+
+    def neighbor(self, ip: str) -> AgentNeighborView | None:
+        return next((n for n in self.neighbors if n.ip == ip), None)
 
 
 @dataclass(frozen=True)

@@ -29,20 +29,16 @@ class StepKind(StrEnum):
 
 @dataclass(frozen=True)
 class Intent:
-    """What one NVA must advertise: the agent's idempotent request body."""
+    """What one NVA must advertise, to whom, with which next hop: `prefixes=()` withdraws.
+
+    The one intent value: the planner makes it and agent_client sends it (its wire shape is
+    the adapter's business). `neighbors` are (ip, asn) pairs, one per Route Server instance.
+    """
 
     local_asn: int
     neighbors: tuple[tuple[str, int], ...]
     prefixes: tuple[str, ...]
     next_hop: str | None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "local_asn": self.local_asn,
-            "neighbors": [{"ip": ip, "asn": asn} for ip, asn in self.neighbors],
-            "prefixes": list(self.prefixes),
-            "next_hop": self.next_hop,
-        }
 
 
 @dataclass(frozen=True)

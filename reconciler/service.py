@@ -30,6 +30,7 @@ from reconciler.observed import AgentView, Firewall, FirewallHealth, HealthStatu
 from reconciler.outcome import ActionOutcome
 from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
 from reconciler.trace import Trace, trace
+from reconciler.trigger import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class AlertsPort(Protocol):
     async def poisoned(self, target: str, reason: str, now: datetime) -> Mapping[str, object]: ...
 
 
+WhoChanged = Callable[[Target, Sequence[Drift], datetime], Awaitable[Attribution | None]]
+
+
 @dataclass
 class Services:
     """The adapters one pass uses; built once per worker by `composition`."""
@@ -92,7 +96,7 @@ class Services:
     alerts: AlertsPort | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Who made an Azure-side change the timer found (reconciler.activity_log.ActivityLog.who_changed).
-    who_changed: Callable[[Target, Sequence[Drift], datetime], Awaitable[Attribution | None]] | None = None
+    who_changed: WhoChanged | None = None
     verify_timeout: float = 90.0
     verify_interval: float = 5.0
     target_concurrency: int = 64
@@ -178,7 +182,7 @@ class TargetReport:
 @dataclass
 class PassReport:
     pass_id: str
-    trigger: str
+    trigger: Trigger
     started_at: datetime
     dry_run: bool
     duration_s: float = 0.0
@@ -212,7 +216,7 @@ class PassReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "pass_id": self.pass_id,
-            "trigger": self.trigger,
+            "trigger": self.trigger.value,
             "started_at": self.started_at.isoformat(),
             "duration_s": round(self.duration_s, 3),
             "dry_run": self.dry_run,
@@ -234,7 +238,7 @@ async def reconcile(
     svc: Services,
     state: DesiredState,
     *,
-    trigger: str,
+    trigger: Trigger,
     dry_run: bool = False,
     only: str | None = None,
     pass_id: str | None = None,
@@ -276,12 +280,8 @@ async def reconcile_target(
         async with _lease(svc, target.name, dry_run):
             try:
                 await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
-            except Exception as exc:
-                # A bug must not take the other targets of the pass down with it: it is recorded on
-                # this target (and logged with its traceback) so the pass still reports everything.
-                log.exception("pass %s target %s: internal error", pass_id, target.name)
-                rep.status = TargetStatus.ERROR
-                rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+            except Exception as exc:  # still under the lease: the alert step below tells of it
+                _internal_error(rep, exc, pass_id)
             if not dry_run and svc.alerts is not None:
                 await _alert(svc, svc.alerts, target, rep, pass_id)
     except LockedError as exc:
@@ -291,12 +291,8 @@ async def reconcile_target(
         # The lease could not be taken or kept (storage down): nothing may act without it.
         rep.status = TargetStatus.ERROR
         rep.errors.append(("lease", str(exc)))
-    except Exception as exc:
-        # A bug must not take the other targets of the pass down with it: it is recorded on this
-        # target (and logged with its traceback) so the pass still reports everything.
-        log.exception("pass %s target %s: internal error", pass_id, target.name)
-        rep.status = TargetStatus.ERROR
-        rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+    except Exception as exc:  # in the lease or the alert step
+        _internal_error(rep, exc, pass_id)
     log.info(
         "pass %s target %s: %s, %d drift(s) found, %d step(s), %d remaining%s",
         pass_id,
@@ -309,6 +305,14 @@ async def reconcile_target(
         extra={"pass_id": pass_id, "target": target.name},
     )
     return rep
+
+
+def _internal_error(rep: TargetReport, exc: Exception, pass_id: str) -> None:
+    # A bug must not take the other targets of the pass down with it: it is recorded on this
+    # target (and logged with its traceback) so the pass still reports everything.
+    log.exception("pass %s target %s: internal error", pass_id, rep.target, exc_info=exc)
+    rep.status = TargetStatus.ERROR
+    rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
 
 
 async def _alert(svc: Services, alerts: AlertsPort, target: Target, rep: TargetReport, pass_id: str) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.agent_client import AgentClient, BgpIntent
+from reconciler.agent_client import AgentClient
 from reconciler.errors import TransientError
+from reconciler.plan import Intent
 from tests.fixtures.frr import OPERATOR_UNRELATED_LINES, FrrLabHandle, lab_policy, nva_config, wait_until
 
 pytestmark = pytest.mark.frr
@@ -158,7 +159,7 @@ async def test_bgpd_stopped_gives_503_and_a_transient_error(frr_lab: FrrLabHandl
         health = httpx.get(f"{frr_lab.agent_url}/v1/health", timeout=10)
         assert health.status_code == 503
         assert health.json() == {"status": "unavailable", "frr": False, "reason": "bgpd_not_running"}
-        intent = BgpIntent(65001, tuple((ip, 65515) for ip in frr_lab.addr.rs_ips), ("0.0.0.0/0",), FW)
+        intent = Intent(65001, tuple((ip, 65515) for ip in frr_lab.addr.rs_ips), ("0.0.0.0/0",), FW)
         async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False, allow_http=True) as client:
             with pytest.raises(TransientError, match="503"):
                 await client.apply_intent(intent)

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.agent_client import AgentClient, BgpIntent
+from reconciler.agent_client import AgentClient
+from reconciler.plan import Intent
 from tests.fixtures.certs import self_signed_client, server_tls
 from tests.fixtures.frr import AgentProcess, FrrLabHandle, lab_policy, nva_config, strong_token, wait_until
 
@@ -363,7 +364,7 @@ async def test_the_design_intent_still_repairs_a_broken_nva_through_the_reconcil
 ) -> None:
     frr_lab.lab.load_nva_config(nva_config(frr_lab.addr, next_hop=None, announce=False))
     addr = frr_lab.addr
-    intent = BgpIntent(addr.nva_asn, tuple((ip, addr.rs_asn) for ip in addr.rs_ips), ("0.0.0.0/0",), addr.firewall_ip)
+    intent = Intent(addr.nva_asn, tuple((ip, addr.rs_asn) for ip in addr.rs_ips), ("0.0.0.0/0",), addr.firewall_ip)
     async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False, allow_http=True) as client:
         result = await client.apply_intent(intent)
     assert (result.changed, result.applied, result.rolled_back) == (True, True, False), result.message

@@ -7,8 +7,9 @@ import json
 import httpx
 import pytest
 
-from reconciler.agent_client import AgentClient, BgpIntent, RetryPolicy
+from reconciler.agent_client import AgentClient, RetryPolicy
 from reconciler.errors import ConfigurationError, PermanentError, TransientError
+from reconciler.plan import Intent
 
 STATE = {
     "local_asn": 65001,
@@ -69,7 +70,7 @@ async def test_4xx_is_permanent_and_not_retried(status: int) -> None:
 
     async with client(httpx.MockTransport(handler)) as c:
         with pytest.raises(PermanentError, match=str(status)):
-            await c.apply_intent(BgpIntent(65001, (("10.0.2.4", 65515),), ("0.0.0.0/0",), "10.0.3.4"))
+            await c.apply_intent(Intent(65001, (("10.0.2.4", 65515),), ("0.0.0.0/0",), "10.0.3.4"))
     assert calls == 1
 
 
@@ -83,7 +84,7 @@ async def test_the_intent_is_sent_as_the_contract_body() -> None:
         return httpx.Response(200, json=result)
 
     async with client(httpx.MockTransport(handler)) as c:
-        res = await c.apply_intent(BgpIntent(65001, (("10.0.2.4", 65515),), (), None), dry_run=True)
+        res = await c.apply_intent(Intent(65001, (("10.0.2.4", 65515),), (), None), dry_run=True)
     assert seen == [{"local_asn": 65001, "neighbors": [{"ip": "10.0.2.4", "asn": 65515}], "prefixes": [],
                      "next_hop": None, "dry_run": True}]  # fmt: skip
     assert res.changes == ("+ network 0.0.0.0/0",)
@@ -112,4 +113,4 @@ async def test_a_policy_refusal_names_the_rule_in_the_permanent_error() -> None:
     transport = httpx.MockTransport(lambda r: httpx.Response(403, json=body))
     async with client(transport) as c:
         with pytest.raises(PermanentError, match=r"policy \(rule prefixes\): prefix 192\.0\.2\.0/24"):
-            await c.apply_intent(BgpIntent(65001, (("10.0.2.4", 65515),), ("192.0.2.0/24",), "10.0.3.4"))
+            await c.apply_intent(Intent(65001, (("10.0.2.4", 65515),), ("192.0.2.0/24",), "10.0.3.4"))

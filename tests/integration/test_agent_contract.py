@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.agent_client import AgentClient, BgpIntent
+from reconciler.agent_client import AgentClient
 from reconciler.errors import PermanentError
+from reconciler.plan import Intent
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class AgentEndpoint:
         body.update(overrides)
         return body
 
-    def design(self) -> BgpIntent:
-        return BgpIntent(self.local_asn, self.neighbors, ("0.0.0.0/0",), self.firewall_ip)
+    def design(self) -> Intent:
+        return Intent(self.local_asn, self.neighbors, ("0.0.0.0/0",), self.firewall_ip)
 
     def http(self) -> httpx.Client:
         verify = ssl.create_default_context(cafile=self.verify) if isinstance(self.verify, str) else self.verify
@@ -165,7 +166,7 @@ async def test_a_dry_run_lists_changes_and_applies_none(agent_endpoint: AgentEnd
     async with agent_endpoint.client() as client:
         await client.apply_intent(agent_endpoint.design())
         before = await client.state()
-        intent = BgpIntent(agent_endpoint.local_asn, agent_endpoint.neighbors, ("0.0.0.0/0",), other_fw)
+        intent = Intent(agent_endpoint.local_asn, agent_endpoint.neighbors, ("0.0.0.0/0",), other_fw)
         dry = await client.apply_intent(intent, dry_run=True)
         after = await client.state()
     assert (dry.changed, dry.applied, dry.dry_run) == (True, False, True)
@@ -179,7 +180,7 @@ async def test_a_dry_run_lists_changes_and_applies_none(agent_endpoint: AgentEnd
 async def test_withdraw_then_announce_again(agent_endpoint: AgentEndpoint) -> None:
     ep = agent_endpoint
     async with ep.client() as client:
-        gone = await client.apply_intent(BgpIntent(ep.local_asn, ep.neighbors, (), ep.firewall_ip))
+        gone = await client.apply_intent(Intent(ep.local_asn, ep.neighbors, (), ep.firewall_ip))
         back = await client.apply_intent(ep.design())
     assert (gone.changed, gone.applied) == (True, True), gone.message
     assert any(c.startswith("- network 0.0.0.0/0") for c in gone.changes) or ep.kind != "frr", gone.changes
@@ -265,7 +266,7 @@ async def test_the_client_raises_permanent_errors_for_auth_and_validation(
     async with AgentClient(ep.base_url, "wrong-token-0123456789", verify=ep.verify, allow_http=ep.kind == "frr") as client:
         with pytest.raises(PermanentError, match="401"):
             await client.state()
-    bad = BgpIntent(ep.local_asn, ((ep.neighbors[0][0], 0),), ("0.0.0.0/0",), ep.firewall_ip)
+    bad = Intent(ep.local_asn, ((ep.neighbors[0][0], 0),), ("0.0.0.0/0",), ep.firewall_ip)
     async with ep.client() as client:
         with pytest.raises(PermanentError, match="422"):
             await client.apply_intent(bad)
@@ -302,7 +303,7 @@ def test_an_intent_outside_the_nvas_policy_is_403_naming_the_rule(
 
 async def test_the_client_reports_a_policy_refusal_as_permanent(agent_endpoint: AgentEndpoint) -> None:
     ep = agent_endpoint
-    outside = BgpIntent(ep.local_asn, ep.neighbors, ("0.0.0.0/0", "192.0.2.0/24"), ep.firewall_ip)
+    outside = Intent(ep.local_asn, ep.neighbors, ("0.0.0.0/0", "192.0.2.0/24"), ep.firewall_ip)
     async with ep.client() as client:
         with pytest.raises(PermanentError, match=r"403.*192\.0\.2\.0/24"):
             await client.apply_intent(outside)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from nva_agent.app import create_app, openapi_json
 from nva_agent.settings import AgentSettings, SettingsError
-from reconciler.agent_client import AgentClient, BgpIntent
+from reconciler.agent_client import AgentClient
+from reconciler.plan import Intent
 from tests.fixtures.certs import server_tls
 from tests.fixtures.frr import FrrLabHandle, lab_policy, strong_token
 
@@ -196,10 +197,10 @@ def test_garbage_bodies_and_tokens_get_4xx_and_change_nothing(
 async def test_concurrent_intents_are_applied_one_after_the_other(frr_lab: FrrLabHandle, settled: str) -> None:
     addr = frr_lab.addr
     neighbors = tuple((ip, addr.rs_asn) for ip in addr.rs_ips)
-    other = BgpIntent(addr.nva_asn, neighbors, ("0.0.0.0/0",), "10.0.3.5")
+    other = Intent(addr.nva_asn, neighbors, ("0.0.0.0/0",), "10.0.3.5")
     async with AgentClient(frr_lab.agent_url, frr_lab.agent_token, verify=False, allow_http=True) as client:
         results = await asyncio.gather(*(client.apply_intent(other) for _ in range(3)))
-        await client.apply_intent(BgpIntent(addr.nva_asn, neighbors, ("0.0.0.0/0",), addr.firewall_ip))
+        await client.apply_intent(Intent(addr.nva_asn, neighbors, ("0.0.0.0/0",), addr.firewall_ip))
     assert sorted((r.changed, r.applied) for r in results) == [(False, False), (False, False), (True, True)]
 
 

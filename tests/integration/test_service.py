@@ -18,6 +18,7 @@ from reconciler.drift import DriftCode
 from reconciler.ledger import Ledger
 from reconciler.service import PassReport, reconcile
 from reconciler.settings import load_settings
+from reconciler.trigger import Trigger
 
 pytestmark = pytest.mark.azurite
 
@@ -57,7 +58,7 @@ def intents(emu: ArmEmulator) -> int:
 
 async def run(rt: Runtime, state: desired.DesiredState, **kw: Any) -> PassReport:
     assert rt.services is not None
-    return await reconcile(rt.services, state, trigger=kw.pop("trigger", "test"), **kw)
+    return await reconcile(rt.services, state, trigger=kw.pop("trigger", Trigger.CLI), **kw)
 
 
 async def test_drift_is_fixed_verified_and_resolved_in_the_ledger(
@@ -88,7 +89,7 @@ async def test_twenty_concurrent_passes_cause_exactly_one_fix(
     for rt in runtimes:
         await rt.__aenter__()
     try:
-        reports = await asyncio.gather(*(run(rt, state, trigger=f"w{i}") for i, rt in enumerate(runtimes)))
+        reports = await asyncio.gather(*(run(rt, state, trigger=Trigger.TIMER) for i, rt in enumerate(runtimes)))
     finally:
         for rt in runtimes:
             await rt.__aexit__(None, None, None)
@@ -255,7 +256,7 @@ async def test_concurrent_passes_of_one_worker_write_every_pass_record(
 ) -> None:
     # A worker runs its timer pass, event-driven passes and HTTP passes on one event loop: their
     # pass-record writes interleave over the worker's shared backlog of unwritten records.
-    reports = await asyncio.gather(*(run(runtime, state, trigger=f"p{i}") for i in range(6)))
+    reports = await asyncio.gather(*(run(runtime, state, trigger=Trigger.TIMER) for i in range(6)))
     assert all(not r.errors for r in reports), [r.errors for r in reports]
     assert runtime.ledger is not None and runtime.services is not None
     written = {p.pass_id for p in await runtime.ledger.passes(limit=20)}

@@ -14,6 +14,7 @@ from reconciler.observed import Hub
 from reconciler.picture import hop_anchor, trace_svg
 from reconciler.status_page import PageData, incidents, render, static_file
 from reconciler.trace import trace
+from reconciler.trigger import Trigger
 from tests.unit.factories import ARS, observation, target
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -41,7 +42,7 @@ def record(code: str, subject: str, **kw: object) -> DriftRecord:
 def broken() -> PageData:
     obs = replace(observation(), hub=Hub("Succeeded", "Provisioned", 65515, ARS, False, "ExpressRoute"))
     b2b = record(DriftCode.BRANCH_TO_BRANCH_DISABLED.value, "route_server=ars-hub")
-    passes = [PassRecord("p1", "timer", NOW - timedelta(minutes=5), 0.4, ("hub",), {"drifts": 3})]
+    passes = [PassRecord("p1", Trigger.TIMER, NOW - timedelta(minutes=5), 0.4, ("hub",), {"drifts": 3})]
     events = [
         {"kind": "opened", "at": NOW - timedelta(days=3), "identity": "hub|PEER_DOWN|peer=nva1", "code": "PEER_DOWN",
          "severity": "critical"},
