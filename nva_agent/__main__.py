@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request line at INFO, and a change report's URL carries the function key
+    # (`?code=`): a secret, never logged. Its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = AgentSettings.from_env(lab=args.lab)
         sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None

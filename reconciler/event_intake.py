@@ -228,9 +228,15 @@ class EventIntake:
         change = report.attribution()
         targets = sorted({t for t, _ in peers})
         enqueued = []
-        for target in targets:
-            if await self._schedule(table, queue, target, change, now):
-                enqueued.append(target)
+        try:
+            for target in targets:
+                if await self._schedule(table, queue, target, change, now):
+                    enqueued.append(target)
+        except (AzureError, TransientError) as exc:
+            # The function answers 5xx and the agent sends the report again: the nonce must not
+            # stay spent, or that retry (or a proxy's resend of the same request) is a "replay".
+            await self._forget(table, "nonce-" + report.nonce)
+            raise TransientError(f"report from {ip}: {exc}".splitlines()[0][:300]) from exc
         return Outcome(
             Verdict.ACCEPTED, tuple(targets), tuple(enqueued), f"{change.describe()} -> {', '.join(targets)}"
         )
@@ -248,7 +254,7 @@ class EventIntake:
         try:
             await table.delete_entity("seen", _key(event_id))
         except AzureError:
-            log.warning("could not forget event %s; a redelivery will be taken for a replay", event_id[:40])
+            log.warning("could not forget %s; a redelivery will be taken for a replay", event_id[:40])
 
     async def _schedule(
         self, table: TableClient, queue: FanoutQueue, target: str, change: Attribution, now: datetime

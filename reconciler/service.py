@@ -347,35 +347,50 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
         rep.changed_by = await svc.who_changed(target, rep.drifts, now)
     rep.plan = plan(target, rep.drifts, known_from(target, obs), now)
     rep.remaining = rep.drifts
+    record = not dry_run and svc.ledger is not None
+    first: LedgerChange | None = None
+    if record and rep.plan.steps:
+        # Record what was found before fixing it: the ledger shows the drift while the fix and its
+        # verification (up to verify_timeout) are in flight, and a drift fixed within one pass
+        # still appears as opened and then resolved (with the action that fixed it). Both writes
+        # carry the same `now`, so nothing is counted twice. A failed write does not hold the fix.
+        first = await _record(svc, target, rep, rep.drifts, [], now, pass_id)
     if dry_run:
         rep.outcomes = [StepOutcome(s, ActionOutcome.PLANNED, "dry run") for s in rep.plan.steps]
     elif rep.plan.steps:
         rep.outcomes = await execute(svc, target, rep.plan)
         rep.remaining, rep.outcomes = await verify(svc, target, rep.outcomes, obs)
     rep.status = TargetStatus.DRIFT if rep.remaining else TargetStatus.OK
-    if not dry_run and svc.ledger is not None:
-        actions = _actions(rep)
-        try:
-            first: LedgerChange | None = None
-            if rep.outcomes:
-                # Record what was found before the fix too, so a drift fixed within one pass still
-                # appears in the ledger as opened and then resolved (with the action that fixed it).
-                # Both writes carry the same `now`, so nothing is counted twice.
-                before_blind = is_blind(rep.drifts)
-                first = await svc.ledger.record_target(
-                    target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id, changed_by=rep.changed_by
-                )
-            change = await svc.ledger.record_target(
-                target.name, rep.remaining, actions, now, blind=rep.blind, pass_id=pass_id, changed_by=rep.changed_by
-            )
+    if record:
+        change = await _record(svc, target, rep, rep.remaining, _actions(rep), now, pass_id)
+        if change is not None:
             rep.ledger = {
                 "opened": len((first or change).opened),
                 "persisting": len(change.persisting),
                 "resolved": len(change.resolved),
             }
-        except ReconcilerError as exc:
-            rep.errors.append(("ledger", str(exc)))
-            rep.status = TargetStatus.ERROR
+    if any(stage == "ledger" for stage, _ in rep.errors):
+        rep.status = TargetStatus.ERROR
+
+
+async def _record(
+    svc: Services,
+    target: Target,
+    rep: TargetReport,
+    drifts: Sequence[Drift],
+    actions: Sequence[ActionRecord],
+    now: datetime,
+    pass_id: str,
+) -> LedgerChange | None:
+    """One ledger write of the target's drift; a failure is the report's error, not the pass's end."""
+    assert svc.ledger is not None
+    try:
+        return await svc.ledger.record_target(
+            target.name, drifts, actions, now, blind=is_blind(drifts), pass_id=pass_id, changed_by=rep.changed_by
+        )
+    except ReconcilerError as exc:
+        rep.errors.append(("ledger", str(exc)))
+        return None
 
 
 async def observe(svc: Services, target: Target) -> Observation:

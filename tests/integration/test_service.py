@@ -19,6 +19,7 @@ from reconciler.ledger import Ledger
 from reconciler.service import PassReport, reconcile
 from reconciler.settings import load_settings
 from reconciler.trigger import Trigger
+from tests.e2e.invariants import all_agree
 
 pytestmark = pytest.mark.azurite
 
@@ -78,6 +79,29 @@ async def test_drift_is_fixed_verified_and_resolved_in_the_ledger(
     assert await runtime.ledger.open_drifts() == []
     history = await runtime.ledger.history(limit=50)
     assert {h["kind"] for h in history} >= {"opened", "resolved", "action"}
+
+
+async def test_drift_is_in_the_ledger_while_its_fix_is_still_in_flight(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator
+) -> None:
+    # The fix is slow (an agent taking 3 s, or a bgpConnection PUT and its verification): the
+    # ledger must show the drift from the moment it is found, not when the pass ends.
+    scenarios.next_hop_not_set(emulator)
+    emulator.inject("agent.intent", Fault.latency(seconds=3.0, count=1))
+    assert runtime.ledger is not None
+    task = asyncio.create_task(run(runtime, state))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    seen: set[str] = set()
+    while not seen and not task.done() and loop.time() < deadline:
+        seen = {d.code for d in await runtime.ledger.open_drifts()}
+        await asyncio.sleep(0.05)
+    in_flight = not task.done()
+    report = await task
+    assert DriftCode.ROUTE_NEXT_HOP_WRONG in seen and in_flight, "the drift appeared only after the pass"
+    assert [o.outcome for o in report.targets[0].outcomes] == ["fixed"]
+    assert await runtime.ledger.open_drifts() == []
+    await all_agree(runtime, [report])
 
 
 async def test_twenty_concurrent_passes_cause_exactly_one_fix(
