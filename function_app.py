@@ -2,8 +2,9 @@
 
 Owns the bindings (timer, HTTP routes, fan-out queue and its poison queue) and nothing else:
 each function parses its trigger, calls `reconciler.service.reconcile` or the ledger through the
-worker's one `Runtime`, and maps the result. Request rules live in `reconciler.http_api`, the
-queue message in `reconciler.fanout`, clients in `reconciler.composition`.
+worker's one `Runtime`, and maps the result. It must not hold rules of its own: request rules
+live in `reconciler.http_api`, the queue message in `reconciler.fanout`, clients in
+`reconciler.composition`.
 
 Settings are read and checked at import, which is when the host indexes the app: a missing or
 malformed setting stops the app with one line naming it.
@@ -22,7 +23,7 @@ import azure.functions as func
 
 from reconciler import http_api, retention, runs, status_page, storage
 from reconciler.attribution import latest
-from reconciler.composition import Runtime, Worker
+from reconciler.composition import Runtime, Worker, settle_heap
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
 from reconciler.event_intake import EventIntake, change_report_answer, envelope
@@ -31,6 +32,7 @@ from reconciler.picture import trace_svg
 from reconciler.runs import Run, RunStatus
 from reconciler.schedule import parse as parse_schedule
 from reconciler.service import PassReport, TargetStatus, new_pass_id, reconcile, trace_targets
+from reconciler.trigger import Trigger
 
 log = logging.getLogger("reconciler.functions")
 # The Python worker forwards every record at INFO and up, and the Azure SDKs log each HTTP request
@@ -46,6 +48,8 @@ WORKER = Worker.from_environment(APP_ROOT)
 for _name in WORKER.missing_secrets(WORKER.check_desired()):
     log.warning("setting %s is not set: the agent that names it cannot be reached", _name)
 SETTINGS = WORKER.settings
+for _name in SETTINGS.ignored_proxy_variables:
+    log.warning("%s is set but not read: set ARS_HTTPS_PROXY to send ARM and Storage calls through a proxy", _name)
 
 if SETTINGS.applicationinsights_connection_string is not None:
     # Imported only when used: the distro is heavy and instruments libraries as it loads.
@@ -62,6 +66,8 @@ QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", SETTINGS.app_settings)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # Event Grid intake: seen event IDs and pending markers (reconciler.event_intake).
 EVENTS = EventIntake(SETTINGS, message_ttl_s=QUEUE_RULES.message_ttl(timedelta(0)))
+# Start-up is done: the SDKs' import-time heap is frozen out of every later collection (issue #18).
+settle_heap()
 
 
 # ---- timer ------------------------------------------------------------------------------------
@@ -82,7 +88,7 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
         sent = await WORKER.fanout.enqueue((FanoutMessage(t.name, now) for t in state.targets), ttl)
         log.info("fan-out: enqueued %d target(s) on %s", sent, SETTINGS.fanout_queue)
         return
-    _log_report(await reconcile(rt.services, state, trigger="timer"))
+    _log_report(await reconcile(rt.services, state, trigger=Trigger.TIMER))
 
 
 @app.function_name("retention_timer")
@@ -120,12 +126,12 @@ async def reconcile_queue(msg: func.QueueMessage) -> None:
             await _carry(state, run, None)
         return
     # An event pass takes who made the change(s) that asked for it, for the ledger and the cards.
-    event = message.origin == "event" and message.target is not None
+    event = message.origin is Trigger.EVENT and message.target is not None
     who = latest(await EVENTS.claim(message.target)) if event and message.target else None
     report = await reconcile(
         rt.services,
         state,
-        trigger="event" if message.origin == "event" else "queue",
+        trigger=Trigger.EVENT if message.origin is Trigger.EVENT else Trigger.QUEUE,
         only=message.target,
         changed_by={message.target: who} if who is not None and message.target is not None else None,
     )
@@ -211,7 +217,7 @@ async def reconcile_http(req: func.HttpRequest) -> func.HttpResponse:
         await WORKER.runs.put(run)
         # If this worker goes away mid-pass (scale-in, a crash), the queue worker carries the run on
         # when this message becomes visible: after any pass this worker could still be running.
-        fallback = FanoutMessage(ask.target, now, origin="http", run=run.pass_id, dry_run=ask.dry_run)
+        fallback = FanoutMessage(ask.target, now, origin=Trigger.HTTP, run=run.pass_id, dry_run=ask.dry_run)
         delay = QUEUE_RULES.function_timeout + QUEUE_RULES.visibility_timeout
         ttl = int((delay + QUEUE_RULES.retry_budget()).total_seconds())
         receipt = await WORKER.queue.send_later(fallback, int(delay.total_seconds()), ttl)
@@ -236,7 +242,7 @@ def _carry(state: DesiredState, run: Run, receipt: tuple[str, str] | None) -> Co
 async def _http_pass(state: DesiredState, run: Run) -> PassReport:
     rt = await WORKER.runtime()
     report = await reconcile(
-        rt.services, state, trigger="http", dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
+        rt.services, state, trigger=Trigger.HTTP, dry_run=run.dry_run, only=run.target, pass_id=run.pass_id
     )
     _log_report(report)
     return report
@@ -391,7 +397,7 @@ def _log_report(report: PassReport) -> None:
             len(t.drifts),
             len(t.remaining),
             len(t.outcomes),
-            extra={"pass_id": report.pass_id, "target": t.target, "trigger": report.trigger},
+            extra={"pass_id": report.pass_id, "target": t.target, "trigger": report.trigger.value},
         )
     for stage, message in report.errors:
         log.error("pass %s: %s: %s", report.pass_id, stage, message, extra={"pass_id": report.pass_id})

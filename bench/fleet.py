@@ -1,3 +1,4 @@
+
 """The fleet-scale benchmark: one detection pass (collect, diff, ledger write; no fixes) over N hubs.
 
 Owns the measurement: fleets of N = 1, 10, 100, 500 hubs (two NVA peers, an ExpressRoute gateway
@@ -211,6 +212,7 @@ async def _one_pass(n: int, base_url: str, ca_file: str, storage: str, tuning: T
     from reconciler.ledger import Ledger
     from reconciler.service import Services, reconcile
     from reconciler.settings import load_settings
+    from reconciler.trigger import Trigger
 
     prefix = f"b{n}x{uuid.uuid4().hex[:8]}"
     settings = load_settings(
@@ -234,7 +236,7 @@ async def _one_pass(n: int, base_url: str, ca_file: str, storage: str, tuning: T
         rss_before = psutil.Process().memory_info().rss / 2**20
         cpu_before = time.process_time()
         started = time.perf_counter()
-        report = await reconcile(svc, state, trigger="bench")
+        report = await reconcile(svc, state, trigger=Trigger.BENCH)
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
         ledger_requests = ledger.requests - ledger_before

@@ -41,6 +41,7 @@ from localenv import scenarios
 from localenv.azurite import Azurite
 from localenv.demo_world import TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
+from reconciler.trigger import Trigger
 
 OUT = Path(__file__).resolve().parent / "results"
 SUB, RG = scenarios.SUB, scenarios.RG
@@ -262,7 +263,7 @@ class Rig:
         from reconciler.service import reconcile
 
         assert self.rt.services is not None
-        await reconcile(self.rt.services, self.fa.WORKER.desired(), trigger="http")
+        await reconcile(self.rt.services, self.fa.WORKER.desired(), trigger=Trigger.HTTP)
 
     def measure(self, b: Break, timeout: float) -> dict[str, float | None]:
         # A break lands at a random point of the timer's period (not just after the heal's tick).

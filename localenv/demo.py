@@ -2,8 +2,8 @@
 
 Owns the script of the story (healthy → broken in named ways → fixed → resolved in the ledger,
 cards sent) and its command, `python -m localenv.demo [--lab] [--out DIR]` (`make demo`). Everything
-it shows goes through the same service function as the Functions triggers; the product never
-imports this module.
+it shows goes through the same service function as the Functions triggers: it must not hold
+logic of the product (and the product never imports this module).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from localenv.azurite import Azurite
 from localenv.demo_events import events_demo
 from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
-from reconciler import desired
+from reconciler import cards, desired
 from reconciler.composition import Runtime
 from reconciler.errors import ReconcilerError
 from reconciler.picture import trace_svg
@@ -35,6 +35,7 @@ from reconciler.report_text import render_report, render_trace
 from reconciler.service import reconcile, trace_targets
 from reconciler.settings import load_settings
 from reconciler.trace import worst
+from reconciler.trigger import Trigger
 
 Break = tuple[str, Callable[[], object]]
 
@@ -189,14 +190,15 @@ async def _story(
         assert rt.services is not None
         svc = rt.services
 
-        async def show(trigger: str, dry_run: bool = False) -> dict[str, Any]:
+        async def show(dry_run: bool = False) -> dict[str, Any]:
+            trigger = Trigger.DEMO_PLAN if dry_run else Trigger.DEMO
             report = await reconcile(svc, state, trigger=trigger, dry_run=dry_run)
             data = report.to_dict()
             render_report(data, out)
             return data
 
         _say(out, "1. The reference lab is healthy: NVA → both ARS instances → ER gateway, next hop 10.0.3.4")
-        first = await show("demo")
+        first = await show()
         problems = 0 if first["counts"]["drifts"] == 0 else 1
         _say(out, "The path, hop by hop (python -m reconciler trace): whole")
         if await _trace(svc, state, out, out_dir / "pictures" / "trace-healthy") != "ok":
@@ -212,26 +214,26 @@ async def _story(
             t.model_copy(update={"maintenance": [window]}) for t in state.targets
         ]})
         _say(out, f"Break: {scenarios.firewall_redeployed(emu)} (during a maintenance window)")
-        report = await reconcile(svc, held, trigger="demo")
+        report = await reconcile(svc, held, trigger=Trigger.DEMO)
         render_report(report.to_dict(), out)
         if not report.counts()["remaining"]:
             problems += 1
         _say(out, "The maintenance window ends: the reconciler puts the next hop on the firewall's new IP")
-        if (await show("demo"))["counts"]["remaining"]:
+        if (await show())["counts"]["remaining"]:
             problems += 1
 
         for _label, do_break in breaks:
             said = do_break()
             _say(out, f"Break: {said if isinstance(said, str) else _label}")
             print("--- plan (dry run: what apply would do)", file=out)
-            await show("demo-plan", dry_run=True)
+            await show(dry_run=True)
             print("--- apply (fixed within the pass: Teams gets a compact \"fixed automatically\" notice)", file=out)
-            fixed = await show("demo")
+            fixed = await show()
             if fixed["counts"]["remaining"]:
                 problems += 1
 
         _say(out, f"Break: {scenarios.branch_to_branch_off(emu)} (Azure-side writes are off by policy)")
-        left = await show("demo")
+        left = await show()
         if not left["counts"]["remaining"]:
             problems += 1
         _say(out, "The path after the break: the first broken hop is the root cause")
@@ -240,7 +242,7 @@ async def _story(
         _say(out, "An operator turns branch-to-branch back on by hand")
         with emu.world.lock:
             emu.world.route_server(scenarios.SUB, scenarios.RG, scenarios.RS).branch_to_branch = True
-        await show("demo")
+        await show()
 
         _say(out, "The ledger (Azure Table Storage on Azurite): open drift and the last passes")
         assert rt.ledger is not None
@@ -262,8 +264,7 @@ async def _story(
     for i, req in enumerate(hook.accepted()):
         body = req.json()
         (cards_dir / f"card-{i:02d}.json").write_text(json.dumps(body, indent=2))
-        header = body["attachments"][0]["content"]["body"][0]["items"]
-        print(f"  card {i:02d}: {header[0]['text']}: {header[1]['text']}", file=out)
+        print(f"  card {i:02d}: {': '.join(cards.header_texts(body)[:2])}", file=out)
         drawn += _screenshot(body, cards_dir / f"card-{i:02d}.png", out)
     print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}"
           + (f", {drawn} drawn as Teams shows them (PNG)" if drawn else ""), file=out)

@@ -3,13 +3,16 @@ timer still catching a change whose event was lost.
 
 Owns that part of the story only. Runs the Functions app's own function objects on the local host
 (Event Grid webhook, agent change reports, the fan-out queue pumped as the host does), with the
-emulator publishing Event Grid events and the emulated agent reporting FRR changes.
+emulator publishing Event Grid events and the emulated agent reporting FRR changes. It must not
+reach around the app: every repair it shows is the app's own functions at work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from emulator import ArmEmulator
@@ -22,15 +25,16 @@ NET = f"/subscriptions/{scenarios.SUB}/resourceGroups/{scenarios.RG}/providers/M
 DELIVERY_DELAY_S = 1.0
 
 
-def events_demo(emu: ArmEmulator, az: Azurite, out: TextIO) -> int:
-    """Needs the app settings already in the environment (the demo's HTTP part sets them)."""
+@contextlib.contextmanager
+def app_host(storage_connection: str, key: str | None = None) -> Iterator[tuple[Any, Any]]:
+    """(LocalHost, function_app): the Functions app's own function objects on the local host, with a
+    worker and an event intake built from the app settings now in the environment. The fan-out
+    queue is pumped when the caller drains it (`host.drain()`), as the host would."""
     from localenv.host import LocalHost, functions, load_app, trigger
     from reconciler.composition import Worker
     from reconciler.event_intake import EventIntake
     from reconciler.fanout import poison_queue
 
-    print("\n== Seconds, not minutes: event-driven passes and who changed what", file=out)
-    os.environ["ARS_EVENT_OWN_IDS"] = RECONCILER.app_id  # the reconciler's own calls start nothing
     fa = load_app()
     fa.WORKER = Worker.from_environment(fa.APP_ROOT)
     fa.SETTINGS = fa.WORKER.settings
@@ -42,9 +46,17 @@ def events_demo(emu: ArmEmulator, az: Azurite, out: TextIO) -> int:
         await fa.EVENTS.aclose()
         await fa.WORKER.aclose()
 
-    problems = 0
-    with LocalHost(fa.app, storage_connection=az.connection_string, on_close=close,
+    with LocalHost(fa.app, storage_connection=storage_connection, key=key, on_close=close,
                    queue_names={bound: q, poison_queue(bound): poison_queue(q)}) as host:  # fmt: skip
+        yield host, fa
+
+
+def events_demo(emu: ArmEmulator, az: Azurite, out: TextIO) -> int:
+    """Needs the app settings already in the environment (the demo's HTTP part sets them)."""
+    print("\n== Seconds, not minutes: event-driven passes and who changed what", file=out)
+    os.environ["ARS_EVENT_OWN_IDS"] = RECONCILER.app_id  # the reconciler's own calls start nothing
+    problems = 0
+    with app_host(az.connection_string) as (host, fa):
         pub = EventPublisher(f"{host.url}/runtime/webhooks/eventgrid?functionName=reconcile_event",
                              delay_s=DELIVERY_DELAY_S)  # fmt: skip
         emu.events = pub

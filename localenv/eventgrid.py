@@ -9,6 +9,7 @@ Owns what the real host does at `/runtime/webhooks/eventgrid?functionName=<fn>&c
   `WebHook-Allowed-Origin`; a POST carries one event (or a batch array).
 A function that raises answers 500, so the sender retries (Event Grid does, with back-off).
 Events reach the function decoded by the SDK's own converter, as the Python worker does.
+It must not know what the function does with an event.
 """
 
 from __future__ import annotations
@@ -16,26 +17,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
+
+if TYPE_CHECKING:
+    from localenv.host import LocalHost
 
 log = logging.getLogger(__name__)
 PATH = "/runtime/webhooks/eventgrid"
 _MAX_BODY = 1024 * 1024  # Event Grid's event size limit is 1 MB
 
 
-def deliver(
-    host: Any, params: Mapping[str, str], method: str, headers: Mapping[str, str], body: bytes
+async def deliver(
+    host: LocalHost, params: Mapping[str, str], method: str, headers: Mapping[str, str], body: bytes
 ) -> tuple[int, bytes, dict[str, str]]:
-    """Answer one request to the Event Grid webhook of `host` (a localenv.host.LocalHost)."""
+    """Answer one request to the Event Grid webhook of `host`, on its worker loop."""
     head = {k.lower(): v for k, v in headers.items()}
     if host.key is not None and params.get("code") != host.key:
         return _json(401, {"error": "the Event Grid webhook needs the system key (?code=)"})
     name = params.get("functionName", "")
-    fn = host.functions.get(name)
-    if fn is None or _trigger_type(fn) != "eventGridTrigger":
+    if host.kind(name) != "eventGridTrigger":
         return _json(404, {"error": f"no Event Grid function {name!r}"})
     if method == "OPTIONS":  # CloudEvents abuse protection
         origin = head.get("webhook-request-origin", "")
@@ -58,16 +61,11 @@ def deliver(
     for event in events:
         value = EventGridEventInConverter.decode(meta.Datum(json.dumps(event), "json"), trigger_metadata={})
         try:
-            host.invoke(name, value)
+            await host.ainvoke(name, value)
         except Exception as exc:
             log.warning("Event Grid function %s failed: %s", name, exc)
             return _json(500, {"error": "function failed"})
     return 200, b"", {}
-
-
-def _trigger_type(fn: Any) -> str:
-    bindings = json.loads(fn.get_function_json())["bindings"]
-    return str(next((b["type"] for b in bindings if b["direction"] == "IN"), ""))
 
 
 def _json(status: int, payload: object) -> tuple[int, bytes, dict[str, str]]:

@@ -22,7 +22,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,15 +239,110 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _run(args: list[str], timeout: float = 15) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+def _run(args: list[str], timeout: float = 15, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, pass_fds=pass_fds)
 
 
-def _must(args: list[str], timeout: float = 15) -> str:
-    res = _run(args, timeout)
+def _must(args: list[str], timeout: float = 15, pass_fds: tuple[int, ...] = ()) -> str:
+    res = _run(args, timeout, pass_fds)
     if res.returncode != 0:
         raise LabError(f"{' '.join(args)} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
     return res.stdout
+
+
+# ----------------------------------------------------------------------------- relay --------
+_LISTEN_IN_NAMESPACE = """\
+import socket, sys
+chan = socket.socket(fileno=int(sys.argv[1]))
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.bind(("127.0.0.1", 0))
+sock.listen(64)
+socket.send_fds(chan, [str(sock.getsockname()[1]).encode()], [sock.fileno()])
+"""
+
+
+class HostRelay:
+    """A port on a lab namespace's own loopback that leads to a port on the host's loopback.
+
+    The agent in the NVA namespace cannot reach the host's 127.0.0.1: each namespace has its own
+    loopback. Rather than a veth into the host namespace (touching the host's interfaces and
+    routes), a short helper run with `ip netns exec` makes a listening socket *inside* the
+    namespace and hands it back over a socket pair (SCM_RIGHTS); a socket keeps the namespace it
+    was made in, whoever holds it. A thread here accepts on it and relays each connection to the
+    host port: nothing is routed between the namespaces, and only this one port leads out.
+    The mirror of `start_agent`'s `--listen-fd` (a host socket handed into the namespace).
+    """
+
+    def __init__(self, namespace: str, host_port: int) -> None:
+        self.host_port = host_port
+        ours, theirs = socket.socketpair()
+        try:
+            _must(["ip", "netns", "exec", namespace, sys.executable, "-c", _LISTEN_IN_NAMESPACE, str(theirs.fileno())],
+                  pass_fds=(theirs.fileno(),))  # fmt: skip
+            ours.settimeout(10)
+            msg, fds, _flags, _addr = socket.recv_fds(ours, 64, 1)
+        finally:
+            ours.close()
+            theirs.close()
+        if not fds:
+            raise LabError(f"no listening socket came back from namespace {namespace}")
+        self.port = int(msg)
+        self._listener = socket.socket(fileno=fds[0])
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name=f"relay-{namespace}", daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "") -> str:
+        """The URL a process inside the namespace uses for `path` on the host port."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, inside: socket.socket) -> None:
+        try:
+            outside = socket.create_connection(("127.0.0.1", self.host_port), timeout=10)
+        except OSError:
+            inside.close()
+            return
+        outside.settimeout(None)
+        with self._lock:
+            self._open.update((inside, outside))
+        back = threading.Thread(target=_pipe, args=(outside, inside), daemon=True)
+        back.start()
+        _pipe(inside, outside)
+        back.join()
+        with self._lock:
+            self._open.difference_update((inside, outside))
+        inside.close()
+        outside.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._listener.close()
+        with self._lock:
+            for s in self._open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=5)
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
 
 
 @dataclass
@@ -278,6 +375,7 @@ class FrrLab:
     workdir: Path | None = None
     addr: Addresses = Addresses()
     agents: list[AgentProcess] = field(default_factory=list)
+    relays: list[HostRelay] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.workdir is None:
@@ -335,6 +433,9 @@ class FrrLab:
         for agent in self.agents:
             agent.stop()
         self.agents.clear()
+        for relay in self.relays:
+            relay.close()
+        self.relays.clear()
         pids = []
         for node in NODES:
             for pidfile in (self.node_dir(node) / "run").glob("*.pid"):
@@ -573,6 +674,13 @@ class FrrLab:
         self._daemon("nva", "bgpd")
 
     # -- the agent --------------------------------------------------------------------------
+    def relay_to_host(self, host_port: int, node: str = "nva") -> HostRelay:
+        """A port on `node`'s loopback leading to 127.0.0.1:`host_port` of the host (HostRelay):
+        how the agent reaches a reconciler served on the host (its change reports)."""
+        relay = HostRelay(self.ns(node), host_port)
+        self.relays.append(relay)
+        return relay
+
     def start_agent(
         self,
         token: str,
@@ -583,6 +691,7 @@ class FrrLab:
         policy: str | None = None,
         lab_mode: bool = False,
         client_cert: tuple[str, str] | None = None,
+        report_to: str | None = None,
     ) -> AgentProcess:
         """Start `python -m nva_agent` inside the NVA namespace, served on 127.0.0.1 of the host.
 
@@ -591,6 +700,8 @@ class FrrLab:
         without a veth into the host. The agent gets `policy` (default: `lab_policy`) as its
         policy file, root-owned in the lab folder; `lab_mode` starts it with `--lab` and no policy.
         `token` goes in NVA_AGENT_TOKEN unless `extra_env` names a NVA_AGENT_TOKEN_FILE.
+        `report_to` (a host URL such as `http://127.0.0.1:PORT/api/agent/changes?code=K`) turns on
+        the agent's change reports, sent through a `HostRelay` from inside the namespace.
         """
         import httpx  # only the agent part of the lab needs it
 
@@ -606,6 +717,14 @@ class FrrLab:
             "NVA_AGENT_FRR_VTY_SOCKET": str(d / "run"),
             "NVA_AGENT_FRR_RUNDIR": str(d / "run"),
         }
+        if report_to is not None:
+            parts = urllib.parse.urlsplit(report_to)
+            if parts.hostname != "127.0.0.1" or parts.port is None:
+                raise LabError(f"report_to must be http://127.0.0.1:PORT/... on the host, not {report_to}")
+            relay = self.relay_to_host(parts.port)
+            query = f"?{parts.query}" if parts.query else ""
+            env["NVA_AGENT_REPORT_URL"] = relay.url(parts.path + query)
+            env["NVA_AGENT_REPORT_IP"] = self.addr.nva_ip
         if "NVA_AGENT_TOKEN_FILE" not in (extra_env or {}):
             env["NVA_AGENT_TOKEN"] = token
         if not lab_mode:

@@ -1,11 +1,15 @@
 """A local stand-in for the Functions host (Core Tools cannot be installed here): demo and tests only.
 
 Owns serving the app's HTTP routes on 127.0.0.1 through the *same function objects* the host
-would index, firing the timer, and pumping the fan-out queue (and its poison queue) from Azurite
-with the host's rules (host.json, `reconciler.fanout.HostQueueRules`): base64 bodies, a failed
-message back on the queue after visibilityTimeout, until maxDequeueCount, then `<queue>-poison`.
-It runs every async function on one event loop in one thread, as a Functions worker does.
-Not the host: function keys are checked only if you give it one, and there is no scale-out.
+would index (aiohttp.web in a background thread, `emulator.app_thread`), firing the timer,
+and pumping the fan-out queue (and its poison queue) from Azurite with the host's rules (host.json,
+`reconciler.fanout.HostQueueRules`): base64 bodies, a failed message back on the queue after
+visibilityTimeout, until maxDequeueCount, then `<queue>-poison`. Every async function runs on one
+event loop in one thread, as a Functions worker does; the HTTP front shares that loop.
+Routes like the host: by path *and* method, `/api/<route template>`, FUNCTION-level routes need the
+key (`x-functions-key` or `?code=`) when one is given; anything no route takes is an empty 404.
+Must not be taken for the host: function keys are checked only if you give it one, there is no
+scale-out, and it must not know what any function does (it reads only their bindings).
 
     python -m localenv.host            # serve function_app with the current environment
     python -m localenv.host --demo     # emulated Azure + Azurite + emulated agent, then serve
@@ -27,19 +31,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import azure.functions as func
+from aiohttp import web
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from emulator.app_thread import AppThread
 from localenv import eventgrid
 from reconciler.fanout import HostQueueRules, poison_queue
 
@@ -70,12 +73,11 @@ def queue_rules(host_json: Path = ROOT / "host.json") -> HostQueueRules:
     return HostQueueRules.load(host_json, os.environ)
 
 
-@dataclass(frozen=True)
-class _Route:
-    pattern: re.Pattern[str]
-    methods: tuple[str, ...]
-    auth: str
-    fn: Any
+T = TypeVar("T")
+# "The HTTP request length is limited to 100 MB (104,857,600 bytes)": Microsoft Learn, "Azure
+# Functions HTTP trigger", Limits. Bigger bodies get aiohttp's 413.
+MAX_REQUEST_BYTES = 104_857_600
+ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")  # a route without `methods` takes these
 
 
 class LocalHost:
@@ -88,7 +90,7 @@ class LocalHost:
         port: int = 0,
         storage_connection: str | None = None,
         key: str | None = None,
-        on_close: Callable[[], Any] | None = None,
+        on_close: Callable[[], Awaitable[Any] | None] | None = None,
         queue_names: Mapping[str, str] | None = None,
     ) -> None:
         self.functions = functions(app)
@@ -100,49 +102,28 @@ class LocalHost:
         self.rules = queue_rules()
         self.max_dequeue = self.rules.max_dequeue_count
         self._on_close = on_close
-        self._routes = [self._route(fn) for fn in self.functions.values() if trigger(fn)["type"] == "httpTrigger"]
-        self.loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self.loop.run_forever, name="functions-worker", daemon=True)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server_thread = threading.Thread(target=self._server.serve_forever, name="local-host", daemon=True)
+        self._server = AppThread(self._web_app(), port=port, name="functions-worker", shutdown_timeout=2.0)
         self._stop = threading.Event()
         self._pumps: list[threading.Thread] = []
 
-    @staticmethod
-    def _route(fn: Any) -> _Route:
-        t = trigger(fn)
-        route = t.get("route") or fn.get_function_name()
-        rx = re.sub(r"\{(\w+)(:\w+)?\}", r"(?P<\1>[^/]+)", route)
-        methods = tuple(m.upper() for m in t.get("methods") or ("GET", "POST", "PUT", "DELETE", "PATCH"))
-        return _Route(re.compile(f"^/api/{rx}$"), methods, str(t.get("authLevel", "FUNCTION")).upper(), fn)
-
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def start(self, *, pump_queues: bool = False) -> LocalHost:
-        self._loop_thread.start()
-        self._server_thread.start()
+        self._server.start()
         if pump_queues:
-            for name, fn in self.functions.items():
-                if trigger(fn)["type"] == "queueTrigger":
-                    th = threading.Thread(target=self._pump_forever, args=(name,), name=f"queue:{name}", daemon=True)
-                    th.start()
-                    self._pumps.append(th)
+            for name in self.of_kind("queueTrigger"):
+                th = threading.Thread(target=self._pump_forever, args=(name,), name=f"queue:{name}", daemon=True)
+                th.start()
+                self._pumps.append(th)
         return self
 
     def close(self) -> None:
         self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
         for th in self._pumps:
             th.join(timeout=10)
-        if self._on_close is not None:
-            with contextlib.suppress(Exception):
-                self.run(self._on_close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._loop_thread.join(timeout=10)
-        self.loop.close()
+        self._server.stop()  # runs `on_close` on the worker loop once HTTP has stopped (_closing)
 
     def __enter__(self) -> LocalHost:
         return self.start()
@@ -150,21 +131,46 @@ class LocalHost:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def _closing(self, app: web.Application) -> None:
+        if self._on_close is not None:
+            with contextlib.suppress(Exception):
+                result = self._on_close()
+                if result is not None:
+                    await result
+
     # ---- invoking functions ----------------------------------------------------------------
 
-    def run(self, value: Any) -> Any:
-        """Await `value` on the worker loop if it is a coroutine; return it otherwise."""
+    def kind(self, name: str) -> str | None:
+        """The trigger type of function `name` (`httpTrigger`, `queueTrigger`, ...); None: no such function."""
+        fn = self.functions.get(name)
+        return None if fn is None else str(trigger(fn)["type"])
+
+    def of_kind(self, kind: str) -> list[str]:
+        """The names of the functions whose trigger type is `kind`, in the app's order."""
+        return [name for name in self.functions if self.kind(name) == kind]
+
+    def run(self, value: Coroutine[Any, Any, T] | T) -> T:
+        """Await `value` on the worker loop if it is a coroutine; return it otherwise. From any
+        thread but the worker's own (its handlers await `ainvoke`)."""
         if inspect.iscoroutine(value):
-            fut: Future[Any] = asyncio.run_coroutine_threadsafe(value, self.loop)
-            return fut.result(timeout=self.rules.function_timeout.total_seconds())
-        return value
+            result: T = self._server.call(value, timeout=self.rules.function_timeout.total_seconds())
+            return result
+        return value  # type: ignore[return-value]
 
     def invoke(self, name: str, value: Any) -> Any:
+        return self.run(self.ainvoke(name, value))
+
+    async def ainvoke(self, name: str, value: Any) -> Any:
+        """Call function `name` with its trigger's value, on the worker loop; host.json's
+        functionTimeout bounds it (the host gives up on the invocation too)."""
         fn = self.functions[name]
-        return self.run(fn.get_user_function()(**{trigger(fn)["name"]: value}))
+        result = fn.get_user_function()(**{trigger(fn)["name"]: value})
+        if inspect.isawaitable(result):
+            return await asyncio.wait_for(result, self.rules.function_timeout.total_seconds())
+        return result
 
     def fire_timer(self, name: str | None = None, *, past_due: bool = False) -> None:
-        name = name or next(n for n, f in self.functions.items() if trigger(f)["type"] == "timerTrigger")
+        name = name or self.of_kind("timerTrigger")[0]
         self.invoke(name, TimerRequest(past_due=past_due))
 
     def queue(self, name: str) -> QueueClient:
@@ -216,7 +222,7 @@ class LocalHost:
     def drain(self, deadline_s: float = 60.0) -> int:
         """Pump every queue function until all their queues are empty, messages waiting out their
         visibility timeout included (or the deadline passes)."""
-        names = [n for n, f in self.functions.items() if trigger(f)["type"] == "queueTrigger"]
+        names = self.of_kind("queueTrigger")
         end = time.monotonic() + deadline_s
         total = 0
         while time.monotonic() < end:
@@ -246,88 +252,121 @@ class LocalHost:
 
     # ---- HTTP ------------------------------------------------------------------------------
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        host = self
+    def _web_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_logged, _no_route_is_an_empty_404])
+        app.router.add_route("*", eventgrid.PATH, self._eventgrid)  # the host's Event Grid extension
+        app.router.add_route("POST", "/admin/functions/{name}", self._admin)
+        for fn in self.functions.values():
+            t = trigger(fn)
+            if t["type"] != "httpTrigger":
+                continue
+            path = "/api/" + route_path(t.get("route") or fn.get_function_name())
+            auth = str(t.get("authLevel", "FUNCTION")).upper()
+            for method in (m.upper() for m in t.get("methods") or ALL_METHODS):
+                app.router.add_route(method, path, self._http_handler(fn, auth))
+        app.on_cleanup.append(self._closing)
+        return app
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, fmt: str, *args: Any) -> None:
-                log.info("%s %s", self.address_string(), fmt % args)
+    def _http_handler(self, fn: Any, auth: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            params = query_params(request)
+            if auth != "ANONYMOUS" and self.key is not None:
+                given = request.headers.get("x-functions-key") or params.get("code")
+                if given != self.key:
+                    return _json(401, {"error": {"code": "unauthorized", "message": "function key"}})
+            req = func.HttpRequest(
+                request.method,
+                f"{self.url}{request.raw_path}",
+                headers=dict(request.headers),
+                params=params,
+                route_params=dict(request.match_info),
+                body=await request.read(),
+            )
+            try:
+                resp = await self.ainvoke(str(fn.get_function_name()), req)
+            except Exception:
+                log.exception("function %s raised", fn.get_function_name())
+                return _json(500, {"error": {"code": "internal", "message": "function raised"}})
+            headers = dict(resp.headers)
+            if not any(k.lower() == "content-type" for k in headers) and resp.mimetype:
+                # As the host does: the response's mimetype (and charset) become its Content-Type.
+                headers["Content-Type"] = f"{resp.mimetype}; charset={resp.charset or 'utf-8'}"
+            return _response(resp.status_code, resp.get_body(), headers)
 
-            def _handle(self) -> None:
-                u = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                params = dict(parse_qsl(u.query, keep_blank_values=True))
-                if u.path == eventgrid.PATH:  # the host's Event Grid extension webhook
-                    return self._send(*eventgrid.deliver(host, params, self.command, dict(self.headers), body))
-                admin = re.fullmatch(r"/admin/functions/(\w+)", u.path)
-                if admin and self.command == "POST" and admin.group(1) in host.functions:
-                    return self._admin(admin.group(1), body)
-                # The host routes by path *and* method: a request whose method no route of that
-                # path takes matches no route at all, so it is a 404 with an empty body like any
-                # unknown path, and never reaches the function (no 405 from the host:
-                # Azure/azure-functions-host#10098, and #11625 for HEAD on a GET route).
-                found = [(r, m) for r in host._routes if self.command in r.methods and (m := r.pattern.match(u.path))]
-                if not found:
-                    return self._send(404, b"", {})
-                route, m = found[0]
-                if route.auth != "ANONYMOUS" and host.key is not None:
-                    given = self.headers.get("x-functions-key") or params.get("code")
-                    if given != host.key:
-                        return self._json(401, {"error": {"code": "unauthorized", "message": "function key"}})
-                req = func.HttpRequest(
-                    self.command,
-                    f"{host.url}{self.path}",
-                    headers=dict(self.headers),
-                    params=params,
-                    route_params=m.groupdict(),
-                    body=body,
-                )
-                try:
-                    resp = host.run(route.fn.get_user_function()(req))
-                except Exception:
-                    log.exception("function %s raised", route.fn.get_function_name())
-                    return self._json(500, {"error": {"code": "internal", "message": "function raised"}})
-                headers = dict(resp.headers)
-                if not any(k.lower() == "content-type" for k in headers) and resp.mimetype:
-                    # As the host does: the response's mimetype (and charset) become its Content-Type.
-                    headers["Content-Type"] = f"{resp.mimetype}; charset={resp.charset or 'utf-8'}"
-                return self._send(resp.status_code, resp.get_body(), headers)
+        return handle
 
-            def _admin(self, name: str, body: bytes) -> None:
-                # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.
-                fn = host.functions[name]
-                kind = trigger(fn)["type"]
-                try:
-                    if kind == "timerTrigger":
-                        host.fire_timer(name)
-                    elif kind == "queueTrigger":
-                        data = json.loads(body or b"{}")
-                        text = str(data.get("input", "")).encode("utf-8")
-                        host.invoke(name, QueueMessage(body=text, dequeue_count=1))  # type: ignore[no-untyped-call]
-                    else:
-                        return self._json(400, {"error": {"code": "not_invokable", "message": kind}})
-                except Exception as exc:
-                    log.exception("admin invoke of %s failed", name)
-                    return self._json(500, {"error": {"code": "function_failed", "message": str(exc)[:300]}})
-                return self._send(202, b"", {})
+    async def _admin(self, request: web.Request) -> web.StreamResponse:
+        # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.
+        name = request.match_info["name"]
+        kind = self.kind(name)
+        if kind is None:
+            return web.Response(status=404)
+        body = await request.read()
+        try:
+            if kind == "timerTrigger":
+                await self.ainvoke(name, TimerRequest(past_due=False))
+            elif kind == "queueTrigger":
+                data = json.loads(body or b"{}")
+                text = str(data.get("input", "")).encode("utf-8")
+                await self.ainvoke(name, QueueMessage(body=text, dequeue_count=1))  # type: ignore[no-untyped-call]
+            else:
+                return _json(400, {"error": {"code": "not_invokable", "message": kind}})
+        except Exception as exc:
+            log.exception("admin invoke of %s failed", name)
+            return _json(500, {"error": {"code": "function_failed", "message": str(exc)[:300]}})
+        return web.Response(status=202)
 
-            def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                head = {"Content-Type": "application/json", **(headers or {})}
-                self._send(status, json.dumps(payload).encode(), head)
+    async def _eventgrid(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        status, payload, headers = await eventgrid.deliver(
+            self, query_params(request), request.method, dict(request.headers), body
+        )
+        return _response(status, payload, headers)
 
-            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for k, v in headers.items():
-                    if k.lower() != "content-length":
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+def route_path(template: str) -> str:
+    """A Functions route template as an aiohttp path: `runs/{pass_id}` stays, a constraint
+    (`{id:int}`) is dropped (this shim never checked one), so each parameter is one path segment."""
+    return re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", template)
 
-        return Handler
+
+def query_params(request: web.Request) -> dict[str, str]:
+    """The query as the worker's `HttpRequest.params`: decoded, blanks kept, the last of a repeat."""
+    return dict(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
+
+
+@web.middleware
+async def _logged(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    # One line per request, without the query: it may carry the function key (?code=).
+    started = time.monotonic()
+    resp = await handler(request)
+    log.info("%s %s %s %.0f ms", request.method, request.path, resp.status, (time.monotonic() - started) * 1000)
+    return resp
+
+
+@web.middleware
+async def _no_route_is_an_empty_404(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    # The host routes by path *and* method: a request whose method no route of that path takes
+    # matches no route at all, so it is a 404 with an empty body like any unknown path, and never
+    # reaches the function (no 405 from the host: Azure/azure-functions-host#10098, and #11625 for
+    # HEAD on a GET route; aiohttp adds no HEAD route of its own here: routes are added per method).
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        return web.Response(status=404)
+
+
+def _json(status: int, payload: Any) -> web.Response:
+    return _response(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+def _response(status: int, body: bytes, headers: Mapping[str, str]) -> web.Response:
+    head = {k: v for k, v in headers.items() if k.lower() != "content-length"}  # aiohttp counts the body
+    return web.Response(status=status, body=body, headers=head)
 
 
 # ---- running it -------------------------------------------------------------------------------
@@ -346,6 +385,7 @@ def demo_environment() -> Iterator[dict[str, str]]:
     from emulator import ArmEmulator, World
     from localenv.azurite import Azurite
     from localenv.demo_world import TOKEN_SETTING, WORLD, demo_desired, demo_env
+    from localenv.scenarios import NVA_IP
 
     world = World.load(WORLD)
     with ArmEmulator(world) as emu, Azurite() as az, tempfile.TemporaryDirectory(prefix="ars-host-") as tmp:
@@ -354,7 +394,7 @@ def demo_environment() -> Iterator[dict[str, str]]:
         yield {
             **demo_env(emu, az.connection_string),
             "ARS_DESIRED_STATE": str(state),
-            TOKEN_SETTING: world.nva("10.0.1.6").agent_token,
+            TOKEN_SETTING: world.nva(NVA_IP).agent_token,
         }
 
 

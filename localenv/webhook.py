@@ -1,19 +1,27 @@
-"""A local stand-in for a Teams Workflows webhook: a real HTTP server on 127.0.0.1 in a thread.
+"""A local stand-in for a Teams Workflows webhook: a real HTTP server on 127.0.0.1 (aiohttp.web in a
+background thread, `emulator.app_thread`).
 
 Owns recording requests and answering them as scripted (202, 429 + Retry-After, 500, or hang).
-Must not know what a card means; tests and the demo read the recorded bodies themselves.
+Must not know what a card means; tests and the demo read the recorded bodies themselves. Logs no
+request lines: the URL carries the webhook's signature, as the real one's does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from emulator.app_thread import AppThread
+from reconciler import cards
 
 # Shaped like a real Workflows trigger URL, so redaction is tested against the real shape.
 DEFAULT_PATH = (
@@ -76,17 +84,15 @@ class WebhookReceiver:
     path: str = DEFAULT_PATH
     received: list[Received] = field(default_factory=list)
     _script: deque[Reply] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _release: threading.Event = field(default_factory=threading.Event)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # tests read from their own thread
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+    _server: AppThread | None = None
 
     @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("receiver not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{self.path}"
+        return f"{self._server.url}{self.path}"
 
     def script(self, *replies: Reply) -> None:
         with self._lock:
@@ -111,36 +117,20 @@ class WebhookReceiver:
         raise TimeoutError(f"{len(self.requests())} requests after {timeout} s, wanted {count}")
 
     def start(self) -> WebhookReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver._handle(self)
-
-            do_GET = do_PUT = do_POST  # heartbeat pings may use GET
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the request line carries the secret URL; stay silent like the real thing
-
-        self._release.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        # A short poll interval: shutdown() waits up to one interval, and tests stop a receiver each.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="webhook", daemon=True
-        )
-        self._thread.start()
+        if self._server is not None:
+            return self
+        app = web.Application()
+        for method in ("POST", "GET", "PUT"):  # heartbeat pings may use GET
+            app.router.add_route(method, "/{tail:.*}", self._handle)
+        app.on_shutdown.append(self._wake_hanging)
+        self._release = asyncio.Event()  # a fresh one per start: it binds to the server's loop
+        self._server = AppThread(app, name="webhook").start()
         return self
 
     def stop(self) -> None:
-        self._release.set()  # wake hanging handlers so shutdown does not wait for them
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+            server.stop()  # wakes hanging handlers first (on_shutdown), so stopping does not wait for them
 
     def __enter__(self) -> WebhookReceiver:
         return self.start()
@@ -148,28 +138,31 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        wrong_path = urlsplit(handler.path).path != urlsplit(self.path).path
+    async def _wake_hanging(self, app: web.Application) -> None:
+        self._release.set()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        target = request.raw_path  # path and query exactly as sent
+        wrong_path = urlsplit(target).path != urlsplit(self.path).path
         with self._lock:
             scripted = self._script.popleft() if self._script and not wrong_path else self.default
             reply = Reply(404) if wrong_path else scripted
-            headers = {k.lower(): v for k, v in handler.headers.items()}
+            headers = {k.lower(): v for k, v in request.headers.items()}
             status = None if reply.hang else reply.status
             arrival = time.monotonic()
-            self.received.append(Received(handler.command, handler.path, headers, body, status, arrival))
+            self.received.append(Received(request.method, target, headers, body, status, arrival))
         if reply.hang:
-            self._release.wait(reply.hang)
-            handler.close_connection = True
-            return
-        handler.send_response(reply.status)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), reply.hang)
+            # Drop the connection without an answer (the client sees it closed, or its own timeout).
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()  # never written: the connection is gone
+        head = {"Content-Type": "application/json"}
         if reply.retry_after is not None:
-            handler.send_header("Retry-After", reply.retry_after)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(reply.body)))
-        handler.end_headers()
-        handler.wfile.write(reply.body)
+            head["Retry-After"] = reply.retry_after
+        return web.Response(status=reply.status, body=reply.body, headers=head)
 
 
 def main() -> None:
@@ -182,10 +175,10 @@ def main() -> None:
                 got = hook.requests()
                 for r in got[seen:]:
                     try:
-                        title = r.json()["attachments"][0]["content"]["body"][0]["items"][0]["text"]
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        title = f"{len(r.body)} bytes"
-                    print(f"{r.method} → {r.status}: {title}", flush=True)
+                        header = cards.header_texts(r.json())
+                    except ValueError:
+                        header = []
+                    print(f"{r.method} → {r.status}: {header[0] if header else f'{len(r.body)} bytes'}", flush=True)
                 seen = len(got)
                 time.sleep(0.2)
         except KeyboardInterrupt:

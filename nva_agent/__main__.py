@@ -1,7 +1,8 @@
 """`python -m nva_agent`: start the agent (uvicorn), or write its OpenAPI document.
 
 Owns the command line and the server's wiring (TLS/mTLS, connection limits, SIGHUP); settings
-come from the environment (nva_agent.settings), which refuses an unsafe start.
+come from the environment (nva_agent.settings), which refuses an unsafe start. It must not hold
+rules of the agent itself (those are app.py's and intent.py's).
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request line at INFO, and a change report's URL carries the function key
+    # (`?code=`): a secret, never logged. Its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = AgentSettings.from_env(lab=args.lab)
         sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None

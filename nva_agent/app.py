@@ -273,7 +273,7 @@ def _reporting(settings: AgentSettings, service: IntentService, sources: Sources
             return (accepted.current, accepted.next) if accepted.next else (accepted.current,)
 
         reporter = ChangeReporter(service.frr, settings.report_url, settings.report_ip, token,
-                                  apply_lock=service.apply_lock, applied=lambda: service.applied)  # fmt: skip
+                                  apply_lock=service.apply_lock, own=lambda: service.own)  # fmt: skip
         task = asyncio.create_task(reporter.run())
         try:
             yield

@@ -6,14 +6,14 @@ changes made around it (a vtysh edit, a restart, a session lost), and delivering
 (`POST <url>`; the format is the reconciler's `change_report`; it is signed with
 `reconciler.report_signature`, the stdlib-only file the agent ships with, so both sides use one
 rule). Delivery runs beside the watcher with a bounded queue and retries with back-off, so a
-reconciler that cannot be reached never slows FRR or the agent's API down.
+reconciler that cannot be reached never slows FRR or the agent's API down. It must not change
+FRR: it only reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -23,7 +23,9 @@ from typing import Any
 
 import httpx
 
+from nva_agent import render
 from nva_agent.frr import FrrError, FrrPort
+from nva_agent.intent import OwnConfig
 from reconciler.report_signature import signed_headers
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,8 @@ QUEUE_MAX = 32  # reports waiting for delivery; the oldest go first when the rec
 
 class ChangeReporter:
     """Watch FRR and report its changes. `token()` gives the tokens to sign with (the current one,
-    then the next during a rotation; none: do not send); `applied()` counts the agent's own
-    successful intents (read under `apply_lock`, so a poll never sees half an apply)."""
+    then the next during a rotation; none: do not send); `own()` is what the agent itself last
+    wrote to FRR (`intent.OwnConfig`, read under `apply_lock`, so a poll never sees half an apply)."""
 
     def __init__(
         self,
@@ -43,20 +45,20 @@ class ChangeReporter:
         token: Callable[[], Sequence[str]],
         *,
         apply_lock: asyncio.Lock,
-        applied: Callable[[], int],
+        own: Callable[[], OwnConfig],
         period_s: float = 1.0,
         retries: int = 6,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.frr, self.url, self.nva_ip, self.token = frr, url, nva_ip, token
-        self.apply_lock, self.applied, self.period_s, self.retries = apply_lock, applied, period_s, retries
+        self.apply_lock, self.own, self.period_s, self.retries = apply_lock, own, period_s, retries
         self._transport, self._sleep = transport, sleep
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
         self.sent = 0
         self.dropped = 0
         self._last: tuple[str, str] | None = None
-        self._applied_seen = applied()
+        self._writes_seen = own().writes
 
     async def fingerprint(self) -> tuple[str, str]:
         """(running-config hash, sessions summary): what a report compares."""
@@ -64,7 +66,7 @@ class ChangeReporter:
         summary = await self.frr.show_json("show bgp summary json")
         peers = (summary.get("ipv4Unicast") or {}).get("peers") or {}
         sessions = ",".join(f"{ip}={(p or {}).get('state', '?')}" for ip, p in sorted(peers.items()))
-        return hashlib.sha256(config.encode()).hexdigest(), sessions
+        return render.config_hash(config), sessions
 
     async def poll_once(self) -> dict[str, Any] | None:
         """Read FRR once; a report when it changed since the last read (None otherwise)."""
@@ -74,13 +76,21 @@ class ChangeReporter:
             except FrrError as exc:
                 log.info("change watch: FRR not readable: %s", exc)
                 return None
-            applied = self.applied()
+            own = self.own()
         old, self._last = self._last, now
-        by_agent, self._applied_seen = applied != self._applied_seen, applied
+        wrote, self._writes_seen = own.writes != self._writes_seen, own.writes
         if old is None or old == now:
             return None
+        # The agent wrote since the last read: the change is its own only if FRR still holds exactly
+        # what it left (sessions settling after its apply included). Anything else was changed after
+        # it, by someone else, even within this second: reported from the agent's config on.
+        by_agent = wrote and now[0] == own.config_hash
+        if wrote and not by_agent and own.config_hash is not None:
+            old = (own.config_hash, old[1])
         kind = "config" if old[0] != now[0] else "sessions"
         summary = "running config changed" if kind == "config" else f"BGP sessions: {old[1]} -> {now[1]}"
+        if wrote and not by_agent:
+            summary += " after the agent's own apply"
         report = {
             "v": 1, "nva_ip": self.nva_ip, "kind": kind, "at": datetime.now(UTC).isoformat(),
             "by": "agent" if by_agent else "outside-agent", "summary": summary[:300],

@@ -45,6 +45,14 @@ class Timing:
     vtysh at most once per interval (single flight: callers during a check share its result)."""
 
 
+@dataclass(frozen=True)
+class OwnConfig:
+    """The agent's own writes to FRR so far and the running config's hash right after the last."""
+
+    writes: int = 0
+    config_hash: str | None = None
+
+
 def _no_policy() -> policy.Policy | None:
     return None
 
@@ -63,7 +71,7 @@ class IntentService:
         self.policy_source = policy_source
         self._lock = asyncio.Lock()  # concurrent intents are applied one after another
         self.apply_lock = self._lock  # nva_agent.change_reports reads FRR under it
-        self.applied = 0  # intents applied (the change watcher tells its own changes by it)
+        self.own = OwnConfig()  # what the agent itself last wrote (the change watcher compares with it)
         self._health_lock = asyncio.Lock()
         self._health: tuple[float, FrrError | None] | None = None
 
@@ -98,9 +106,12 @@ class IntentService:
         # Before any FRR call: an intent outside the NVA's own policy is refused with FRR untouched.
         policy.check(self.policy_source(), intent)
         async with self._lock:
-            result = await self._apply(intent)
-            self.applied += 1  # under the lock: the change watcher reads it with FRR's state
-            return result
+            return await self._apply(intent)
+
+    async def _written(self) -> None:
+        """Right after the agent's own reload (or restore): hash the config it left, so a change
+        made after it, even within the watcher's next second, is told apart as "outside"."""
+        self.own = OwnConfig(self.own.writes + 1, render.config_hash(await self.frr.running_config()))
 
     async def _apply(self, intent: BgpIntent) -> IntentResult:
         # bgpd first: with bgpd down, vtysh still prints a running config, just without
@@ -145,6 +156,7 @@ class IntentService:
             await self.frr.reload(candidate)
             t1 = self.clock()
             await self.frr.soft_out()
+            await self._written()
         except FrrError as exc:
             await self._restore(previous)
             return result(False, True, await self.state(), f"apply failed ({exc}); previous config restored")
@@ -179,3 +191,4 @@ class IntentService:
         # A failure here leaves FRR in an unknown state: let FrrError reach the caller (503).
         await self.frr.reload(previous)
         await self.frr.soft_out()
+        await self._written()

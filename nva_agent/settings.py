@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,11 @@ class AgentSettings:
         report_url, report_ip = env.get("NVA_AGENT_REPORT_URL") or None, env.get("NVA_AGENT_REPORT_IP", "")
         if report_url and not report_ip:
             raise SettingsError("NVA_AGENT_REPORT_URL needs NVA_AGENT_REPORT_IP (this NVA's peering IP)")
-        if report_url and not report_url.startswith("https://") and not lab:
-            raise SettingsError("NVA_AGENT_REPORT_URL must be https:// (the report carries a function key)")
+        if report_url and not report_url.startswith("https://") and not lab and not _loopback_url(report_url):
+            raise SettingsError(
+                "NVA_AGENT_REPORT_URL must be https:// (the report carries a function key); "
+                "plain http:// only to a loopback address (a local relay)"
+            )
         d = FrrPaths()
         try:
             frr = FrrPaths(
@@ -146,6 +150,16 @@ class AgentSettings:
             )
         except ValueError as exc:
             raise SettingsError(f"a numeric NVA_AGENT_* setting is not a number: {exc}") from exc
+
+
+def _loopback_url(url: str) -> bool:
+    """http://127.x.x.x/...: the function key never leaves the NVA (as plain HTTP is served only on
+    loopback, `check_exposure`); a relay there carries it on, the lab's relay to its host included."""
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+        return url.startswith("http://") and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_exposure(address: str, settings: AgentSettings) -> None:

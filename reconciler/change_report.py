@@ -64,7 +64,9 @@ class ChangeReport:
     nonce: str
 
     def attribution(self) -> Attribution:
-        hashes = f" ({self.old_hash[:12]} -> {self.new_hash[:12]})" if self.old_hash or self.new_hash else ""
+        # The agent's hashes read "sha256:<hex>" (its state's config_hash): 12 hex digits tell them apart.
+        old, new = (h.removeprefix("sha256:")[:12] for h in (self.old_hash, self.new_hash))
+        hashes = f" ({old} -> {new})" if old or new else ""
         return Attribution(
             who="outside the agent (vtysh, a restart or the network)",
             operation=f"frr {self.kind.value} changed: {self.summary}{hashes}"[:200],

@@ -11,13 +11,20 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import desired, storage
 from reconciler.errors import ConfigurationError, ReconcilerError
 from reconciler.report_text import inert, render_report, render_trace, table
 from reconciler.settings import Settings, load_settings
+from reconciler.trigger import Trigger
+
+if TYPE_CHECKING:  # the pass and its adapters load only for the commands that run one
+    from reconciler.ledger_state import DriftRecord, PassRecord
+    from reconciler.service import PassReport
+    from reconciler.trace import Trace
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "desired-state.schema.json"
@@ -119,7 +126,9 @@ def _validate(args: argparse.Namespace, out: TextIO) -> int:
 def _plan(args: argparse.Namespace, out: TextIO) -> int:
     state = desired.load(args.file)
     settings = load_settings()
-    report = asyncio.run(_pass(settings, state, trigger="cli-plan", dry_run=True, only=args.target, storage=False))
+    report = asyncio.run(
+        _pass(settings, state, trigger=Trigger.CLI_PLAN, dry_run=True, only=args.target, storage=False)
+    )
     _render(report.to_dict(), args.json, out)
     return int(report.exit_code)
 
@@ -128,19 +137,20 @@ def _apply(args: argparse.Namespace, out: TextIO) -> int:
     state = desired.load(args.file)
     settings = load_settings()
     report = asyncio.run(
-        _pass(settings, state, trigger="cli", dry_run=args.dry_run, only=args.target, storage=not args.dry_run)
+        _pass(settings, state, trigger=Trigger.CLI, dry_run=args.dry_run, only=args.target, storage=not args.dry_run)
     )
     _render(report.to_dict(), args.json, out)
     return int(report.exit_code)
 
 
-async def _pass(settings: Settings, state: desired.DesiredState, **kw: Any) -> Any:
+async def _pass(
+    settings: Settings, state: desired.DesiredState, *, trigger: Trigger, dry_run: bool, only: str | None, storage: bool
+) -> PassReport:
     from reconciler.composition import Runtime
     from reconciler.service import reconcile
 
-    storage = kw.pop("storage")
     async with Runtime(settings, storage=storage) as rt:
-        return await reconcile(rt.services, state, **kw)
+        return await reconcile(rt.services, state, trigger=trigger, dry_run=dry_run, only=only)
 
 
 def _trace(args: argparse.Namespace, out: TextIO) -> int:
@@ -150,7 +160,7 @@ def _trace(args: argparse.Namespace, out: TextIO) -> int:
     state = desired.load(args.file)
     settings = load_settings()
 
-    async def run() -> list[Any]:
+    async def run() -> list[Trace]:
         async with Runtime(settings, storage=False) as rt:
             return await trace_targets(rt.services, state, only=args.target, prefix=args.prefix)
 
@@ -205,19 +215,15 @@ def _schema(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _drift_row(rec: Any) -> dict[str, Any]:
+def _drift_row(rec: DriftRecord) -> dict[str, Any]:
     # "changed by" as the one line a human reads; the structured form stays in the HTTP API.
     row = _record(rec)
-    row["changed_by"] = rec.changed_by.describe() if getattr(rec, "changed_by", None) is not None else ""
+    row["changed_by"] = rec.changed_by.describe() if rec.changed_by is not None else ""
     return row
 
 
-def _record(value: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    return dict(value)
+def _record(value: DriftRecord | PassRecord) -> dict[str, Any]:
+    return asdict(value)
 
 
 # ---- rendering --------------------------------------------------------------------------------

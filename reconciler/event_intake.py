@@ -48,6 +48,8 @@ from reconciler.events import (
 )
 from reconciler.fanout import FanoutMessage, FanoutQueue
 from reconciler.settings import Settings
+from reconciler.storage_rules import Table
+from reconciler.trigger import Trigger
 
 log = logging.getLogger(__name__)
 _CHANGES_KEPT = 10  # attributions kept per pending pass (a storm keeps the newest)
@@ -94,7 +96,7 @@ class EventIntake:
         if self._loop is not loop or self._table is None or self._queue is None:
             conn = self.settings.storage_connection.get_secret_value()
             table = TableClient.from_connection_string(
-                conn, f"{self.settings.table_prefix}events", retry_total=3, connection_timeout=10, read_timeout=30
+                conn, Table.EVENTS.of(self.settings.table_prefix), retry_total=3, connection_timeout=10, read_timeout=30
             )
             try:
                 await table.create_table()
@@ -227,9 +229,15 @@ class EventIntake:
         change = report.attribution()
         targets = sorted({t for t, _ in peers})
         enqueued = []
-        for target in targets:
-            if await self._schedule(table, queue, target, change, now):
-                enqueued.append(target)
+        try:
+            for target in targets:
+                if await self._schedule(table, queue, target, change, now):
+                    enqueued.append(target)
+        except (AzureError, TransientError) as exc:
+            # The function answers 5xx and the agent sends the report again: the nonce must not
+            # stay spent, or that retry (or a proxy's resend of the same request) is a "replay".
+            await self._forget(table, "nonce-" + report.nonce)
+            raise TransientError(f"report from {ip}: {exc}".splitlines()[0][:300]) from exc
         return Outcome(
             Verdict.ACCEPTED, tuple(targets), tuple(enqueued), f"{change.describe()} -> {', '.join(targets)}"
         )
@@ -247,7 +255,7 @@ class EventIntake:
         try:
             await table.delete_entity("seen", _key(event_id))
         except AzureError:
-            log.warning("could not forget event %s; a redelivery will be taken for a replay", event_id[:40])
+            log.warning("could not forget %s; a redelivery will be taken for a replay", event_id[:40])
 
     async def _schedule(
         self, table: TableClient, queue: FanoutQueue, target: str, change: Attribution, now: datetime
@@ -274,7 +282,7 @@ class EventIntake:
                 continue  # another delivery changed the marker: decide again on what it wrote
             if isinstance(decision, Coalesce):
                 return False
-            message = FanoutMessage(target, now, origin="event")
+            message = FanoutMessage(target, now, origin=Trigger.EVENT)
             try:
                 await queue.enqueue([message], self.message_ttl_s, delay_s=decision.delay_s)
             except TransientError:

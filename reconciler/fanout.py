@@ -24,12 +24,14 @@ from azure.storage.queue import TextBase64EncodePolicy
 from reconciler.errors import PermanentError
 from reconciler.storage import StorageAccess, queue_client
 from reconciler.storage_rules import storage_error
+from reconciler.trigger import Trigger
 
 VERSION = 1
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")  # desired.Name
 _KEYS = {"v", "target", "tick", "origin", "run", "dry_run"}
 _RUN = re.compile(r"^[0-9a-f]{12}$")  # a pass id (service.new_pass_id)
+_ORIGINS = frozenset(t.value for t in Trigger)
 _MAX_BODY = 4096  # our messages are ~120 bytes; anything near the 64 KiB queue limit is not ours
 
 
@@ -47,13 +49,13 @@ class FanoutMessage:
 
     target: str | None
     tick: datetime
-    origin: str = "timer"
+    origin: Trigger = Trigger.TIMER
     run: str | None = None
     dry_run: bool = False
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"v": VERSION, "target": self.target, "tick": self.tick.isoformat()}
-        data["origin"] = self.origin
+        data["origin"] = self.origin.value
         if self.run is not None:
             data.update(run=self.run, dry_run=self.dry_run)
         return json.dumps(data, separators=(",", ":"))
@@ -160,8 +162,8 @@ def parse_message(body: bytes | str) -> FanoutMessage:
         raise BadMessage("message dry_run must be true or false, and only with a run")
     if (target is not None or run is None) and (not isinstance(target, str) or not _TARGET.match(target)):
         raise BadMessage(f"message target {target!r} is not a target name")
-    if not isinstance(origin, str) or not origin.isidentifier() or len(origin) > 20:
-        raise BadMessage(f"message origin {origin!r} is not a word")
+    if not isinstance(origin, str) or origin not in _ORIGINS:
+        raise BadMessage(f"message origin {str(origin)[:20]!r} is not one of {', '.join(sorted(_ORIGINS))}")
     if not isinstance(tick, str):
         raise BadMessage("message tick must be an ISO 8601 time")
     try:
@@ -170,7 +172,7 @@ def parse_message(body: bytes | str) -> FanoutMessage:
         raise BadMessage(f"message tick {tick!r} is not an ISO 8601 time") from exc
     if at.tzinfo is None:
         raise BadMessage(f"message tick {tick!r} has no timezone")
-    return FanoutMessage(target=target, tick=at, origin=origin, run=run, dry_run=dry_run)
+    return FanoutMessage(target=target, tick=at, origin=Trigger(origin), run=run, dry_run=dry_run)
 
 
 class FanoutQueue:

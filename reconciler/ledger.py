@@ -43,6 +43,7 @@ from reconciler.ledger_state import (
 from reconciler.outcome import ActionOutcome
 from reconciler.storage import StorageAccess, table_service
 from reconciler.storage_rules import Table, checked_table_prefix, storage_error
+from reconciler.trigger import Trigger
 
 __all__ = [
     "ActionRecord",
@@ -392,7 +393,7 @@ class Ledger:
             "PartitionKey": _inverted_day(at),
             "RowKey": f"{_inverted(at)}-{encode_key(record.pass_id)}"[:_KEY_MAX],
             "pass_id": record.pass_id,
-            "trigger": record.trigger,
+            "trigger": record.trigger.value,
             "started_at": at,
             "duration_s": float(record.duration_s),
             "targets": _json_list(record.targets),
@@ -510,7 +511,7 @@ def _to_record(row: Mapping[str, Any]) -> DriftRecord:
 def _to_pass(row: Mapping[str, Any]) -> PassRecord:
     return PassRecord(
         pass_id=str(row["pass_id"]),
-        trigger=str(row["trigger"]),
+        trigger=Trigger(row["trigger"]),
         started_at=_utc(row["started_at"]),
         duration_s=float(_plain(row["duration_s"])),
         targets=tuple(json.loads(row["targets"])),

@@ -28,6 +28,7 @@ from enum import StrEnum
 from reconciler.attribution import Attribution
 from reconciler.drift import Drift, is_blind
 from reconciler.outcome import ActionOutcome
+from reconciler.trigger import Trigger
 
 
 class DriftStatus(StrEnum):
@@ -103,7 +104,7 @@ class PassRecord:
     """One reconcile pass, as the history shows it."""
 
     pass_id: str
-    trigger: str  # timer | http | queue | cli
+    trigger: Trigger
     started_at: datetime
     duration_s: float
     targets: tuple[str, ...]
@@ -116,7 +117,7 @@ class PassRecord:
         return {
             "event": "ars.pass",
             "pass_id": self.pass_id,
-            "trigger": self.trigger,
+            "trigger": self.trigger.value,
             "started_at": self.started_at.isoformat(),
             "duration_s": round(self.duration_s, 3),
             "targets": self.targets,

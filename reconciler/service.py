@@ -2,7 +2,8 @@
 
 Owns the order of a pass (DESIGN §2): lease -> observe -> diff -> plan -> apply -> verify ->
 ledger -> alerts -> report. Decisions live in the pure modules; this module only sequences the
-adapters it is handed (`Services`) and turns their failures into recorded outcomes.
+adapters it is handed (`Services`) and turns their failures into recorded outcomes; it must not
+make a decision itself or know which concrete adapter it is handed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from reconciler.observed import AgentView, Firewall, FirewallHealth, HealthStatu
 from reconciler.outcome import ActionOutcome
 from reconciler.plan import Intent, Known, Plan, Step, StepKind, plan
 from reconciler.trace import Trace, trace
+from reconciler.trigger import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ class AlertsPort(Protocol):
     async def poisoned(self, target: str, reason: str, now: datetime) -> Mapping[str, object]: ...
 
 
+WhoChanged = Callable[[Target, Sequence[Drift], datetime], Awaitable[Attribution | None]]
+
+
 @dataclass
 class Services:
     """The adapters one pass uses; built once per worker by `composition`."""
@@ -92,7 +97,7 @@ class Services:
     alerts: AlertsPort | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Who made an Azure-side change the timer found (reconciler.activity_log.ActivityLog.who_changed).
-    who_changed: Callable[[Target, Sequence[Drift], datetime], Awaitable[Attribution | None]] | None = None
+    who_changed: WhoChanged | None = None
     verify_timeout: float = 90.0
     verify_interval: float = 5.0
     target_concurrency: int = 64
@@ -178,7 +183,7 @@ class TargetReport:
 @dataclass
 class PassReport:
     pass_id: str
-    trigger: str
+    trigger: Trigger
     started_at: datetime
     dry_run: bool
     duration_s: float = 0.0
@@ -212,7 +217,7 @@ class PassReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "pass_id": self.pass_id,
-            "trigger": self.trigger,
+            "trigger": self.trigger.value,
             "started_at": self.started_at.isoformat(),
             "duration_s": round(self.duration_s, 3),
             "dry_run": self.dry_run,
@@ -234,7 +239,7 @@ async def reconcile(
     svc: Services,
     state: DesiredState,
     *,
-    trigger: str,
+    trigger: Trigger,
     dry_run: bool = False,
     only: str | None = None,
     pass_id: str | None = None,
@@ -276,12 +281,8 @@ async def reconcile_target(
         async with _lease(svc, target.name, dry_run):
             try:
                 await _run(svc, target, rep, dry_run=dry_run, pass_id=pass_id)
-            except Exception as exc:
-                # A bug must not take the other targets of the pass down with it: it is recorded on
-                # this target (and logged with its traceback) so the pass still reports everything.
-                log.exception("pass %s target %s: internal error", pass_id, target.name)
-                rep.status = TargetStatus.ERROR
-                rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+            except Exception as exc:  # still under the lease: the alert step below tells of it
+                _internal_error(rep, exc, pass_id)
             if not dry_run and svc.alerts is not None:
                 await _alert(svc, svc.alerts, target, rep, pass_id)
     except LockedError as exc:
@@ -291,12 +292,8 @@ async def reconcile_target(
         # The lease could not be taken or kept (storage down): nothing may act without it.
         rep.status = TargetStatus.ERROR
         rep.errors.append(("lease", str(exc)))
-    except Exception as exc:
-        # A bug must not take the other targets of the pass down with it: it is recorded on this
-        # target (and logged with its traceback) so the pass still reports everything.
-        log.exception("pass %s target %s: internal error", pass_id, target.name)
-        rep.status = TargetStatus.ERROR
-        rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
+    except Exception as exc:  # in the lease or the alert step
+        _internal_error(rep, exc, pass_id)
     log.info(
         "pass %s target %s: %s, %d drift(s) found, %d step(s), %d remaining%s",
         pass_id,
@@ -309,6 +306,14 @@ async def reconcile_target(
         extra={"pass_id": pass_id, "target": target.name},
     )
     return rep
+
+
+def _internal_error(rep: TargetReport, exc: Exception, pass_id: str) -> None:
+    # A bug must not take the other targets of the pass down with it: it is recorded on this
+    # target (and logged with its traceback) so the pass still reports everything.
+    log.exception("pass %s target %s: internal error", pass_id, rep.target, exc_info=exc)
+    rep.status = TargetStatus.ERROR
+    rep.errors.append(("internal", f"{type(exc).__name__}: {exc}"[:300]))
 
 
 async def _alert(svc: Services, alerts: AlertsPort, target: Target, rep: TargetReport, pass_id: str) -> None:
@@ -343,35 +348,50 @@ async def _run(svc: Services, target: Target, rep: TargetReport, *, dry_run: boo
         rep.changed_by = await svc.who_changed(target, rep.drifts, now)
     rep.plan = plan(target, rep.drifts, known_from(target, obs), now)
     rep.remaining = rep.drifts
+    record = not dry_run and svc.ledger is not None
+    first: LedgerChange | None = None
+    if record and rep.plan.steps:
+        # Record what was found before fixing it: the ledger shows the drift while the fix and its
+        # verification (up to verify_timeout) are in flight, and a drift fixed within one pass
+        # still appears as opened and then resolved (with the action that fixed it). Both writes
+        # carry the same `now`, so nothing is counted twice. A failed write does not hold the fix.
+        first = await _record(svc, target, rep, rep.drifts, [], now, pass_id)
     if dry_run:
         rep.outcomes = [StepOutcome(s, ActionOutcome.PLANNED, "dry run") for s in rep.plan.steps]
     elif rep.plan.steps:
         rep.outcomes = await execute(svc, target, rep.plan)
         rep.remaining, rep.outcomes = await verify(svc, target, rep.outcomes, obs)
     rep.status = TargetStatus.DRIFT if rep.remaining else TargetStatus.OK
-    if not dry_run and svc.ledger is not None:
-        actions = _actions(rep)
-        try:
-            first: LedgerChange | None = None
-            if rep.outcomes:
-                # Record what was found before the fix too, so a drift fixed within one pass still
-                # appears in the ledger as opened and then resolved (with the action that fixed it).
-                # Both writes carry the same `now`, so nothing is counted twice.
-                before_blind = is_blind(rep.drifts)
-                first = await svc.ledger.record_target(
-                    target.name, rep.drifts, [], now, blind=before_blind, pass_id=pass_id, changed_by=rep.changed_by
-                )
-            change = await svc.ledger.record_target(
-                target.name, rep.remaining, actions, now, blind=rep.blind, pass_id=pass_id, changed_by=rep.changed_by
-            )
+    if record:
+        change = await _record(svc, target, rep, rep.remaining, _actions(rep), now, pass_id)
+        if change is not None:
             rep.ledger = {
                 "opened": len((first or change).opened),
                 "persisting": len(change.persisting),
                 "resolved": len(change.resolved),
             }
-        except ReconcilerError as exc:
-            rep.errors.append(("ledger", str(exc)))
-            rep.status = TargetStatus.ERROR
+    if any(stage == "ledger" for stage, _ in rep.errors):
+        rep.status = TargetStatus.ERROR
+
+
+async def _record(
+    svc: Services,
+    target: Target,
+    rep: TargetReport,
+    drifts: Sequence[Drift],
+    actions: Sequence[ActionRecord],
+    now: datetime,
+    pass_id: str,
+) -> LedgerChange | None:
+    """One ledger write of the target's drift; a failure is the report's error, not the pass's end."""
+    assert svc.ledger is not None
+    try:
+        return await svc.ledger.record_target(
+            target.name, drifts, actions, now, blind=is_blind(drifts), pass_id=pass_id, changed_by=rep.changed_by
+        )
+    except ReconcilerError as exc:
+        rep.errors.append(("ledger", str(exc)))
+        return None
 
 
 async def observe(svc: Services, target: Target) -> Observation:

@@ -20,6 +20,7 @@ from emulator import Announcement, ArmEmulator
 from reconciler import desired
 from reconciler.composition import Runtime
 from reconciler.service import PassReport, reconcile
+from reconciler.trigger import Trigger
 
 ROOT = Path(__file__).resolve().parents[2]
 A, B = "hub-weu", "hub-neu"  # target names
@@ -145,7 +146,7 @@ class Changes:
 
 async def run_pass(rt: Runtime, state: desired.DesiredState, **kw: Any) -> PassReport:
     assert rt.services is not None
-    return await reconcile(rt.services, state, trigger=kw.pop("trigger", "test"), **kw)
+    return await reconcile(rt.services, state, trigger=kw.pop("trigger", Trigger.CLI), **kw)
 
 
 def target_report(report: PassReport, name: str) -> Any:

@@ -28,6 +28,7 @@ from localenv.azurite import Azurite
 from localenv.host import functions
 from reconciler.composition import Runtime, Worker
 from reconciler.fanout import FanoutMessage
+from reconciler.trigger import Trigger
 from tests.e2e.harness import (
     A,
     B,
@@ -91,7 +92,7 @@ async def test_sixty_racing_timer_http_queue_and_worker_passes_fix_each_target_e
     calls += [("http", fns["reconcile_http"](http(HTTP_BODIES[i % len(HTTP_BODIES)]))) for i in range(20)]
     calls += [("queue", fns["reconcile_queue"](queued((A, B)[i % 2], i))) for i in range(20)]
     calls += [("timer", fns["reconcile_timer"](TimerRequest(past_due=False))) for _ in range(10)]
-    calls += [("worker", run_pass(rt, state, trigger="worker")) for rt in other_workers]
+    calls += [("worker", run_pass(rt, state, trigger=Trigger.QUEUE)) for rt in other_workers]
     assert len(calls) >= 50
     try:
         results = await asyncio.gather(*(c for _, c in calls), return_exceptions=True)

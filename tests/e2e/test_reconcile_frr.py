@@ -20,6 +20,7 @@ from reconciler.composition import Runtime
 from reconciler.drift import DriftCode
 from reconciler.service import reconcile
 from reconciler.settings import load_settings
+from reconciler.trigger import Trigger
 from tests.e2e.test_agent_frr import BROKEN, _route_servers_hold_only_the_default
 from tests.fixtures.emulator import REFERENCE_LAB
 from tests.fixtures.frr import OPERATOR_UNRELATED_LINES, FrrLabHandle, nva_config, wait_until
@@ -68,7 +69,7 @@ async def test_one_pass_repairs_a_broken_nva_on_real_bgp(
     wait_until(lambda: seen(frr_lab), 10, f"the route servers to see the {case} drift")
     assert runtime.services is not None
 
-    first = await reconcile(runtime.services, lab_state, trigger="e2e")
+    first = await reconcile(runtime.services, lab_state, trigger=Trigger.CLI)
     t = first.targets[0]
     assert t.drifts, "the broken config must be seen as drift"
     assert not any(d.code == DriftCode.OBSERVATION_FAILED for d in t.drifts), t.to_dict()
@@ -76,7 +77,7 @@ async def test_one_pass_repairs_a_broken_nva_on_real_bgp(
     assert t.remaining == [], t.to_dict()
     wait_until(lambda: _route_servers_hold_only_the_default(frr_lab), 5, "both route servers to hold the route")
 
-    second = await reconcile(runtime.services, lab_state, trigger="e2e")
+    second = await reconcile(runtime.services, lab_state, trigger=Trigger.CLI)
     assert second.targets[0].drifts == [] and second.targets[0].outcomes == [], second.to_dict()
     assert second.exit_code == 0
 

@@ -27,6 +27,7 @@ from localenv.webhook import WebhookReceiver
 from reconciler.composition import Runtime
 from reconciler.service import PassReport
 from reconciler.settings import load_settings
+from reconciler.trigger import Trigger
 from tests.e2e.harness import (
     ASN,
     NVA,
@@ -176,7 +177,7 @@ async def test_soak_random_faults_and_world_changes_keep_the_ledger_true_to_the_
                 scope = {"resource": NVA[t]} if op.startswith("agent.") else {"subscription": SUB[t]}
                 emulator.inject(op, random_fault(rng), **scope)
                 faults_fired[op] += 1
-            report = await run_pass(rt, state, trigger=rng.choice(["timer", "http", "queue"]))
+            report = await run_pass(rt, state, trigger=rng.choice([Trigger.TIMER, Trigger.HTTP, Trigger.QUEUE]))
             pass_ids.append(report.pass_id)
             reports.append(report)
             no_internal_errors(report)

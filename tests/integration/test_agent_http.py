@@ -52,6 +52,13 @@ def test_settings_read_the_token_from_a_file(tmp_path: Path) -> None:
     assert token not in repr(s)
 
 
+def test_change_reports_may_go_over_plain_http_only_to_a_loopback_relay(tmp_path: Path) -> None:
+    s = AgentSettings.from_env({"NVA_AGENT_TOKEN": strong_token(), "NVA_AGENT_POLICY_FILE": _policy_file(tmp_path),
+                                "NVA_AGENT_REPORT_URL": "http://127.0.0.1:8080/api/agent/changes?code=k",
+                                "NVA_AGENT_REPORT_IP": "10.0.1.6"})  # fmt: skip
+    assert s.report_url == "http://127.0.0.1:8080/api/agent/changes?code=k"
+
+
 @pytest.mark.parametrize(
     "env",
     [
@@ -59,8 +66,13 @@ def test_settings_read_the_token_from_a_file(tmp_path: Path) -> None:
         {"NVA_AGENT_TOKEN": "short"},
         {"NVA_AGENT_TOKEN": strong_token(), "NVA_AGENT_TLS_CERT": "/c.pem"},
         {"NVA_AGENT_TOKEN": strong_token(), "NVA_AGENT_TLS_CLIENT_CA": "/ca.pem"},
+        {"NVA_AGENT_TOKEN": strong_token(), "NVA_AGENT_REPORT_URL": "http://reconciler.example/api/agent/changes",
+         "NVA_AGENT_REPORT_IP": "10.0.1.6"},
+        {"NVA_AGENT_TOKEN": strong_token(), "NVA_AGENT_REPORT_URL": "http://10.0.0.9/api/agent/changes",
+         "NVA_AGENT_REPORT_IP": "10.0.1.6"},
     ],
-    ids=["no-token", "short-token", "cert-without-key", "client-ca-without-tls"],
+    ids=["no-token", "short-token", "cert-without-key", "client-ca-without-tls", "report-http-by-name",
+         "report-http-off-loopback"],
 )
 def test_settings_refuse_to_start_without_a_usable_token_or_tls_pair(env: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(SettingsError):

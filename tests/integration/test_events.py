@@ -411,3 +411,30 @@ async def test_a_pass_that_could_not_be_queued_is_queued_by_the_redelivery(
     QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).create_queue()
     await fns["reconcile_event"](decoded(event))  # not a replay, and no phantom pending pass to join
     assert queued(env, storage_prefix) == [("hub-weu", "event")]
+
+
+async def test_a_report_that_could_not_be_queued_is_accepted_when_the_agent_sends_it_again(
+    live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str, emulator: ArmEmulator
+) -> None:
+    from reconciler.change_report import report_key, sign
+
+    body = json.dumps({"v": 1, "nva_ip": scenarios.NVA_IP, "kind": "config", "at": datetime.now(UTC).isoformat(),
+                       "by": "outside-agent", "summary": "x", "old_hash": "", "new_hash": ""}).encode()  # fmt: skip
+    ts, nonce = int(time.time()), "cd" * 16
+    headers = {"x-ars-timestamp": str(ts), "x-ars-nonce": nonce,
+               "x-ars-signature": sign(report_key(emulator.world.nva(scenarios.NVA_IP).agent_token), ts, nonce, body)}  # fmt: skip
+
+    def request() -> func.HttpRequest:
+        return func.HttpRequest("POST", "http://localhost/api/agent/changes", headers=headers, params={},
+                                route_params={}, body=body)  # fmt: skip
+
+    await fns["reconcile_event"](decoded(sample("write-success.eventgrid", HUB)))  # builds the clients
+    _take(env, storage_prefix)
+    await function_app.EVENTS.claim("hub-weu")
+    QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).delete_queue()
+    failed = await fns["agent_report_http"](request())
+    assert failed.status_code >= 500  # the agent retries 5xx
+    QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).create_queue()
+    again = await fns["agent_report_http"](request())  # the same signed request: not a replay
+    assert again.status_code == 202, again.get_body()
+    assert ("hub-weu", "event") in queued(env, storage_prefix)

@@ -26,6 +26,7 @@ from reconciler.ledger import (
     decode_key,
     encode_key,
 )
+from reconciler.trigger import Trigger
 
 pytestmark = pytest.mark.azurite
 
@@ -152,7 +153,7 @@ async def test_repeated_planned_action_is_not_written_again(ledger: Ledger) -> N
 
 def _pass(i: int, minutes: int, targets: tuple[str, ...] = ("t1",)) -> PassRecord:
     return PassRecord(
-        pass_id=f"p{i}", trigger="timer", started_at=T0 + timedelta(minutes=minutes), duration_s=1.5 + i,
+        pass_id=f"p{i}", trigger=Trigger.TIMER, started_at=T0 + timedelta(minutes=minutes), duration_s=1.5 + i,
         targets=targets, counts={"opened": i, "resolved": 0}, errors=(f"e{i}",) if i % 2 else (),
         dry_run=i == 3,
     )

@@ -15,6 +15,7 @@ from reconciler.composition import Runtime
 from reconciler.drift import DriftCode
 from reconciler.service import PassReport, reconcile
 from reconciler.settings import load_settings
+from reconciler.trigger import Trigger
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +45,7 @@ def state_with(emu: ArmEmulator, **changes: Any) -> desired.DesiredState:
 
 async def run(rt: Runtime, state: desired.DesiredState) -> PassReport:
     assert rt.services is not None
-    return await reconcile(rt.services, state, trigger="test")
+    return await reconcile(rt.services, state, trigger=Trigger.CLI)
 
 
 def hub(emu: ArmEmulator) -> Any:

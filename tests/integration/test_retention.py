@@ -14,6 +14,7 @@ from reconciler.errors import TransientError
 from reconciler.ledger import Ledger, PassRecord
 from reconciler.outbox import AlertStore
 from reconciler.retention import Retention, RetentionPolicy
+from reconciler.trigger import Trigger
 
 pytestmark = pytest.mark.azurite
 
@@ -37,7 +38,7 @@ async def ledger(azurite: Azurite, storage_prefix: str) -> AsyncIterator[Ledger]
 
 
 def pass_record(i: int, at: datetime) -> PassRecord:
-    return PassRecord(f"p{i:04d}", "timer", at, 1.0, ("hub",), {"drifts": 0})
+    return PassRecord(f"p{i:04d}", Trigger.TIMER, at, 1.0, ("hub",), {"drifts": 0})
 
 
 async def test_expired_rows_are_deleted_in_paced_batches_and_current_state_is_kept(

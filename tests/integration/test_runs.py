@@ -12,6 +12,7 @@ from localenv.azurite import ACCOUNT, ACCOUNT_KEY
 from reconciler.fanout import FanoutQueue
 from reconciler.runs import Run, RunStatus, RunStore, carry
 from reconciler.service import PassReport
+from reconciler.trigger import Trigger
 
 
 def _unreachable_storage() -> str:
@@ -35,7 +36,7 @@ async def test_a_pass_whose_run_record_cannot_be_written_still_returns_its_repor
     run = Run("0123456789ab", RunStatus.RUNNING, now, True, None)
 
     async def the_pass() -> PassReport:
-        return PassReport(run.pass_id, "http", now, dry_run=True)
+        return PassReport(run.pass_id, Trigger.HTTP, now, dry_run=True)
 
     try:
         with caplog.at_level(logging.ERROR, logger="reconciler.runs"):

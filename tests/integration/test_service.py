@@ -18,6 +18,8 @@ from reconciler.drift import DriftCode
 from reconciler.ledger import Ledger
 from reconciler.service import PassReport, reconcile
 from reconciler.settings import load_settings
+from reconciler.trigger import Trigger
+from tests.e2e.invariants import all_agree
 
 pytestmark = pytest.mark.azurite
 
@@ -57,7 +59,7 @@ def intents(emu: ArmEmulator) -> int:
 
 async def run(rt: Runtime, state: desired.DesiredState, **kw: Any) -> PassReport:
     assert rt.services is not None
-    return await reconcile(rt.services, state, trigger=kw.pop("trigger", "test"), **kw)
+    return await reconcile(rt.services, state, trigger=kw.pop("trigger", Trigger.CLI), **kw)
 
 
 async def test_drift_is_fixed_verified_and_resolved_in_the_ledger(
@@ -79,6 +81,29 @@ async def test_drift_is_fixed_verified_and_resolved_in_the_ledger(
     assert {h["kind"] for h in history} >= {"opened", "resolved", "action"}
 
 
+async def test_drift_is_in_the_ledger_while_its_fix_is_still_in_flight(
+    runtime: Runtime, state: desired.DesiredState, emulator: ArmEmulator
+) -> None:
+    # The fix is slow (an agent taking 3 s, or a bgpConnection PUT and its verification): the
+    # ledger must show the drift from the moment it is found, not when the pass ends.
+    scenarios.next_hop_not_set(emulator)
+    emulator.inject("agent.intent", Fault.latency(seconds=3.0, count=1))
+    assert runtime.ledger is not None
+    task = asyncio.create_task(run(runtime, state))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    seen: set[str] = set()
+    while not seen and not task.done() and loop.time() < deadline:
+        seen = {d.code for d in await runtime.ledger.open_drifts()}
+        await asyncio.sleep(0.05)
+    in_flight = not task.done()
+    report = await task
+    assert DriftCode.ROUTE_NEXT_HOP_WRONG in seen and in_flight, "the drift appeared only after the pass"
+    assert [o.outcome for o in report.targets[0].outcomes] == ["fixed"]
+    assert await runtime.ledger.open_drifts() == []
+    await all_agree(runtime, [report])
+
+
 async def test_twenty_concurrent_passes_cause_exactly_one_fix(
     emulator: ArmEmulator, azurite: Azurite, storage_prefix: str, state: desired.DesiredState
 ) -> None:
@@ -88,7 +113,7 @@ async def test_twenty_concurrent_passes_cause_exactly_one_fix(
     for rt in runtimes:
         await rt.__aenter__()
     try:
-        reports = await asyncio.gather(*(run(rt, state, trigger=f"w{i}") for i, rt in enumerate(runtimes)))
+        reports = await asyncio.gather(*(run(rt, state, trigger=Trigger.TIMER) for i, rt in enumerate(runtimes)))
     finally:
         for rt in runtimes:
             await rt.__aexit__(None, None, None)
@@ -255,7 +280,7 @@ async def test_concurrent_passes_of_one_worker_write_every_pass_record(
 ) -> None:
     # A worker runs its timer pass, event-driven passes and HTTP passes on one event loop: their
     # pass-record writes interleave over the worker's shared backlog of unwritten records.
-    reports = await asyncio.gather(*(run(runtime, state, trigger=f"p{i}") for i in range(6)))
+    reports = await asyncio.gather(*(run(runtime, state, trigger=Trigger.TIMER) for i in range(6)))
     assert all(not r.errors for r in reports), [r.errors for r in reports]
     assert runtime.ledger is not None and runtime.services is not None
     written = {p.pass_id for p in await runtime.ledger.passes(limit=20)}

@@ -15,6 +15,7 @@ from reconciler.composition import Runtime
 from reconciler.drift import DriftCode
 from reconciler.service import reconcile
 from reconciler.settings import load_settings
+from reconciler.trigger import Trigger
 from tests.fixtures.emulator import TWO_TARGETS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "two-targets.yaml"
@@ -47,7 +48,7 @@ async def test_both_hubs_are_healthy_including_the_vpn_hub_without_a_default_rou
     runtime: Runtime, state: desired.DesiredState
 ) -> None:
     assert runtime.services is not None
-    report = await reconcile(runtime.services, state, trigger="test", dry_run=True)
+    report = await reconcile(runtime.services, state, trigger=Trigger.CLI, dry_run=True)
     assert [(t.target, t.drifts) for t in report.targets] == [("hub-weu", []), ("hub2-vpn", [])]
 
 
@@ -58,7 +59,7 @@ async def test_vpn_hub_losing_a_half_is_fixed_back_to_both_halves(
     with emulator.world.lock:
         nva.announcements = nva.announcements[:1]  # only 0.0.0.0/1 left
     assert runtime.services is not None
-    report = await reconcile(runtime.services, state, trigger="test")
+    report = await reconcile(runtime.services, state, trigger=Trigger.CLI)
     vpn = report.targets[1]
     assert {(d.code, d.part("prefix")) for d in vpn.drifts} >= {(DriftCode.ROUTE_MISSING, "128.0.0.0/1")}
     assert [o.outcome for o in vpn.outcomes] == ["fixed"]
@@ -83,7 +84,7 @@ async def test_vpn_hub_firewall_subnet_with_only_a_default_udr_loops_through_the
     with emulator.world.lock:
         rt.routes = [r for r in rt.routes if r.prefix == "0.0.0.0/0"]
     assert runtime.services is not None
-    report = await reconcile(runtime.services, state, trigger="test", dry_run=True)
+    report = await reconcile(runtime.services, state, trigger=Trigger.CLI, dry_run=True)
     vpn = report.targets[1]
     broken = [d for d in vpn.drifts if d.code is DriftCode.UDR_INVARIANT_BROKEN]
     assert {d.subject for d in broken} == {

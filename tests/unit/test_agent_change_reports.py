@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 
 from nva_agent.change_reports import ChangeReporter
+from nva_agent.intent import OwnConfig
+from nva_agent.render import config_hash
 from reconciler.change_report import ChangedBy, report_key, verify
 
 TOKEN = "agent-token-0123456789abcdef0123456789abcdef"
@@ -34,20 +36,20 @@ class FakeFrr:
     async def soft_out(self) -> None: ...
 
 
-def reporter(frr: FakeFrr, handler: Any, applied: list[int], tokens: tuple[str, ...] = (TOKEN,)) -> ChangeReporter:
+def reporter(frr: FakeFrr, handler: Any, own: list[OwnConfig], tokens: tuple[str, ...] = (TOKEN,)) -> ChangeReporter:
     async def no_sleep(_: float) -> None:
         return None
 
     return ChangeReporter(
         frr, "https://reconciler.example/api/agent/changes", "10.0.1.6", lambda: tokens,
-        apply_lock=asyncio.Lock(), applied=lambda: applied[0], transport=httpx.MockTransport(handler),
+        apply_lock=asyncio.Lock(), own=lambda: own[0], transport=httpx.MockTransport(handler),
         sleep=no_sleep,
     )  # fmt: skip
 
 
 async def test_an_outside_edit_is_reported_signed_and_verifiable() -> None:
     got: list[httpx.Request] = []
-    frr, applied = FakeFrr(), [0]
+    frr, applied = FakeFrr(), [OwnConfig()]
     r = reporter(frr, lambda req: (got.append(req), httpx.Response(202))[1], applied)
     assert await r.poll_once() is None  # first read: the baseline
     frr.config = "router bgp 65001\n"  # `no network 0.0.0.0/0` typed into vtysh
@@ -73,7 +75,7 @@ async def test_mid_rotation_a_report_the_reconciler_refuses_is_signed_again_with
         return httpx.Response(202)
 
     frr = FakeFrr()
-    r = reporter(frr, only_next, [0], tokens=(TOKEN, nxt))
+    r = reporter(frr, only_next, [OwnConfig()], tokens=(TOKEN, nxt))
     await r.poll_once()
     frr.config = "router bgp 65001\n"
     assert await r.poll_once() is not None
@@ -83,14 +85,14 @@ async def test_mid_rotation_a_report_the_reconciler_refuses_is_signed_again_with
 
 
 async def test_a_lost_session_is_reported_and_the_agents_own_apply_is_marked() -> None:
-    frr, applied = FakeFrr(), [0]
+    frr, applied = FakeFrr(), [OwnConfig()]
     r = reporter(frr, lambda req: httpx.Response(202), applied)
     await r.poll_once()
     frr.states["10.0.2.5"] = "Active"
     lost = await r.poll_once()
     assert lost is not None and lost["kind"] == "sessions" and "10.0.2.5=Active" in lost["summary"]
     frr.config += " neighbor 10.0.2.5 remote-as 65515\n"
-    applied[0] += 1  # the agent applied an intent meanwhile
+    applied[0] = OwnConfig(1, config_hash(frr.config))  # the agent applied an intent meanwhile
     own = await r.poll_once()
     assert own is not None and own["by"] == "agent"
     assert await r.poll_once() is None  # nothing changed since
@@ -104,7 +106,7 @@ async def test_an_unreachable_reconciler_is_retried_then_dropped_without_blockin
         calls += 1
         raise httpx.ConnectError("refused", request=req)
 
-    frr, applied = FakeFrr(), [0]
+    frr, applied = FakeFrr(), [OwnConfig()]
     r = reporter(frr, down, applied)
     await r.poll_once()
     frr.config = "changed"
@@ -116,3 +118,20 @@ async def test_an_unreachable_reconciler_is_retried_then_dropped_without_blockin
         frr.config = f"edit {i}"
         await r.poll_once()
     assert r.queue.qsize() == 32 and r.dropped == 40 - 32
+
+
+async def test_an_outside_edit_right_after_the_agents_apply_is_reported_as_outside() -> None:
+    # The race: the agent applies an intent and, within the watcher's next second, someone edits
+    # FRR by hand. The edit must not pass for the agent's own change.
+    frr, own = FakeFrr(), [OwnConfig()]
+    r = reporter(frr, lambda req: httpx.Response(202), own)
+    await r.poll_once()
+    frr.config += " neighbor 10.0.2.5 remote-as 65515\n"  # the agent's apply
+    own[0] = OwnConfig(1, config_hash(frr.config))
+    agents = frr.config
+    frr.config = frr.config.replace(" network 0.0.0.0/0\n", "")  # the vtysh edit, before the next poll
+    report = await r.poll_once()
+    assert report is not None and report["by"] == "outside-agent" and report["kind"] == "config"
+    assert report["old_hash"] == config_hash(agents) and report["new_hash"] == config_hash(frr.config)
+    assert "after the agent's own apply" in report["summary"]
+    assert await r.poll_once() is None

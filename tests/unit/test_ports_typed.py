@@ -14,13 +14,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = {
     "reconciler/service.py": {"ArmPort", "AgentPort", "AgentsPort", "LedgerPort", "LeasesPort", "AlertsPort", "Services"},
-    "reconciler/composition.py": {"Runtime"},
+    "reconciler/composition.py": {"Runtime", "Worker", "AgentDirectory", "_Agent"},
+}
+# The functions that build the ports or run a pass through them (a pass's trigger is a Trigger).
+FUNCTIONS = {
+    "reconciler/service.py": {"reconcile", "reconcile_target", "trace_targets"},
+    "reconciler/composition.py": {"build_arm", "_activity_log"},
+    "reconciler/cli.py": {"_pass"},
 }
 
 
-def annotations(cls: ast.ClassDef) -> list[tuple[int, str]]:
+def annotations(scope: ast.AST) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
-    for node in ast.walk(cls):
+    for node in ast.walk(scope):
         if isinstance(node, ast.AnnAssign):
             out.append((node.lineno, ast.unparse(node.annotation)))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -37,4 +43,17 @@ def test_ports_and_runtime_have_no_any(module: str) -> None:
     found = {c.name: c for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name in CLASSES[module]}
     assert set(found) == CLASSES[module]
     loose = [(name, line, a) for name, c in found.items() for line, a in annotations(c) if "Any" in a]
+    assert loose == []
+
+
+@pytest.mark.parametrize("module", sorted(FUNCTIONS))
+def test_pass_functions_have_no_any(module: str) -> None:
+    tree = ast.parse((ROOT / module).read_text())
+    found = {
+        f.name: f
+        for f in tree.body
+        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef) and f.name in FUNCTIONS[module]
+    }
+    assert set(found) == FUNCTIONS[module]
+    loose = [(name, line, a) for name, f in found.items() for line, a in annotations(f) if "Any" in a]
     assert loose == []

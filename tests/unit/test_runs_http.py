@@ -9,6 +9,7 @@ import pytest
 
 from reconciler import http_api as api
 from reconciler.fanout import BadMessage, FanoutMessage, parse_message
+from reconciler.trigger import Trigger
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 RUN = {"pass_id": "0123456789ab", "status": "running", "requested_at": T0, "dry_run": True, "target": None,
@@ -47,11 +48,18 @@ def test_an_unknown_run_is_404_and_query_fields_are_refused() -> None:
 
 
 def test_a_run_message_round_trips_and_a_timer_message_is_unchanged() -> None:
-    run = FanoutMessage(None, T0, origin="http", run="0123456789ab", dry_run=True)
+    run = FanoutMessage(None, T0, origin=Trigger.HTTP, run="0123456789ab", dry_run=True)
     assert parse_message(run.to_json()) == run
     timer = FanoutMessage("hub-a", T0)
     assert set(json.loads(timer.to_json())) == {"v", "target", "tick", "origin"}
     assert parse_message(timer.to_json()) == timer
+
+
+def test_a_message_origin_is_one_of_the_triggers_and_comes_back_as_one() -> None:
+    body = '{"v":1,"target":"hub-a","tick":"2026-11-25T08:00:00+00:00","origin":"cron"}'
+    with pytest.raises(BadMessage, match="origin 'cron' is not one of"):
+        parse_message(body)
+    assert parse_message(body.replace("cron", "event")).origin is Trigger.EVENT
 
 
 @pytest.mark.parametrize(
