@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.lab:
             from localenv.frrlab import FrrLab, LabUnavailable
 
-            lab = FrrLab(name="arsrttr")
+            lab = FrrLab(name=f"arsrttr{os.getpid()}")  # a test and a bench run may overlap
             try:
                 lab.up()
             except LabUnavailable as exc:
