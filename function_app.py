@@ -22,7 +22,7 @@ import azure.functions as func
 
 from reconciler import http_api, retention, runs, status_page, storage
 from reconciler.attribution import latest
-from reconciler.composition import Runtime, Worker
+from reconciler.composition import Runtime, Worker, settle_heap
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, TransientError
 from reconciler.event_intake import EventIntake, change_report_answer, envelope
@@ -47,6 +47,8 @@ WORKER = Worker.from_environment(APP_ROOT)
 for _name in WORKER.missing_secrets(WORKER.check_desired()):
     log.warning("setting %s is not set: the agent that names it cannot be reached", _name)
 SETTINGS = WORKER.settings
+for _name in SETTINGS.ignored_proxy_variables:
+    log.warning("%s is set but not read: set ARS_HTTPS_PROXY to send ARM and Storage calls through a proxy", _name)
 
 if SETTINGS.applicationinsights_connection_string is not None:
     # Imported only when used: the distro is heavy and instruments libraries as it loads.
@@ -63,6 +65,8 @@ QUEUE_RULES = HostQueueRules.load(APP_ROOT / "host.json", SETTINGS.app_settings)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # Event Grid intake: seen event IDs and pending markers (reconciler.event_intake).
 EVENTS = EventIntake(SETTINGS, message_ttl_s=QUEUE_RULES.message_ttl(timedelta(0)))
+# Start-up is done: the SDKs' import-time heap is frozen out of every later collection (issue #18).
+settle_heap()
 
 
 # ---- timer ------------------------------------------------------------------------------------

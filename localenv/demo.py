@@ -27,7 +27,7 @@ from localenv.azurite import Azurite
 from localenv.demo_events import LabReaction, events_demo
 from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
-from reconciler import desired
+from reconciler import cards, desired
 from reconciler.composition import Runtime
 from reconciler.errors import ReconcilerError
 from reconciler.picture import trace_svg
@@ -302,8 +302,7 @@ async def _story(
     for i, req in enumerate(hook.accepted()):
         body = req.json()
         (cards_dir / f"card-{i:02d}.json").write_text(json.dumps(body, indent=2))
-        header = body["attachments"][0]["content"]["body"][0]["items"]
-        print(f"  card {i:02d}: {header[0]['text']}: {header[1]['text']}", file=out)
+        print(f"  card {i:02d}: {': '.join(cards.header_texts(body)[:2])}", file=out)
         drawn += _screenshot(body, cards_dir / f"card-{i:02d}.png", out)
     print(f"  saved {len(hook.accepted())} card(s) under {cards_dir}"
           + (f", {drawn} drawn as Teams shows them (PNG)" if drawn else ""), file=out)

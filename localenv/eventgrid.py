@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
@@ -37,8 +37,7 @@ async def deliver(
     if host.key is not None and params.get("code") != host.key:
         return _json(401, {"error": "the Event Grid webhook needs the system key (?code=)"})
     name = params.get("functionName", "")
-    fn = host.functions.get(name)
-    if fn is None or _trigger_type(fn) != "eventGridTrigger":
+    if host.kind(name) != "eventGridTrigger":
         return _json(404, {"error": f"no Event Grid function {name!r}"})
     if method == "OPTIONS":  # CloudEvents abuse protection
         origin = head.get("webhook-request-origin", "")
@@ -66,11 +65,6 @@ async def deliver(
             log.warning("Event Grid function %s failed: %s", name, exc)
             return _json(500, {"error": "function failed"})
     return 200, b"", {}
-
-
-def _trigger_type(fn: Any) -> str:
-    bindings = json.loads(fn.get_function_json())["bindings"]
-    return str(next((b["type"] for b in bindings if b["direction"] == "IN"), ""))
 
 
 def _json(status: int, payload: object) -> tuple[int, bytes, dict[str, str]]:

@@ -113,11 +113,10 @@ class LocalHost:
     def start(self, *, pump_queues: bool = False) -> LocalHost:
         self._server.start()
         if pump_queues:
-            for name, fn in self.functions.items():
-                if trigger(fn)["type"] == "queueTrigger":
-                    th = threading.Thread(target=self._pump_forever, args=(name,), name=f"queue:{name}", daemon=True)
-                    th.start()
-                    self._pumps.append(th)
+            for name in self.of_kind("queueTrigger"):
+                th = threading.Thread(target=self._pump_forever, args=(name,), name=f"queue:{name}", daemon=True)
+                th.start()
+                self._pumps.append(th)
         return self
 
     def close(self) -> None:
@@ -141,6 +140,15 @@ class LocalHost:
 
     # ---- invoking functions ----------------------------------------------------------------
 
+    def kind(self, name: str) -> str | None:
+        """The trigger type of function `name` (`httpTrigger`, `queueTrigger`, ...); None: no such function."""
+        fn = self.functions.get(name)
+        return None if fn is None else str(trigger(fn)["type"])
+
+    def of_kind(self, kind: str) -> list[str]:
+        """The names of the functions whose trigger type is `kind`, in the app's order."""
+        return [name for name in self.functions if self.kind(name) == kind]
+
     def run(self, value: Coroutine[Any, Any, T] | T) -> T:
         """Await `value` on the worker loop if it is a coroutine; return it otherwise. From any
         thread but the worker's own (its handlers await `ainvoke`)."""
@@ -162,7 +170,7 @@ class LocalHost:
         return result
 
     def fire_timer(self, name: str | None = None, *, past_due: bool = False) -> None:
-        name = name or next(n for n, f in self.functions.items() if trigger(f)["type"] == "timerTrigger")
+        name = name or self.of_kind("timerTrigger")[0]
         self.invoke(name, TimerRequest(past_due=past_due))
 
     def queue(self, name: str) -> QueueClient:
@@ -214,7 +222,7 @@ class LocalHost:
     def drain(self, deadline_s: float = 60.0) -> int:
         """Pump every queue function until all their queues are empty, messages waiting out their
         visibility timeout included (or the deadline passes)."""
-        names = [n for n, f in self.functions.items() if trigger(f)["type"] == "queueTrigger"]
+        names = self.of_kind("queueTrigger")
         end = time.monotonic() + deadline_s
         total = 0
         while time.monotonic() < end:
@@ -290,9 +298,9 @@ class LocalHost:
     async def _admin(self, request: web.Request) -> web.StreamResponse:
         # Like the host's admin endpoint: fire a timer, or hand a queue function {"input": ...}.
         name = request.match_info["name"]
-        if name not in self.functions:
+        kind = self.kind(name)
+        if kind is None:
             return web.Response(status=404)
-        kind = trigger(self.functions[name])["type"]
         body = await request.read()
         try:
             if kind == "timerTrigger":
@@ -377,6 +385,7 @@ def demo_environment() -> Iterator[dict[str, str]]:
     from emulator import ArmEmulator, World
     from localenv.azurite import Azurite
     from localenv.demo_world import TOKEN_SETTING, WORLD, demo_desired, demo_env
+    from localenv.scenarios import NVA_IP
 
     world = World.load(WORLD)
     with ArmEmulator(world) as emu, Azurite() as az, tempfile.TemporaryDirectory(prefix="ars-host-") as tmp:
@@ -385,7 +394,7 @@ def demo_environment() -> Iterator[dict[str, str]]:
         yield {
             **demo_env(emu, az.connection_string),
             "ARS_DESIRED_STATE": str(state),
-            TOKEN_SETTING: world.nva("10.0.1.6").agent_token,
+            TOKEN_SETTING: world.nva(NVA_IP).agent_token,
         }
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from emulator.app_thread import AppThread
+from reconciler import cards
 
 # Shaped like a real Workflows trigger URL, so redaction is tested against the real shape.
 DEFAULT_PATH = (
@@ -174,10 +175,10 @@ def main() -> None:
                 got = hook.requests()
                 for r in got[seen:]:
                     try:
-                        title = r.json()["attachments"][0]["content"]["body"][0]["items"][0]["text"]
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        title = f"{len(r.body)} bytes"
-                    print(f"{r.method} → {r.status}: {title}", flush=True)
+                        header = cards.header_texts(r.json())
+                    except ValueError:
+                        header = []
+                    print(f"{r.method} → {r.status}: {header[0] if header else f'{len(r.body)} bytes'}", flush=True)
                 seen = len(got)
                 time.sleep(0.2)
         except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from reconciler.causes import CAUSES, CauseRule
+from reconciler.causes import CAUSES, CauseRule, explained_by
 from reconciler.drift import Drift, DriftCode, Severity, failed_reads
 
 BLIND_SUBJECT = "reconciler=blind"
@@ -301,7 +301,7 @@ def evaluate(
                 if after is not None:
                     new_states[ident] = after
                 continue
-            muted = any(rule.explains(src, after) for rule in rules.inhibit for src in active)
+            muted = explained_by(after, active, rules.inhibit) is not None
             final, note = _announce(before, after, muted, now, rules, actions.get(ident), skipped.get(ident))
             if note is None and muted:
                 # What it would have said unmuted, for its cause's card to fold in; its state stays

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,13 +38,15 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import AsyncHTTPPolicy
+from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy, RequestIdPolicy, UserAgentPolicy
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.polling.base_polling import LocationPolling, StatusCheckPolling
 from azure.core.rest import HttpRequest
 from azure.mgmt.core.exceptions import ARMErrorFormat
+from azure.mgmt.core.policies import AsyncARMChallengeAuthenticationPolicy
 from azure.mgmt.core.polling.arm_polling import AzureAsyncOperationPolling, BodyContentPolling
 from azure.mgmt.core.polling.async_arm_polling import AsyncARMPolling
+from azure.mgmt.network import __version__ as NETWORK_SDK_VERSION
 from azure.mgmt.network.aio import NetworkManagementClient
 from azure.mgmt.network.models import BgpConnection
 
@@ -68,6 +72,8 @@ from reconciler.observed import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _PUBLIC_ARM = "https://management.azure.com"
+# The token scope azure-mgmt-network asks for by default (its configuration's credential_scopes).
+_ARM_SCOPE = "https://management.azure.com/.default"
 # The api-version azure-mgmt-network 33.1.0 sends on every call (notes §0.1); the raw GETs use the
 # same one, and a unit test fails when an SDK upgrade moves it.
 NETWORK_API_VERSION = "2026-03-01"
@@ -105,6 +111,104 @@ class _Queueing:
 _QUEUEING: ContextVar[_Queueing | None] = ContextVar("arm_queueing", default=None)
 
 
+class Lane(enum.Enum):
+    """Which queue an ARM request waits in for a slot (RequestSlots)."""
+
+    CRITICAL = "critical"
+    """On a target's longest chain: the route queries (POST, then the GET of their result once the
+    Retry-After has passed) and the peer list the learned-routes queries wait for. Each one that waits
+    for a slot delays the whole target by as much; a plain GET waiting instead costs nothing while
+    the route queries are still running at ARM."""
+    PLAIN = "plain"
+    """Everything else: hub, firewall, metric, VNet, route table and gateway GETs; writes."""
+
+
+# The lane of the current operation's HTTP attempts (set per operation by Arm._call).
+_LANE: ContextVar[Lane] = ContextVar("arm_lane", default=Lane.PLAIN)
+# Under contention the critical lane takes at most this many slots in a row while plain requests
+# wait; then one plain request goes. Plain requests so keep at least 1/(CRITICAL_RUN + 1) of the
+# slots and cannot starve, while the critical path still leaves first: a detection pass has about
+# 9 critical requests per 6 plain ones, and measured at 100 hubs / 64 slots (bench/fleet.py) a run
+# of 4 already sends the first route query before the bulk of the plain GETs.
+CRITICAL_RUN = 4
+
+
+class SlotOrder:
+    """Who gets the next free request slot: the pure part of RequestSlots (no I/O, no event loop).
+
+    A request that arrives while a slot is free and nobody waits takes it at once; otherwise it
+    waits in its lane, and each released slot goes to the head of a lane: critical first, but never
+    more than `critical_run` times in a row while a plain request waits. Each lane is FIFO.
+    """
+
+    def __init__(self, slots: int, critical_run: int = CRITICAL_RUN) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.free = slots
+        self.critical_run = critical_run
+        self.waiting = {Lane.CRITICAL: 0, Lane.PLAIN: 0}
+        self._run = 0  # critical grants in a row while a plain request was waiting
+
+    def arrive(self, lane: Lane) -> bool:
+        """True: the request has a slot now; False: it waits in `lane` until `release` names it."""
+        if self.free > 0 and not any(self.waiting.values()):
+            self.free -= 1
+            return True
+        self.waiting[lane] += 1
+        return False
+
+    def withdraw(self, lane: Lane) -> None:
+        """A waiter of `lane` gave up (cancelled) before it was granted a slot."""
+        self.waiting[lane] -= 1
+
+    def release(self) -> Lane | None:
+        """A slot is free again: the lane whose oldest waiter now holds it, or None (slot stays free)."""
+        critical, plain = self.waiting[Lane.CRITICAL], self.waiting[Lane.PLAIN]
+        if not critical and not plain:
+            self.free += 1
+            return None
+        if critical and (not plain or self._run < self.critical_run):
+            self._run = self._run + 1 if plain else 0
+            lane = Lane.CRITICAL
+        else:
+            self._run = 0
+            lane = Lane.PLAIN
+        self.waiting[lane] -= 1
+        return lane
+
+
+class RequestSlots:
+    """The bound on ARM requests on the wire, with two lanes (SlotOrder decides; this one waits)."""
+
+    def __init__(self, slots: int, critical_run: int = CRITICAL_RUN) -> None:
+        self.order = SlotOrder(slots, critical_run)
+        self._waiters: dict[Lane, deque[asyncio.Future[None]]] = {lane: deque() for lane in Lane}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, lane: Lane) -> AsyncIterator[None]:
+        if not self.order.arrive(lane):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters[lane].append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # granted, then cancelled before it ran: pass the slot on
+                else:
+                    self._waiters[lane].remove(waiter)
+                    self.order.withdraw(lane)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        lane = self.order.release()
+        if lane is not None:
+            self._waiters[lane].popleft().set_result(None)
+
+
 @dataclass(frozen=True)
 class ArmOptions:
     """How to reach ARM and how hard to push it."""
@@ -135,6 +239,9 @@ class ArmOptions:
     """SDK retries per request (429 with Retry-After, 5xx, connection errors)."""
     retry_backoff: float = 0.8
     """SDK exponential backoff factor when ARM sends no Retry-After (0, 1.6 s, 3.2 s, ... by default)."""
+    proxy: str | None = None
+    """Forward proxy for every ARM request (the ARS_HTTPS_PROXY setting, read once at start-up); None
+    connects directly. The environment (HTTPS_PROXY, .netrc) is never consulted per request."""
 
 
 class StaticTokenCredential(AsyncTokenCredential):
@@ -203,7 +310,7 @@ class _Pacing(AsyncHTTPPolicy[Any, Any]):
         if queue is not None:
             queue.since = time.monotonic()
         await (self._writes if write else self._reads).take()
-        async with self._arm._sem:
+        async with self._arm.slots.slot(_LANE.get()):
             if queue is not None and queue.since is not None:
                 queue.total += time.monotonic() - queue.since
                 queue.since = None
@@ -263,7 +370,7 @@ class Arm:
         self.options = options
         self._clients: dict[str, NetworkManagementClient] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._sem = asyncio.Semaphore(options.concurrency)
+        self.slots = RequestSlots(options.concurrency)
         self.requests = 0  # HTTP requests sent to ARM, retries and LRO polls included (a benchmark figure)
         self.throttled = 0  # of which ARM answered 429 (each one a Retry-After wait)
 
@@ -273,22 +380,50 @@ class Arm:
     def client(self, subscription: str) -> NetworkManagementClient:
         c = self._clients.get(subscription)
         if c is None:
-            kwargs: dict[str, Any] = {
-                "polling_interval": self.options.poll_interval,
-                "retry_total": self.options.retry_total,
-                "retry_backoff_factor": self.options.retry_backoff,
-                "per_retry_policies": [_Pacing(self, subscription)],
-            }
+            kwargs: dict[str, Any] = {"polling_interval": self.options.poll_interval}
             if self.options.endpoint:
                 kwargs["base_url"] = self.options.endpoint
             c = NetworkManagementClient(
                 self._credential,
                 subscription,
                 transport=AioHttpTransport(session=self._http(), session_owner=False),
+                policies=self._policies(subscription),
                 **kwargs,
             )
             self._clients[subscription] = c
         return c
+
+    def _policies(self, subscription: str) -> list[Any]:
+        """The pipeline every ARM request runs through: only the policies a read or a fix needs.
+
+        What each azure-core policy does: azure-sdk-for-python sdk/core/azure-core/
+        CLIENT_LIBRARY_DEVELOPER.md, "Available Policies". Kept, in the SDK's own order:
+        - RequestIdPolicy: x-ms-client-request-id on every request; LRO polling reads it back from the
+          first response's request and re-sends it on each poll (azure-core base_polling
+          `_get_request_id`), and it is the id ARM support correlates a call by.
+        - UserAgentPolicy with the SDK's moniker: ARM sees the same User-Agent as from the stock client.
+        - AsyncRetryPolicy: 429 with Retry-After, 5xx and connection errors (retry_total, retry_backoff).
+        - AsyncARMChallengeAuthenticationPolicy: the bearer token, refreshed when near expiry, and
+          ARM's claims challenges (CAE); the SDK's default authentication policy.
+        - _Pacing, after retry: each attempt spends a pacing token and holds a request slot.
+        Left out (each costs CPU on every request): HeadersPolicy (generated operations set their own
+        headers, If-Match included), ProxyPolicy (the proxy is the session's, ArmOptions.proxy),
+        ContentDecodePolicy (a second JSON parse of every body: our reads parse it once, arm_shapes;
+        the SDK's models of the two fixes decode from the response text without it),
+        AsyncARMAutoResourceProviderRegistrationPolicy (registers a provider on 409; the reader
+        role cannot, and Microsoft.Network is registered where its resources exist), the redirect
+        policy and SensitiveHeaderCleanupPolicy (ARM does not redirect these calls; a 3xx is an error,
+        so a read of it is Unknown), CustomHookPolicy (no hooks), and the logging and tracing policies
+        (NetworkTraceLoggingPolicy is off unless asked per call; HttpLoggingPolicy logs each request
+        at INFO, which the app silences; DistributedTracingPolicy would add a span per request).
+        """
+        return [
+            RequestIdPolicy(),
+            UserAgentPolicy(sdk_moniker=f"mgmt-network/{NETWORK_SDK_VERSION}"),
+            AsyncRetryPolicy(retry_total=self.options.retry_total, retry_backoff_factor=self.options.retry_backoff),
+            AsyncARMChallengeAuthenticationPolicy(self._credential, _ARM_SCOPE),
+            _Pacing(self, subscription),
+        ]
 
     def _http(self) -> aiohttp.ClientSession:
         """One connection pool for every subscription's client, with one TLS context.
@@ -296,13 +431,19 @@ class Arm:
         Not `connection_verify=<CA file>`: azure-core's aiohttp transport then builds a new SSL
         context per request, which aiohttp cannot pool, so every request paid a TCP + TLS handshake
         and the idle connections piled up (measured: 1.7 GB RSS and 2.3x the lower bound at 500 hubs).
+
+        trust_env=False: with it aiohttp looks up the proxy in the environment and the host in
+        ~/.netrc on every request, each in a thread-pool hop (issue #18: 26% of a 100-hub pass's CPU).
+        The proxy, if any, is ArmOptions.proxy, read once at start-up. No cookie jar: ARM sets none.
         """
         if self._session is None:
             ssl_ctx: ssl.SSLContext | bool = True
             if self.options.ca_bundle:
                 ssl_ctx = ssl.create_default_context(cafile=self.options.ca_bundle)
             connector = aiohttp.TCPConnector(ssl=ssl_ctx, limit=self.options.concurrency)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, proxy=self.options.proxy, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def close(self) -> None:
@@ -314,19 +455,21 @@ class Arm:
             self._session = None
         await self._credential.close()
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, fn: Callable[[], Awaitable[T]], lane: Lane = Lane.PLAIN) -> T:
         """Run one ARM operation with `read_timeout`, not counting time queued behind our own pacing.
 
         Pacing and the concurrency bound live in the pipeline (_Pacing), per HTTP attempt; it keeps
-        this operation's queueing clock, which the operation's task sees through a context variable.
-        A plain wait_for would turn a long queue (many hubs in one subscription) into Unknowns.
+        this operation's queueing clock and reads its lane, which the operation's task sees through
+        context variables. A plain wait_for would turn a long queue (many hubs in one subscription)
+        into Unknowns.
         """
         queue = _Queueing()
-        reset = _QUEUEING.set(queue)
+        reset, reset_lane = _QUEUEING.set(queue), _LANE.set(lane)
         try:
-            task = asyncio.ensure_future(fn())  # the task copies the context, and with it `queue`
+            task = asyncio.ensure_future(fn())  # the task copies the context: `queue` and `lane`
         finally:
             _QUEUEING.reset(reset)
+            _LANE.reset(reset_lane)
         started = time.monotonic()
         try:
             while not task.done():
@@ -343,11 +486,16 @@ class Arm:
                     await task
 
     async def read(
-        self, subscription: str, operation: str, resource: str, fn: Callable[[], Awaitable[T]]
+        self,
+        subscription: str,
+        operation: str,
+        resource: str,
+        fn: Callable[[], Awaitable[T]],
+        lane: Lane = Lane.PLAIN,
     ) -> T | Unknown | None:
         """Run one read: its value, None when ARM says 404, or Unknown for any other failure."""
         try:
-            return await self._call(fn)
+            return await self._call(fn, lane)
         except ResourceNotFoundError:
             return None
         except TimeoutError:
@@ -392,7 +540,7 @@ class Arm:
         ]  # fmt: skip
         sn_t = asyncio.create_task(self._subnets(target))
         nic_t = asyncio.create_task(self._probe_nics(target))
-        conns_v = await self.read(sub, "bgp.list", rs, connections)
+        conns_v = await self.read(sub, "bgp.list", rs, connections, Lane.CRITICAL)  # gates the route queries
 
         learned: dict[str, InstanceRoutes | Unknown] = {}
         if isinstance(conns_v, tuple):
@@ -464,7 +612,7 @@ class Arm:
                 raw = await self._lro(c.network_interfaces.begin_get_effective_route_table, rg, name)
                 return arm_shapes.effective_routes(raw)
 
-            return self.read(sub, "nic.routes", name, table)
+            return self.read(sub, "nic.routes", name, table, Lane.CRITICAL)
 
         probes = target.probes
         values = await asyncio.gather(*(read_nic(p.resource_group or target.resource_group, p.nic) for p in probes))
@@ -484,7 +632,7 @@ class Arm:
                     log.info("learnedRoutes: ignoring top-level key %r (not a Route Server instance)", key)
             return parsed.routes
 
-        value = await self.read(sub, "routes.learned", conn, learned)
+        value = await self.read(sub, "routes.learned", conn, learned, Lane.CRITICAL)
         if value is None:
             return Unknown("routes.learned", conn, "connection disappeared while reading")
         if not isinstance(value, Unknown) and not value:
@@ -547,8 +695,8 @@ class Arm:
             asyncio.create_task(self.read(sub, "gateway.get", name, config)) if kind == GatewayType.VPN else None
         )
         learned_v, *adv = await asyncio.gather(
-            self.read(sub, "gateway.learned", name, learned),
-            *(self.read(sub, "gateway.advertised", f"{name}:{p}", advertised(p)) for p in onprem),
+            self.read(sub, "gateway.learned", name, learned, Lane.CRITICAL),
+            *(self.read(sub, "gateway.advertised", f"{name}:{p}", advertised(p), Lane.CRITICAL) for p in onprem),
         )
         config_v = await config_t if config_t is not None else None
         if learned_v is None:

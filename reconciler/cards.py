@@ -141,6 +141,16 @@ def serialize(message: dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def header_texts(message: Any) -> list[str]:
+    """The header lines of a message built here (status word · place, then the headline), for a
+    reader showing a received message in a line (the local receiver, the demo); [] for anything else."""
+    try:
+        items = message["attachments"][0]["content"]["body"][0]["items"]
+        return [str(item["text"]) for item in items if isinstance(item, dict) and "text" in item]
+    except (KeyError, IndexError, TypeError):
+        return []
+
+
 # ---- building ---------------------------------------------------------------------------------
 
 

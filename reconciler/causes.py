@@ -1,21 +1,25 @@
 """Which drift explains which: the one cause table.
 
-Owns `CAUSES` and the one test of it, `CauseRule.explains`. Two decisions use them: inhibition
-(alerts: a consequence does not page on its own while its cause is active) and grouping (incident:
-a cause and its consequences are one card). Pure; must not know how drift is found, alerted or shown.
+Owns `CAUSES`, the one test of it (`CauseRule.explains`) and the chain it makes (`explained_by`,
+`root_cause`). Three answers use them: inhibition (alerts: a consequence does not page on its own
+while its cause is active), grouping (incident: a cause and its consequences are one card) and the
+status page's "cause" column. Pure; must not know how drift is found, alerted or shown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from reconciler.drift import DriftCode, subject_part
 
 
 class Fact(Protocol):
-    """What a rule looks at: an alert state or a notification (code, target, subject)."""
+    """What a rule looks at: an alert state, a notification or an open drift (code, target, subject)."""
 
+    @property
+    def identity(self) -> str: ...
     @property
     def code(self) -> DriftCode: ...
     @property
@@ -76,3 +80,22 @@ CAUSES: tuple[CauseRule, ...] = (
         DriftCode.GATEWAY_NOT_LEARNING, frozenset({DriftCode.GATEWAY_NOT_ADVERTISING}), equal=("gateway", "prefix")
     ),
 )
+
+
+F = TypeVar("F", bound=Fact)
+
+
+def explained_by(fact: F, facts: Iterable[F], rules: Sequence[CauseRule] = CAUSES) -> F | None:
+    """The fact among `facts` that explains `fact`, or None; earlier rules first (the deeper cause)."""
+    others = [c for c in facts if c.identity != fact.identity]
+    return next((c for rule in rules for c in others if rule.explains(c, fact)), None)
+
+
+def root_cause(fact: F, facts: Sequence[F], rules: Sequence[CauseRule] = CAUSES) -> F:
+    """Up the chain of `explained_by` to the fact nothing among `facts` explains (`fact` itself when
+    nothing does). A chain that would come back to a fact already on it stops there."""
+    seen = {fact.identity}
+    while (up := explained_by(fact, facts, rules)) is not None and up.identity not in seen:
+        fact = up
+        seen.add(up.identity)
+    return fact

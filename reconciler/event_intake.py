@@ -48,6 +48,7 @@ from reconciler.events import (
 )
 from reconciler.fanout import FanoutMessage, FanoutQueue
 from reconciler.settings import Settings
+from reconciler.storage_rules import Table
 from reconciler.trigger import Trigger
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class EventIntake:
         if self._loop is not loop or self._table is None or self._queue is None:
             conn = self.settings.storage_connection.get_secret_value()
             table = TableClient.from_connection_string(
-                conn, f"{self.settings.table_prefix}events", retry_total=3, connection_timeout=10, read_timeout=30
+                conn, Table.EVENTS.of(self.settings.table_prefix), retry_total=3, connection_timeout=10, read_timeout=30
             )
             try:
                 await table.create_table()

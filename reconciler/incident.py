@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler.alerts import Kind, Notification
-from reconciler.causes import CAUSES, CauseRule
+from reconciler.causes import CAUSES, CauseRule, root_cause
 from reconciler.drift import DriftCode, Severity, subject_part
 
 # Drifts of one code that are one cause seen several times (e.g. on both Route Server instances),
@@ -71,22 +71,9 @@ def group(notes: Sequence[Notification], rules: Sequence[CauseRule] = CAUSES) ->
 
 
 def _group_one(target: str, kind: Kind, notes: list[Notification], rules: Sequence[CauseRule]) -> list[Incident]:
-    parent: dict[str, Notification] = {}
-    for n in notes:
-        found = next((c for rule in rules for c in notes if c.identity != n.identity and rule.explains(c, n)), None)
-        if found is not None:
-            parent[n.identity] = found
-
-    def root(n: Notification) -> Notification:
-        seen = {n.identity}
-        while n.identity in parent and parent[n.identity].identity not in seen:
-            n = parent[n.identity]
-            seen.add(n.identity)
-        return n
-
     groups: dict[tuple[str, ...], tuple[list[Notification], list[Notification]]] = {}
     for n in notes:
-        r = root(n)
+        r = root_cause(n, notes, rules)
         same = SAME_CAUSE.get(r.code)
         gid = (r.code.value, *(subject_part(r.subject, k) or "" for k in same)) if same else (r.identity,)
         causes, consequences = groups.setdefault(gid, ([], []))

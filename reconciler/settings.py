@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     arm_read_burst: int = Field(default=240, ge=1, le=10000, validation_alias="ARS_ARM_READ_BURST")
     arm_retry_backoff: float = Field(default=0.8, ge=0, le=10, validation_alias="ARS_ARM_RETRY_BACKOFF")
     arm_read_timeout: float = Field(default=60.0, gt=0, le=600, validation_alias="ARS_ARM_READ_TIMEOUT")
+    # Not named `https_proxy`: settings are also filled by field name (populate_by_name), and the
+    # lower-case https_proxy variable of a shell would then set it.
+    outbound_proxy: SecretStr | None = Field(
+        default=None,
+        validation_alias="ARS_HTTPS_PROXY",
+        description="forward proxy (http://host:port, credentials allowed) for every ARM and Storage request; "
+        "unset = direct. Read once at start-up: HTTPS_PROXY, HTTP_PROXY, NO_PROXY and .netrc are not read",
+    )
     storage_connection: SecretStr = Field(
         default=SecretStr("UseDevelopmentStorage=true"),
         validation_alias=AliasChoices("ARS_STORAGE_CONNECTION", "AzureWebJobsStorage"),
@@ -201,6 +209,20 @@ class Settings(BaseSettings):
         if v is not None and not v.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return v
+
+    @field_validator("outbound_proxy")
+    @classmethod
+    def _proxy_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL of a forward proxy")
+        return v
+
+    @property
+    def ignored_proxy_variables(self) -> tuple[str, ...]:
+        """Proxy variables set in the environment that this app does not read (ARS_HTTPS_PROXY is the
+        one it does), for a start-up warning: before issue #18 aiohttp honoured them per request."""
+        names = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+        return tuple(n for n in names if n in self._environ)
 
     @field_validator("timer_schedule")
     @classmethod

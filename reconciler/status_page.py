@@ -2,8 +2,8 @@
 and a drift timeline; and the static files it links to.
 
 Owns the page's content and its HTML (a jinja2 template with autoescaping; pictures from
-`picture`). `render` is pure; `gather` reads the ledger and traces the targets (read-only). Must not
-know azure.functions.
+`picture`; each drift's cause from `causes`, the cards' table). `render` is pure; `gather` reads
+the ledger and traces the targets (read-only). Must not know azure.functions.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Any, Protocol
 
 import jinja2
 
+from reconciler.causes import root_cause
 from reconciler.desired import DesiredState
 from reconciler.drift import DriftCode
 from reconciler.ledger_state import DriftRecord, PassRecord
 from reconciler.picture import Interval, hop_anchor, timeline_svg, trace_svg
 from reconciler.runbook import RUNBOOK
 from reconciler.service import trace_targets
-from reconciler.trace import Hop, Trace, root_causes, worst
+from reconciler.trace import Hop, Trace, worst
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -55,7 +56,7 @@ class PageData:
 
 
 def render(data: PageData, static_base: str = "static/") -> str:
-    causes = root_causes(data.traces)
+    causes = cause_hops(data)
     names = list(dict.fromkeys([t.target for t in data.traces] + [d.target for d in data.drifts]))
     targets = [_target_view(name, data, causes) for name in names]
     intervals = incidents(data.events, data.drifts)
@@ -96,6 +97,43 @@ def _target_view(name: str, data: PageData, causes: Mapping[str, Hop]) -> dict[s
         "hops": [[_hop_view(name, h) for h in _unique_hops(t)] for t in traces],
         "drifts": drifts,
     }
+
+
+@dataclass(frozen=True)
+class _Open:
+    """An open drift as the cause table reads it (reconciler.causes.Fact)."""
+
+    identity: str
+    code: DriftCode
+    target: str
+    subject: str
+
+
+def cause_hops(data: PageData) -> dict[str, Hop]:
+    """Open drift identity -> the hop that shows its root cause.
+
+    The root cause is the cards' (reconciler.causes: what inhibits and groups alerts), found among
+    the target's open drift; the hop is the first one of the fresh trace that carries that cause.
+    A drift whose cause no hop carries (gone since, or never on a path) is absent from the map.
+    """
+    hop_of: dict[str, Hop] = {}
+    for t in data.traces:
+        for p in t.paths:
+            for h in p.hops:
+                for d in h.drifts:
+                    hop_of.setdefault(d.identity, h)
+    facts = [
+        _Open(d.identity, DriftCode(d.code), d.target, d.subject) for d in data.drifts if d.code in _KNOWN_CODES
+    ]
+    out: dict[str, Hop] = {}
+    for f in facts:
+        hop = hop_of.get(root_cause(f, [g for g in facts if g.target == f.target]).identity)
+        if hop is not None:
+            out[f.identity] = hop
+    return out
+
+
+_KNOWN_CODES = frozenset(c.value for c in DriftCode)  # a stored record may come from an older catalogue
 
 
 def names_of(target: str) -> dict[str, str]:

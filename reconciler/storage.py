@@ -45,6 +45,7 @@ class StorageAccess:
         queue_uri: str | None = None,
         table_uri: str | None = None,
         client_id: str | None = None,
+        proxy: str | None = None,
     ) -> None:
         uris = {"blobServiceUri": blob_uri, "queueServiceUri": queue_uri, "tableServiceUri": table_uri}
         if connection_string is None:
@@ -60,6 +61,7 @@ class StorageAccess:
         self.connection_string = connection_string
         self.blob_uri, self.queue_uri, self.table_uri = blob_uri, queue_uri, table_uri
         self.client_id = client_id
+        self.proxy = proxy  # forward proxy for every request (ARS_HTTPS_PROXY); None: direct
         self._credential: AsyncTokenCredential | None = None
 
     @property
@@ -82,6 +84,7 @@ class StorageAccess:
 
 def from_settings(settings: Settings) -> StorageAccess:
     """The identity form when its service URIs are set, else the connection string."""
+    proxy = settings.outbound_proxy.get_secret_value() if settings.outbound_proxy is not None else None
     if settings.storage_blob_uri or settings.storage_queue_uri or settings.storage_table_uri:
         if settings.storage_credential not in (None, "managedidentity"):
             raise ConfigurationError(f"setting {SETTING}__credential: only 'managedidentity' is supported")
@@ -90,16 +93,32 @@ def from_settings(settings: Settings) -> StorageAccess:
             queue_uri=settings.storage_queue_uri,
             table_uri=settings.storage_table_uri,
             client_id=settings.storage_client_id,
+            proxy=proxy,
         )
-    return StorageAccess(settings.storage_connection.get_secret_value())
+    return StorageAccess(settings.storage_connection.get_secret_value(), proxy=proxy)
 
 
 def _access(conn: str | StorageAccess) -> StorageAccess:
     return conn if isinstance(conn, StorageAccess) else StorageAccess(conn)
 
 
+def _transport(a: StorageAccess, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every storage client's transport settings, the same for Tables, Blobs and Queues.
+
+    `use_env_settings=False`: azure-core's aiohttp transport otherwise opens its session with
+    trust_env, and aiohttp then looks up the proxy in the environment and the host in ~/.netrc on
+    every request, each a thread-pool hop (issue #18). The proxy, if any, was read once at start-up
+    (ARS_HTTPS_PROXY) and goes to azure-core's ProxyPolicy, which every storage client has.
+    """
+    out = {"use_env_settings": False, **kwargs}
+    if a.proxy is not None:
+        out.setdefault("proxies", {"http": a.proxy, "https": a.proxy})
+    return out
+
+
 def table_service(conn: str | StorageAccess, **kwargs: Any) -> TableServiceClient:
     a = _access(conn)
+    kwargs = _transport(a, kwargs)
     if a.connection_string is not None:
         return TableServiceClient.from_connection_string(a.connection_string, **kwargs)
     return TableServiceClient(str(a.table_uri), credential=a.credential(), **kwargs)
@@ -107,6 +126,7 @@ def table_service(conn: str | StorageAccess, **kwargs: Any) -> TableServiceClien
 
 def blob_service(conn: str | StorageAccess, **kwargs: Any) -> BlobServiceClient:
     a = _access(conn)
+    kwargs = _transport(a, kwargs)
     if a.connection_string is not None:
         return BlobServiceClient.from_connection_string(a.connection_string, **kwargs)
     return BlobServiceClient(str(a.blob_uri), credential=a.credential(), **kwargs)
@@ -114,6 +134,7 @@ def blob_service(conn: str | StorageAccess, **kwargs: Any) -> BlobServiceClient:
 
 def queue_client(conn: str | StorageAccess, queue: str, **kwargs: Any) -> QueueClient:
     a = _access(conn)
+    kwargs = _transport(a, kwargs)
     if a.connection_string is not None:
         return QueueClient.from_connection_string(a.connection_string, queue, **kwargs)
     return QueueClient(str(a.queue_uri), queue, credential=a.credential(), **kwargs)

@@ -60,13 +60,14 @@ def storage_error(component: str, what: str, exc: AzureError) -> ReconcilerError
 
 class Table(StrEnum):
     """Every table the app makes, as the suffix after ARS_TABLE_PREFIX (`table.of(prefix)`); the
-    ledger, the alert store and retention name their tables from here."""
+    ledger, the alert store, the event intake and retention name their tables from here."""
 
     DRIFT = "drift"
     HISTORY = "drifthistory"
     PASSES = "passes"
     ALERT_STATE = "alertstate"
     ALERT_OUTBOX = "alertoutbox"
+    EVENTS = "events"  # reconciler.event_intake: handled events and per-target markers
 
     def of(self, prefix: str) -> str:
         return f"{prefix}{self.value}"

@@ -160,23 +160,6 @@ def trace(
     return [_trace(target, obs, p, found) for p in prefixes if isinstance(p, IPv4Network)]
 
 
-def root_causes(traces: Iterable[Trace]) -> dict[str, Hop]:
-    """Drift identity -> the root-cause hop of the first path that explains it.
-
-    For alert grouping: drifts that share a root-cause hop are one incident. A drift that no path
-    explains (e.g. PEER_UNEXPECTED) is absent from the map.
-    """
-    out: dict[str, Hop] = {}
-    for t in traces:
-        for p in t.paths:
-            cause = p.root_cause
-            for h in p.hops:
-                for d in h.drifts:
-                    if d.identity not in out:
-                        out[d.identity] = cause if cause is not None and d.code not in NOT_BREAKING else h
-    return out
-
-
 # ---- building the hops --------------------------------------------------------------------------------
 
 

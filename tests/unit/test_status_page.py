@@ -8,14 +8,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler import http_api
+from reconciler.causes import root_cause
+from reconciler.diff import diff
 from reconciler.drift import DriftCode
 from reconciler.ledger_state import DriftRecord, DriftStatus, PassRecord
 from reconciler.observed import Hub
 from reconciler.picture import hop_anchor, trace_svg
-from reconciler.status_page import PageData, incidents, render, static_file
+from reconciler.status_page import PageData, cause_hops, incidents, render, static_file
 from reconciler.trace import trace
 from reconciler.trigger import Trigger
 from tests.unit.factories import ARS, observation, target
+from tests.unit.test_diff import CASES
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -57,6 +60,40 @@ def test_page_links_each_drift_to_its_root_cause_hop_and_runbook() -> None:
     assert f'<tr id="{anchor}"' in html
     assert f'<a class="cause" href="#{anchor}">branch-to-branch (Route Server &lt;-&gt; gateway)</a>' in html
     assert '<details class="runbook"><summary>runbook</summary>check: <code>az network routeserver' in html
+
+
+def open_records(obs_change: str) -> tuple[PageData, list[DriftRecord]]:
+    case = next(c for c in CASES if c[0] == obs_change)
+    obs = case[2](observation())
+    drifts = diff(target(), obs)
+    recs = [
+        record(d.code.value, d.subject, identity=d.identity, target=d.target, severity=d.severity.value)
+        for d in drifts
+    ]
+    return PageData(NOW, trace(target(), obs, drifts=drifts), recs, [], []), recs
+
+
+def test_each_drift_s_cause_is_the_cards_root_cause_on_the_hop_that_shows_it() -> None:
+    # The firewall moved: the NVA's next hop is stale, so the gateway learns the wrong one too;
+    # the cards fold the gateway's drift under the NVA's (reconciler.causes), and so does the page.
+    data, recs = open_records("firewall redeployed with new IP")
+    causes = cause_hops(data)
+    assert {hop.id for hop in causes.values()} == {"nva:nva1"}
+    gateway = next(r for r in recs if r.code == DriftCode.GATEWAY_NOT_LEARNING.value)
+    assert causes[gateway.identity].id == "nva:nva1"
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_the_page_names_the_cause_the_cards_group_under(case: str) -> None:
+    data, recs = open_records(case)
+    causes = cause_hops(data)
+    facts = [replace(r, code=DriftCode(r.code)) for r in recs]
+    hops = [h for t in data.traces for p in t.paths for h in p.hops]
+    for f in facts:
+        root = root_cause(f, facts)
+        # the first hop that carries the cards' cause; none when that drift is beside the path
+        shown = next((h for h in hops if any(d.identity == root.identity for d in h.drifts)), None)
+        assert causes.get(f.identity) is shown
 
 
 def test_values_from_azure_are_escaped() -> None:

@@ -11,7 +11,7 @@ import pytest
 from reconciler.diff import diff
 from reconciler.drift import DriftCode as C
 from reconciler.observed import Observation, Route, RouteEntry, SubnetRouting, Unknown
-from reconciler.trace import HopKind, Verdict, root_causes, trace
+from reconciler.trace import HopKind, Verdict, trace
 from tests.unit.factories import FW, INST, observation, target
 from tests.unit.test_diff import CASES
 
@@ -117,16 +117,6 @@ def test_unreadable_learned_routes_make_the_hop_unknown_not_broken() -> None:
     assert hop.verdict is Verdict.UNKNOWN
     assert [d.code for d in hop.drifts] == [C.OBSERVATION_FAILED]
     assert tr.paths[0].verdict is Verdict.UNKNOWN and tr.paths[0].root_cause is None
-
-
-def test_root_causes_group_downstream_drifts_under_the_first_broken_hop() -> None:
-    # The firewall moved: the NVA's next hop is stale, so the gateway learns the wrong one too.
-    obs = observation()
-    case = next(c for c in CASES if c[0] == "firewall redeployed with new IP")
-    obs = case[2](obs)
-    causes = root_causes(trace(target(), obs))
-    assert {hop.id for hop in causes.values()} == {"nva:nva1"}
-    assert any("GATEWAY_NOT_LEARNING" in identity for identity in causes)
 
 
 def test_vpn_hub_traces_each_half_and_its_firewall_subnet_loops_without_the_half_udrs() -> None:
