@@ -2,8 +2,8 @@
 
 Owns the script of the story (healthy → broken in named ways → fixed → resolved in the ledger,
 cards sent) and its command, `python -m localenv.demo [--lab] [--out DIR]` (`make demo`). Everything
-it shows goes through the same service function as the Functions triggers; the product never
-imports this module.
+it shows goes through the same service function as the Functions triggers: it must not hold
+logic of the product (and the product never imports this module).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ timer still catching a change whose event was lost.
 
 Owns that part of the story only. Runs the Functions app's own function objects on the local host
 (Event Grid webhook, agent change reports, the fan-out queue pumped as the host does), with the
-emulator publishing Event Grid events and the emulated agent reporting FRR changes.
+emulator publishing Event Grid events and the emulated agent reporting FRR changes. It must not
+reach around the app: every repair it shows is the app's own functions at work.
 """
 
 from __future__ import annotations

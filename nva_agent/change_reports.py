@@ -6,7 +6,8 @@ changes made around it (a vtysh edit, a restart, a session lost), and delivering
 (`POST <url>`; the format is the reconciler's `change_report`; it is signed with
 `reconciler.report_signature`, the stdlib-only file the agent ships with, so both sides use one
 rule). Delivery runs beside the watcher with a bounded queue and retries with back-off, so a
-reconciler that cannot be reached never slows FRR or the agent's API down.
+reconciler that cannot be reached never slows FRR or the agent's API down. It must not change
+FRR: it only reads.
 """
 
 from __future__ import annotations

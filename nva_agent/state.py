@@ -1,5 +1,8 @@
 """Pure read-back: FRR's JSON (bgp summary, advertised-routes) -> the agent's state value,
-and the check that a state carries an intent. Must not know how the JSON was obtained.
+and the check that a state carries an intent.
+
+Owns that translation and the order the agent lists neighbors and routes in. Must not know how
+the JSON was obtained.
 """
 
 from __future__ import annotations
