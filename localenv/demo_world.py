@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 
 from emulator import ArmEmulator
+from localenv import ROOT
 from reconciler import desired
 
-ROOT = Path(__file__).resolve().parent.parent
 WORLD = ROOT / "emulator" / "worlds" / "reference-lab.yaml"
 EXAMPLE = ROOT / "schemas" / "examples" / "reference-lab.yaml"
 TOKEN_SETTING = "NVA1_AGENT_TOKEN"

@@ -43,10 +43,9 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from emulator.app_thread import AppThread
-from localenv import eventgrid
+from localenv import ROOT, eventgrid
 from reconciler.fanout import HostQueueRules, poison_queue
 
-ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("localenv.host")
 _INDEX: dict[int, dict[str, Any]] = {}
 
