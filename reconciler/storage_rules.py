@@ -3,8 +3,9 @@ which table names Azure accepts.
 
 Owns the one mapping from azure-core storage errors to our error tree (ledger, retention, leases,
 runs, the alert store and the fan-out queue all use it), the table names and the one encoding of
-any string into a Table key (the ledger, the leases, the alert store and the event intake use it). Must not know
-what is stored, how clients are built (`reconciler.storage`) or settings (which import it).
+any string into a Table key (the ledger, the leases, the alert store and the event intake use
+it). Must not know what is stored, how clients are built (`reconciler.storage`) or settings
+(which import it).
 """
 
 from __future__ import annotations
