@@ -36,5 +36,5 @@ def test_smoke_run_observes_every_hub_and_writes_its_results(tmp_path: Path) -> 
     assert base["arm_requests_per_target"] > run["arm_requests_per_target"]
     assert results["speedup_vs_baseline_at_10"] > 0
 
-    assert (tmp_path / "fleet.png").stat().st_size > 1000
+    assert (tmp_path / "fleet.svg").stat().st_size > 1000
     assert "| 10 |" in (tmp_path / "README-table.md").read_text()

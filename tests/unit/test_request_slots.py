@@ -57,7 +57,7 @@ def test_the_run_counts_only_while_plain_requests_wait() -> None:
 def test_the_default_run_keeps_a_share_for_plain_requests() -> None:
     order = SlotOrder(1)
     assert order.arrive(P)
-    for lane in [C] * 100 + [P] * 100:
+    for lane in [C] * 1000 + [P] * 100:
         order.arrive(lane)
     first = grants(order, 10 * (CRITICAL_RUN + 1))
     assert first.count(P) == 10  # one in CRITICAL_RUN + 1 under contention
