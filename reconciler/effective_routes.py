@@ -238,9 +238,11 @@ def violations(requirement: Requirement, decisions: Iterable[Decision]) -> tuple
     follow their own system routes by design.
     """
     judge_private = not Decision(requirement.prefix, ()).internet
+    want, want_length = int(requirement.prefix.network_address), requirement.prefix.prefixlen
     bad: dict[tuple[CandidateRoute, ...], Decision] = {}
     for d in decisions:
-        if not d.prefix.subnet_of(requirement.prefix) or not (d.internet or judge_private):
+        inside = _covers(want, want_length, int(d.prefix.network_address), d.prefix.prefixlen)
+        if not inside or not (d.internet or judge_private):
             continue
         if not d.routes or not all(r.delivers_to(requirement.hop, requirement.ip) for r in d.routes):
             bad.setdefault(d.routes, Decision(d.routes[0].prefix if d.routes else d.prefix, d.routes))
