@@ -54,6 +54,7 @@ TARGETS: dict[int, dict[str, float]] = {
     100: {"ratio": 1.5, "cpu_s": 1.0},
     500: {"ratio": 1.05, "cpu_s": 6.5, "arm_429": 0},
 }
+RSS_NOISE = 0.03  # peak RSS of two passes of the same code differs by up to ~2 %
 
 
 @dataclass(frozen=True)
@@ -439,8 +440,10 @@ def targets_met(runs: list[dict[str, Any]], compare: list[dict[str, Any]] | None
         checks: dict[str, Any] = {k: {"limit": v, "measured": r[k], "met": r[k] <= v} for k, v in limits.items()}
         c = next((c for c in compare or [] if c["n"] == r["n"]), None)
         if c is not None:
+            # "RSS no worse": within RSS_NOISE of the base revision's (peak RSS moves by a few MB run to run).
             rss = c["now_over_base"].get("peak_rss_mb")
-            checks["rss_vs_base"] = {"limit": 1.0, "measured": rss, "met": rss is not None and rss <= 1.0}
+            checks["rss_vs_base"] = {"limit": 1 + RSS_NOISE, "measured": rss,
+                                     "met": rss is not None and rss <= 1 + RSS_NOISE}  # fmt: skip
         out[str(r["n"])] = checks
     return out
 
