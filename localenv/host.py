@@ -131,11 +131,14 @@ class LocalHost:
         self.close()
 
     async def _closing(self, app: web.Application) -> None:
-        if self._on_close is not None:
-            with contextlib.suppress(Exception):
-                result = self._on_close()
-                if result is not None:
-                    await result
+        if self._on_close is None:
+            return
+        try:
+            result = self._on_close()
+            if result is not None:
+                await result
+        except Exception:  # closing goes on (the loop ends next); say what was left unclosed
+            log.warning("on_close failed", exc_info=True)
 
     # ---- invoking functions ----------------------------------------------------------------
 
@@ -151,10 +154,17 @@ class LocalHost:
     def run(self, value: Coroutine[Any, Any, T] | T) -> T:
         """Await `value` on the worker loop if it is a coroutine; return it otherwise. From any
         thread but the worker's own (its handlers await `ainvoke`)."""
-        if inspect.iscoroutine(value):
-            result: T = self._server.call(value, timeout=self.rules.function_timeout.total_seconds())
-            return result
-        return value  # type: ignore[return-value]
+        if not inspect.iscoroutine(value):
+            return value  # type: ignore[return-value]
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs in this thread
+            here = None
+        if here is self._server.loop:
+            value.close()
+            raise RuntimeError("LocalHost.run() on the worker loop would wait for itself: await ainvoke instead")
+        result: T = self._server.call(value, timeout=self.rules.function_timeout.total_seconds())
+        return result
 
     def invoke(self, name: str, value: Any) -> Any:
         return self.run(self.ainvoke(name, value))
@@ -193,8 +203,7 @@ class LocalHost:
         to `<queue>-poison`. While the function runs the message stays invisible (the host renews
         it; here it is hidden for the function timeout). Returns how many deliveries were made.
         """
-        t = trigger(self.functions[name])
-        qname = self.queue_names.get(t["queueName"], t["queueName"])
+        qname = self._queue_of(name)
         q = self.queue(qname)
         delivered = 0
         hold = int(self.rules.function_timeout.total_seconds())
@@ -235,9 +244,13 @@ class LocalHost:
 
     def _waiting(self, name: str) -> int:
         """Messages on function `name`'s queue, invisible ones included."""
-        t = trigger(self.functions[name])
-        props = self.queue(self.queue_names.get(t["queueName"], t["queueName"])).get_queue_properties()
+        props = self.queue(self._queue_of(name)).get_queue_properties()
         return int(props.approximate_message_count or 0)
+
+    def _queue_of(self, name: str) -> str:
+        """The queue function `name` listens on: its binding's, unless `queue_names` renames it."""
+        bound = str(trigger(self.functions[name])["queueName"])
+        return self.queue_names.get(bound, bound)
 
     def _pump_forever(self, name: str) -> None:
         while not self._stop.is_set():

@@ -135,3 +135,18 @@ def test_the_receiver_stops_at_once_while_a_request_hangs_and_that_request_gets_
     assert time.monotonic() - started < 5
     client.join(timeout=10)
     assert len(outcome) == 1 and isinstance(outcome[0], Exception), outcome  # dropped, never answered
+
+
+def test_run_on_the_worker_loop_refuses_at_once_instead_of_waiting_for_itself(host: LocalHost) -> None:
+    async def nested() -> str:
+        async def inner() -> str:
+            return "never"
+
+        try:
+            return host.run(inner())
+        except RuntimeError as exc:
+            return str(exc)
+
+    started = time.monotonic()
+    assert "would wait for itself" in host.run(nested())
+    assert time.monotonic() - started < 5  # not the function timeout
