@@ -2,8 +2,9 @@
 
 Owns the bindings (timer, HTTP routes, fan-out queue and its poison queue) and nothing else:
 each function parses its trigger, calls `reconciler.service.reconcile` or the ledger through the
-worker's one `Runtime`, and maps the result. Request rules live in `reconciler.http_api`, the
-queue message in `reconciler.fanout`, clients in `reconciler.composition`.
+worker's one `Runtime`, and maps the result. It must not hold rules of its own: request rules
+live in `reconciler.http_api`, the queue message in `reconciler.fanout`, clients in
+`reconciler.composition`.
 
 Settings are read and checked at import, which is when the host indexes the app: a missing or
 malformed setting stops the app with one line naming it.

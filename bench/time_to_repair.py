@@ -3,6 +3,7 @@ with event-driven passes and with the timer alone, on the same timer schedule.
 
     python -m bench.time_to_repair                  # 5 repetitions of each break, both modes
     python -m bench.time_to_repair --smoke          # 1 repetition of two breaks (the test suite's)
+    python -m bench.time_to_repair --lab            # the NVA-side breaks on real FRR (root, Debian frr)
 
 Everything runs locally and for real: the ARM emulator (publishing Event Grid events after
 `--delivery-delay` seconds), the emulated NVA agent (reporting FRR changes it did not make, polling
@@ -10,6 +11,12 @@ every `--agent-poll` seconds), Azurite, a Teams webhook receiver, and the Functi
 function objects on the local host (Event Grid webhook, HTTP, the fan-out queue pumped as the host
 does, the timer fired every `--interval` seconds at a fixed phase). Each break is made, measured,
 then healed (and the ledger seen clean) before the next one.
+
+`--lab`: the NVA is real FRR in network namespaces (localenv.frrlab) with the real agent, and the
+emulator answers the Route Server's learned routes from what the two FRR route servers received.
+The breaks are what an operator types into vtysh (the firewall move stays an ARM change); with
+events the agent started with change reports (through the lab's relay to the local host), timer
+only a second agent without them, so nothing but the timer notices.
 
 Measured per break (wall clock, polling every 50 ms):
   drift   break -> the drift's "opened" row is in the ledger
@@ -21,6 +28,8 @@ Owns nothing the product uses.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -39,7 +48,7 @@ from emulator.agent_reports import AgentReporter
 from emulator.events import ALICE, EventPublisher
 from localenv import scenarios
 from localenv.azurite import Azurite
-from localenv.demo_world import TOKEN_SETTING, WORLD, demo_desired, demo_env
+from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
 from reconciler.trigger import Trigger
 
@@ -137,27 +146,81 @@ BREAKS: dict[str, Break] = {
     )
 }  # fmt: skip
 SMOKE = ("next-hop-lost", "branch-to-branch-off")
+LAB = ("next-hop-lost", "neighbour-removed", "network-statement-removed", "firewall-ip-changed")
+LAB_SMOKE = ("next-hop-lost",)
+
+
+def _fw_ip(emu: ArmEmulator) -> str:
+    with emu.world.lock:
+        return str(emu.world.firewall(SUB, RG, scenarios.FW).private_ip)
+
+
+def lab_breaks(lab: Any) -> dict[str, Break]:
+    """The NVA-side breaks on real FRR: each one vtysh edit, as an operator would type it."""
+    asn = lab.addr.nva_asn
+
+    def vtysh(*commands: str) -> Callable[[ArmEmulator, EventPublisher | None], None]:
+        def make(emu: ArmEmulator, pub: EventPublisher | None) -> None:
+            lab.vtysh("nva", "configure terminal", *(c.format(fw=_fw_ip(emu)) for c in commands), "end",
+                      "clear bgp ipv4 unicast * soft out")  # fmt: skip
+
+        return make
+
+    originate = "no network 0.0.0.0/0 route-map nva-agent-originate"
+    made = {
+        "next-hop-lost": vtysh("route-map nva-agent-ars-out permit 10", "no set ip next-hop {fw}"),
+        "neighbour-removed": vtysh(f"router bgp {asn}", f"no neighbor {lab.addr.rs_ips[1]}"),
+        "network-statement-removed": vtysh(f"router bgp {asn}", "address-family ipv4 unicast", originate),
+    }
+    return {n: (dataclasses.replace(BREAKS[n], make=made[n]) if n in made else BREAKS[n]) for n in LAB}
 
 
 class Rig:
     """The local world, the app on the local host, and the probes the bench reads."""
 
-    def __init__(self, tmp: Path, delivery_delay: float, agent_poll: float, interval: float) -> None:
+    def __init__(
+        self, tmp: Path, delivery_delay: float, agent_poll: float, interval: float, lab: Any = None
+    ) -> None:
         self.tmp, self.delivery_delay, self.agent_poll, self.interval = tmp, delivery_delay, agent_poll, interval
+        self.lab = lab  # localenv.frrlab.FrrLab (up) for --lab
+        self.doc = tmp / "desired.json"
+        self.quiet: Any = None  # --lab: the agent without change reports (timer only)
+        self.reporting: Any = None  # --lab: the agent with them (events)
+
+    def _desired(self, agent_url: str) -> None:
+        """--lab: the example document with the NVA at the lab's address and `agent_url`'s agent."""
+        import yaml
+
+        doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+        doc["targets"][0]["peers"][0].update(
+            ip=self.lab.addr.nva_ip, agent_url=agent_url, token_setting=TOKEN_SETTING, agent_lab=True
+        )
+        self.doc.write_text(json.dumps(doc))  # the worker re-reads it when its mtime changes
 
     def __enter__(self) -> Rig:
         world = World.load(WORLD)
+        if self.lab is not None:
+            scenarios.nva_at(world, self.lab.addr.nva_ip)
         self.emu = ArmEmulator(world).start()
         self.az = Azurite().__enter__()
         self.hook = WebhookReceiver().__enter__()
-        doc = self.tmp / "desired.json"
-        doc.write_text(demo_desired(self.emu).model_dump_json())
+        if self.lab is not None:
+            from localenv.frrlab import strong_token
+
+            self.emu.set_learned_source(self.lab.addr.nva_ip, self.lab.learned_routes)
+            token = strong_token()
+            self.quiet = self.lab.start_agent(token=token)
+            self._desired(self.quiet.url)
+        else:
+            token = world.nva(scenarios.NVA_IP).agent_token
+            self.doc.write_text(demo_desired(self.emu).model_dump_json())
         self._environ = dict(os.environ)
         os.environ.update(
             {
                 **demo_env(self.emu, self.az.connection_string, self.hook.url),
-                "ARS_DESIRED_STATE": str(doc),
-                TOKEN_SETTING: world.nva(scenarios.NVA_IP).agent_token,
+                "ARS_DESIRED_STATE": str(self.doc),
+                TOKEN_SETTING: token,
+                "ARS_AGENT_TIMEOUT": "30",
                 "ARS_TABLE_PREFIX": "ttr",
                 "ARS_FANOUT_QUEUE": "ttr-reconcile",
                 "ARS_EVENT_OWN_IDS": "a1b2c3d4-0000-4000-8000-00000000ec01",  # emulator.events.RECONCILER
@@ -223,13 +286,22 @@ class Rig:
             url = f"{self.host.url}/runtime/webhooks/eventgrid?functionName=reconcile_event"
             self.pub = EventPublisher(url, delay_s=self.delivery_delay)
             self.emu.events = self.pub
-            self.reporter = AgentReporter(self.emu, f"{self.host.url}/api/agent/changes", period_s=self.agent_poll)
+            reports = f"{self.host.url}/api/agent/changes"
+            if self.lab is None:
+                self.reporter = AgentReporter(self.emu, reports, period_s=self.agent_poll)
+            else:  # the real agent, reporting through the lab's relay; the reconciler fixes through it
+                self.reporting = self.lab.start_agent(token=self.quiet.token, report_to=reports)
+                self._desired(self.reporting.url)
         if not on and self.pub is not None:
             self.emu.events = None
             self.pub.close()
-            assert self.reporter is not None
-            self.reporter.close()
-            self.pub = self.reporter = None
+            if self.reporter is not None:
+                self.reporter.close()
+            if self.reporting is not None:
+                self._desired(self.quiet.url)
+                self.reporting.stop()
+                self.lab.agents.remove(self.reporting)
+            self.pub = self.reporter = self.reporting = None
 
     def history(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.host.run(self.rt.ledger.history(target="hub-weu", limit=50))
@@ -309,11 +381,14 @@ def summarise(samples: list[float | None]) -> dict[str, Any]:
             "p95": round(p95, 2), "max": round(seen[-1], 2)}  # fmt: skip
 
 
-def run(names: tuple[str, ...], reps: int, modes: tuple[str, ...], rig: Rig, timeout: float) -> dict[str, Any]:
+def run(
+    names: tuple[str, ...], reps: int, modes: tuple[str, ...], rig: Rig, timeout: float,
+    breaks: dict[str, Break] = BREAKS,
+) -> dict[str, Any]:
     raw: dict[str, dict[str, dict[str, list[float | None]]]] = {}
     for mode in modes:
         for name in names:
-            b = BREAKS[name]
+            b = breaks[name]
             for i in range(reps):
                 rig.heal(b, mode == "events")
                 got = rig.measure(b, timeout)
@@ -361,7 +436,7 @@ def _cell(s: dict[str, Any]) -> str:
     return f"{s['p50']} / {s['p95']}{missed}"
 
 
-def chart(results: dict[str, Any], path: Path) -> None:
+def chart(results: dict[str, Any], path: Path, where: str = "emulator") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -379,7 +454,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.bar([i + 0.2 for i in x], tm, width=0.4, label="timer only")
     ax.set_xticks(list(x), labels, fontsize=7)
     ax.set_ylabel("seconds after the break (p50)")
-    ax.set_title("Time to repair: break → fixed (NVA side) / drift recorded (Azure side)")
+    ax.set_title(f"Time to repair ({where}): break → fixed (NVA side) / drift recorded (Azure side)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -388,7 +463,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.time_to_repair", description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="1 repetition of two breaks, short timer")
+    p.add_argument("--smoke", action="store_true", help="1 repetition of two breaks (--lab: one), short timer")
+    p.add_argument("--lab", action="store_true", help="the NVA-side breaks on real FRR (root, Debian frr)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--interval", type=float, default=30.0, help="timer period, both modes (s)")
     p.add_argument("--delivery-delay", type=float, default=1.0, help="Event Grid delivery delay (s)")
@@ -396,22 +472,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="events,timer")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
-    names = SMOKE if args.smoke else tuple(BREAKS)
+    smoke, every = (LAB_SMOKE, LAB) if args.lab else (SMOKE, tuple(BREAKS))
+    names = smoke if args.smoke else every
     reps = 1 if args.smoke else args.reps
     interval = 4.0 if args.smoke else args.interval
     modes = tuple(args.modes.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ttr-") as tmp, Rig(Path(tmp), args.delivery_delay, args.agent_poll,
-                                                                interval) as rig:  # fmt: skip
+    stem = "time_to_repair-lab" if args.lab else "time_to_repair"
+    with contextlib.ExitStack() as stack:
+        lab = None
+        if args.lab:
+            from localenv.frrlab import FrrLab, LabUnavailable
+
+            lab = FrrLab(name=f"arsrttr{os.getpid()}")  # a test and a bench run may overlap
+            try:
+                lab.up()
+            except LabUnavailable as exc:
+                print(f"--lab needs root, Debian frr + frr-pythontools and network namespaces: {exc}", file=sys.stderr)
+                return 77
+            stack.callback(lab.down)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ttr-"))
+        rig = stack.enter_context(Rig(Path(tmp), args.delivery_delay, args.agent_poll, interval, lab=lab))
         cfg = {"interval": interval, "delivery_delay": args.delivery_delay, "agent_poll": args.agent_poll,
                "settle": rig.fa.SETTINGS.event_settle, "min_interval": rig.fa.SETTINGS.event_min_interval,
-               "reps": reps, "smoke": args.smoke}  # fmt: skip
-        results = run(names, reps, modes, rig, timeout=interval * 2 + 30)
+               "reps": reps, "smoke": args.smoke, "lab": args.lab}  # fmt: skip
+        breaks = lab_breaks(lab) if lab is not None else BREAKS
+        results = run(names, reps, modes, rig, timeout=interval * 2 + 30, breaks=breaks)
     doc = {"config": cfg, "results": results}
-    (out / "time_to_repair.json").write_text(json.dumps(doc, indent=2))
-    (out / "time_to_repair-table.md").write_text(readme_table(results, cfg))
-    chart(results, out / "time_to_repair.png")
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2))
+    (out / f"{stem}-table.md").write_text(readme_table(results, cfg))
+    chart(results, out / f"{stem}.png", "real FRR" if args.lab else "emulator")
     print(readme_table(results, cfg))
     return 0
 

@@ -2,7 +2,11 @@
 
 It serves the Microsoft.Network REST shapes the reconciler reads over HTTPS with a throwaway CA, so
 the real azure-mgmt-network client (paging, LROs, retries) runs against it; plus emulated NVA agents.
-It must not import the reconciler: it emulates Azure, it does not know who is asking.
+It owns the emulated platform: the world, its REST shapes, LROs, faults and throttling. It must
+not import the reconciler's decisions (diff, plan, trace, effective routes): it emulates Azure, and
+sharing the logic it is there to test would hide the bugs it must catch. It imports only platform
+facts and shared rules (`reconciler.asn`, the route limits in `reconciler.desired`,
+`reconciler.report_signature`) and the real agent's own models and policy (`nva_agent`).
 """
 
 from .derive import LearnedSource

@@ -1,7 +1,7 @@
 """CLI: serve a world file over HTTPS until SIGTERM/SIGINT (the demo script starts it this way).
 
 Prints `base_url=...` and `ca_file=...` on stdout (one per line, flushed) once it is listening.
-It must not know the reconciler.
+Owns the command line only; it must not know the reconciler.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ emulated Event Grid published (emulator.events), including those it lost in tran
 Activity Log keeps them — as EventData values (shape: azure-rest-api-specs monitor
 Microsoft.Insights/stable/2015-04-01/examples/GetActivityLogsFiltered.json). Only the filter the
 reconciler uses is understood: eventTimestamp ge/le and resourceUri eq.
+
+Owns that log and its filter; it must not know HTTP (emulator.server serves it) or who reads it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +26,7 @@ from nva_agent.models import (
     NeighborState,
     PolicyRefusal,
 )
+from nva_agent.state import ip_order, prefix_order
 
 from .derive import nva_sends
 from .world import AgentPolicy, Announcement, BgpConnection, Nva, NvaNeighbor, World
@@ -88,13 +88,13 @@ def configured_neighbors(world: World, nva: Nva) -> list[NvaNeighbor]:
     missing from the NVA's config, which an intent then adds back.)
     """
     if nva.neighbors is not None:
-        return sorted(nva.neighbors, key=lambda n: _ip_key(n.ip))
+        return sorted(nva.neighbors, key=lambda n: ip_order(n.ip))
     out: list[NvaNeighbor] = []
     for rs, conn in world.connections_to(nva.ip):
         for i in conn.connected_instances:
             if 0 <= i < len(rs.ips) and all(n.ip != rs.ips[i] for n in out):
                 out.append(NvaNeighbor(rs.ips[i], rs.asn))
-    return sorted(out, key=lambda n: _ip_key(n.ip))
+    return sorted(out, key=lambda n: ip_order(n.ip))
 
 
 def established(world: World, nva: Nva, neighbor_ip: str) -> bool:
@@ -112,7 +112,7 @@ def state(world: World, nva: Nva, uptime_ms: int) -> dict[str, Any]:
 def _state(world: World, nva: Nva, uptime_ms: int) -> AgentState:
     sends = [
         AdvertisedRoute(prefix=p, next_hop=nh, as_path=path)
-        for p, nh, path in sorted(nva_sends(nva), key=lambda r: _prefix_key(r[0]))
+        for p, nh, path in sorted(nva_sends(nva), key=lambda r: prefix_order(r[0]))
     ]
     neighbors = []
     for n in configured_neighbors(world, nva):
@@ -211,7 +211,7 @@ def _config_lines(world: World, nva: Nva) -> list[str]:
     lines = [f"router bgp {nva.asn}"]
     lines += [f"neighbor {n.ip} remote-as {n.asn}" for n in configured_neighbors(world, nva)]
     rmap = f"route-map {render.ROUTE_MAP} permit 10"
-    for a in sorted(nva.announcements, key=lambda a: _prefix_key(a.prefix)):
+    for a in sorted(nva.announcements, key=lambda a: prefix_order(a.prefix)):
         lines.append(f"network {a.prefix} route-map {render.ORIGINATE_MAP}")
         if a.next_hop != nva.ip:
             lines.append(f"{rmap} | match {a.prefix} | set ip next-hop {a.next_hop}")
@@ -260,10 +260,3 @@ def _problems(world: World, nva: Nva, intent: BgpIntent) -> list[str]:
     return out
 
 
-def _ip_key(ip: str) -> int:
-    return int(ipaddress.ip_address(ip))
-
-
-def _prefix_key(p: str) -> tuple[int, int]:
-    n = ipaddress.ip_network(p)
-    return int(n.network_address), n.prefixlen

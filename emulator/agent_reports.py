@@ -6,6 +6,7 @@ agent does (`POST <endpoint>`; the format is the reconciler's `change_report`, s
 Owns polling the world (every `period_s`), telling changes the emulated agent made itself (an
 applied intent: the emulator calls `on_intent` under the world lock) from changes made around it (a test's world
 edit: "outside-agent"), and delivery after `delay_s`, retried with back-off, in its own thread.
+It must not write the report's format or signature itself: both are the reconciler's own code.
 """
 
 from __future__ import annotations

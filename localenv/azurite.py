@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from localenv import ROOT
+
 AZURITE_BIN = ROOT / "tools" / "node_modules" / ".bin" / "azurite"
 
 # Azurite's fixed development account; it is public and documented, not a secret.

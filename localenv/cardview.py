@@ -21,9 +21,8 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
-from localenv import browser
+from localenv import ROOT, browser
 
-ROOT = Path(__file__).resolve().parent.parent
 MODULES = ROOT / "tools" / "node_modules"
 HOST_CONFIG = ROOT / "tools" / "hostconfig" / "teams-light.json"
 WIDTH = 640  # about a Teams channel post at "Full" width on a laptop screen

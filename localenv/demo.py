@@ -2,8 +2,8 @@
 
 Owns the script of the story (healthy → broken in named ways → fixed → resolved in the ledger,
 cards sent) and its command, `python -m localenv.demo [--lab] [--out DIR]` (`make demo`). Everything
-it shows goes through the same service function as the Functions triggers; the product never
-imports this module.
+it shows goes through the same service function as the Functions triggers: it must not hold
+logic of the product (and the product never imports this module).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import yaml
 from emulator import ArmEmulator, World
 from localenv import browser, scenarios
 from localenv.azurite import Azurite
-from localenv.demo_events import events_demo
+from localenv.demo_events import LabReaction, events_demo
 from localenv.demo_world import EXAMPLE, TOKEN_SETTING, WORLD, demo_desired, demo_env
 from localenv.webhook import WebhookReceiver
 from reconciler import cards, desired
@@ -118,7 +118,12 @@ def _summary(body: Any) -> str:
 
 def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
     """The same story, but the NVA is real FRR in a network namespace with the real agent, and the
-    emulator answers the Route Server's learned routes from what two real FRR route servers got."""
+    emulator answers the Route Server's learned routes from what two real FRR route servers got.
+
+    The agent reports FRR changes (signed) to the Functions app served on the local host, through
+    the lab's relay from its namespace; after each break the story waits for that report and for
+    BGP to carry the change, and the repair is the targeted pass the report queued."""
+    from localenv.demo_events import LabReaction, app_host
     from localenv.frrlab import FrrLab, LabUnavailable, nva_config, strong_token
 
     lab = FrrLab(name="arsrdemo")
@@ -128,32 +133,51 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
         print(f"demo --lab needs root, Debian frr + frr-pythontools and network namespaces: {exc}", file=out)
         return 1
     try:
-        agent = lab.start_agent(token=strong_token())
         world = World.load(WORLD)
         scenarios.nva_at(world, lab.addr.nva_ip)
         with ArmEmulator(world) as emu, Azurite() as az, WebhookReceiver() as hook:
             emu.set_learned_source(lab.addr.nva_ip, lab.learned_routes)
-            os.environ[TOKEN_SETTING] = agent.token
+            token = strong_token()
+            doc_path = Path(az.location) / "desired-lab.json"
             env = demo_env(emu, az.connection_string, hook.url)
-            env["ARS_VERIFY_TIMEOUT"] = "20"
-            doc = yaml.safe_load(EXAMPLE.read_text())
-            doc["targets"][0]["peers"][0].update(
-                ip=lab.addr.nva_ip, agent_url=agent.url, token_setting=TOKEN_SETTING, agent_lab=True
-            )
-            state = desired.parse(doc, str(EXAMPLE))
+            env.update({"ARS_VERIFY_TIMEOUT": "20", "ARS_DESIRED_STATE": str(doc_path), TOKEN_SETTING: token})
+            os.environ.update(env)
 
-            def frr(text: str, **broken: Any) -> Break:
-                return text, lambda: lab.load_nva_config(nva_config(lab.addr, **broken))
+            def lab_state(agent_url: str) -> desired.DesiredState:
+                doc = yaml.safe_load(EXAMPLE.read_text())
+                doc["targets"][0]["peers"][0].update(
+                    ip=lab.addr.nva_ip, agent_url=agent_url, token_setting=TOKEN_SETTING, agent_lab=True
+                )
+                doc_path.write_text(json.dumps(doc))
+                return desired.parse(doc, str(EXAMPLE))
 
-            breaks = [
-                frr(
-                    "FRR: a route-map edit lost `set ip next-hop` (routes arrive with the NVA's own address)",
-                    next_hop=None,
-                ),
-                frr("FRR: the neighbor to route server 10.0.2.5 was removed", neighbors=(lab.addr.rs_ips[0],)),
-                frr("FRR: `network 0.0.0.0/0` was removed", announce=False),
-            ]
-            return _done(out, asyncio.run(_story(emu, hook, load_settings(env), state, breaks, out_dir, out)))
+            lab_state("http://127.0.0.1:1")  # the app needs a document to start; the agent's URL follows
+            with app_host(az.connection_string) as (host, fa):
+                agent = lab.start_agent(token=token, report_to=f"{host.url}/api/agent/changes")
+                state = lab_state(agent.url)
+
+                def firewall_ip() -> str:
+                    with emu.world.lock:  # the firewall moved earlier in the story: breaks keep its IP
+                        return str(emu.world.firewall(scenarios.SUB, scenarios.RG, scenarios.FW).private_ip)
+
+                def frr(text: str, **broken: Any) -> Break:
+                    def do() -> object:
+                        kw = {"next_hop": firewall_ip(), **broken}
+                        lab.load_nva_config(nva_config(lab.addr, **kw))
+                        return text
+                    return text, do
+
+                breaks = [
+                    frr(
+                        "FRR: a route-map edit lost `set ip next-hop` (routes arrive with the NVA's own address)",
+                        next_hop=None,
+                    ),
+                    frr("FRR: the neighbor to route server 10.0.2.5 was removed", neighbors=(lab.addr.rs_ips[0],)),
+                    frr("FRR: `network 0.0.0.0/0` was removed", announce=False),
+                ]
+                react = LabReaction(host, fa, lab)
+                problems = asyncio.run(_story(emu, hook, load_settings(env), state, breaks, out_dir, out, react))
+                return _done(out, problems)
     finally:
         lab.down()
 
@@ -185,6 +209,7 @@ async def _story(
     breaks: list[Break],
     out_dir: Path,
     out: TextIO,
+    react: LabReaction | None = None,
 ) -> int:
     async with Runtime(settings) as rt:
         assert rt.services is not None
@@ -223,10 +248,23 @@ async def _story(
             problems += 1
 
         for _label, do_break in breaks:
+            if react is not None:
+                react.start()
             said = do_break()
             _say(out, f"Break: {said if isinstance(said, str) else _label}")
+            if react is not None:
+                problems += await react.noticed(out)
             print("--- plan (dry run: what apply would do)", file=out)
-            await show(dry_run=True)
+            planned = await show(dry_run=True)
+            if not planned["counts"]["drifts"]:
+                print("  unexpected: the plan found no drift right after the break", file=out)
+                problems += 1
+            if react is not None:
+                print("--- the targeted pass the agent's report queued (Teams gets a compact \"fixed automatically\""
+                      " notice)", file=out)  # fmt: skip
+                assert rt.ledger is not None
+                problems += await react.repaired(out, rt.ledger)
+                continue
             print("--- apply (fixed within the pass: Teams gets a compact \"fixed automatically\" notice)", file=out)
             fixed = await show()
             if fixed["counts"]["remaining"]:

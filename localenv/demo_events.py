@@ -3,7 +3,8 @@ timer still catching a change whose event was lost.
 
 Owns that part of the story only. Runs the Functions app's own function objects on the local host
 (Event Grid webhook, agent change reports, the fan-out queue pumped as the host does), with the
-emulator publishing Event Grid events and the emulated agent reporting FRR changes.
+emulator publishing Event Grid events and the emulated agent reporting FRR changes. It must not
+reach around the app: every repair it shows is the app's own functions at work.
 """
 
 from __future__ import annotations
@@ -131,3 +132,95 @@ def _await(host: Any, rt: Any, t0: float, code: str, kind: str, out: TextIO, tim
         time.sleep(0.1)
     print(f"  unexpected: {code} not {kind} within {timeout:.0f} s", file=out)
     return 1
+
+
+class LabReaction:
+    """`demo --lab`: after each break of the real NVA the story reacts instead of racing BGP.
+
+    It waits (each with a deadline) for the agent's signed change report to be accepted by the
+    app's `POST /api/agent/changes`, then for the route servers to show the change, and only then
+    plans; the repair is the targeted pass that report queued, run by the host's queue pump.
+    """
+
+    def __init__(self, host: Any, fa: Any, lab: Any, timeout_s: float = 20.0) -> None:
+        self.host, self.fa, self.lab, self.timeout_s = host, fa, lab, timeout_s
+        self.t0 = time.monotonic()
+        self._accepted = 0
+        self._before: tuple[Any, ...] = ()
+
+    def _seen(self) -> tuple[Any, ...]:
+        return tuple(self.lab.best(rs).get("0.0.0.0/0") for rs in (0, 1))
+
+    def start(self) -> None:
+        """Just before the break: remember what the route servers hold and the reports so far."""
+        from reconciler.events import Verdict
+
+        self.t0 = time.monotonic()
+        self._accepted = self.fa.EVENTS.counts[Verdict.ACCEPTED]
+        self._before = self._seen()
+
+    async def noticed(self, out: TextIO) -> int:
+        """Wait for the report and for BGP to carry the change; 1 (a problem) if either never came."""
+        import asyncio
+
+        from reconciler.events import Verdict
+
+        deadline = self.t0 + self.timeout_s
+        while self.fa.EVENTS.counts[Verdict.ACCEPTED] <= self._accepted:
+            if time.monotonic() > deadline:
+                print(f"  unexpected: no change report accepted within {self.timeout_s:.0f} s", file=out)
+                return 1
+            await asyncio.sleep(0.05)
+        print(f"  {time.monotonic() - self.t0:5.1f} s  the agent's signed change report was accepted "
+              "(POST /api/agent/changes): a targeted pass is queued", file=out)  # fmt: skip
+        while (seen := self._seen()) == self._before:
+            if time.monotonic() > deadline:
+                print(f"  unexpected: the route servers still hold {_routes(seen)} after {self.timeout_s:.0f} s",
+                      file=out)  # fmt: skip
+                return 1
+            await asyncio.sleep(0.05)
+        print(f"  {time.monotonic() - self.t0:5.1f} s  BGP carried it: the route servers now hold {_routes(seen)}",
+              file=out)  # fmt: skip
+        return 0
+
+    async def repaired(self, out: TextIO, ledger: Any) -> int:
+        """Run the queued targeted pass(es) (the host's queue pump) and show what they recorded."""
+        import asyncio
+
+        await asyncio.to_thread(self.host.drain, 60.0)
+        since = time.time() - (time.monotonic() - self.t0)
+        recent = await ledger.passes(limit=10)
+        passes = [p for p in recent if p.trigger == "event" and p.started_at.timestamp() >= since]
+        if not passes:
+            print("  unexpected: no event pass ran", file=out)
+            return 1
+        history = await ledger.history(target="hub-weu", limit=100)
+        for p in sorted(passes, key=lambda p: p.started_at):
+            counts = dict(p.counts)
+            at = p.started_at.timestamp() + p.duration_s - since
+            print(f"  {at:5.1f} s  the targeted pass {p.pass_id} (trigger event) ended: "
+                  f"{counts.get('drifts', 0)} drift(s), {counts.get('fixed', 0)} fixed, "
+                  f"{counts.get('remaining', 0)} remaining", file=out)  # fmt: skip
+            rows = [h for h in history if h.get("pass_id") == p.pass_id]
+            for h in sorted(rows, key=lambda r: ("opened", "action", "resolved").index(str(r["kind"]))
+                            if r["kind"] in ("opened", "action", "resolved") else 3):  # fmt: skip
+                if h["kind"] == "action":
+                    line = f"{h.get('identity')}: {h.get('action', '')} -> {h.get('outcome', '')}"
+                else:
+                    who = f" — changed by {h['changed_by']}" if h.get("changed_by") and h["kind"] == "opened" else ""
+                    line = f"{h.get('code', '')} {h.get('subject', '')}: {h['kind']}{who}"
+                print(f"           {line}", file=out)
+        last = dict(sorted(passes, key=lambda p: p.started_at)[-1].counts)
+        fixed = sum(dict(p.counts).get("fixed", 0) for p in passes)
+        if fixed < 1 or last.get("remaining"):
+            print("  unexpected: the event pass did not find and fix the drift", file=out)
+            return 1
+        return 0
+
+
+def _routes(seen: tuple[Any, ...]) -> str:
+    parts = []
+    for i, r in enumerate(seen):
+        held = f"0.0.0.0/0 via {r['next_hop']} (AS path {r['as_path']})" if r else "no 0.0.0.0/0"
+        parts.append(f"route server {i}: {held}")
+    return "; ".join(parts)

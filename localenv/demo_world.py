@@ -1,8 +1,8 @@
 """The demo's world wired to the reconciler: the emulator's world file, the example desired state
 with every NVA agent served by the emulator, and the app settings that point at the local servers.
 
-Shared by the demo, the local Functions host (`--demo`) and the tests. Must not tell a story or
-start servers itself.
+Owns that wiring, shared by the demo, the local Functions host (`--demo`) and the tests. Must not
+tell a story or start servers itself.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 
 from emulator import ArmEmulator
+from localenv import ROOT
 from reconciler import desired
 
-ROOT = Path(__file__).resolve().parent.parent
 WORLD = ROOT / "emulator" / "worlds" / "reference-lab.yaml"
 EXAMPLE = ROOT / "schemas" / "examples" / "reference-lab.yaml"
 TOKEN_SETTING = "NVA1_AGENT_TOKEN"

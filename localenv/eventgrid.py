@@ -9,6 +9,8 @@ Owns what the real host does at `/runtime/webhooks/eventgrid?functionName=<fn>&c
   `WebHook-Allowed-Origin`; a POST carries one event (or a batch array).
 A function that raises answers 500, so the sender retries (Event Grid does, with back-off).
 Events reach the function decoded by the SDK's own converter, as the Python worker does.
+It must not know what the function does with an event, nor route anything else: the host
+(`localenv.host`) serves this path and hands each request here.
 """
 
 from __future__ import annotations

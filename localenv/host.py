@@ -6,8 +6,9 @@ and pumping the fan-out queue (and its poison queue) from Azurite with the host'
 `reconciler.fanout.HostQueueRules`): base64 bodies, a failed message back on the queue after
 visibilityTimeout, until maxDequeueCount, then `<queue>-poison`. Every async function runs on one
 event loop in one thread, as a Functions worker does; the HTTP front shares that loop.
-Routes like the host: by path *and* method, `/api/<route template>`, FUNCTION-level routes need the
-key (`x-functions-key` or `?code=`) when one is given; anything no route takes is an empty 404.
+Routes like the host: by path *and* method, `/<host.json routePrefix>/<route template>`,
+FUNCTION-level routes need the key (`x-functions-key` or `?code=`) when one is given; anything no
+route takes is an empty 404. Unlike the host, literal path segments match case-sensitively here.
 Must not be taken for the host: function keys are checked only if you give it one, there is no
 scale-out, and it must not know what any function does (it reads only their bindings).
 
@@ -43,10 +44,9 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from emulator.app_thread import AppThread
-from localenv import eventgrid
+from localenv import ROOT, eventgrid
 from reconciler.fanout import HostQueueRules, poison_queue
 
-ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("localenv.host")
 _INDEX: dict[int, dict[str, Any]] = {}
 
@@ -66,6 +66,13 @@ def bindings(fn: Any) -> list[dict[str, Any]]:
 
 def trigger(fn: Any) -> dict[str, Any]:
     return next(b for b in bindings(fn) if b["direction"] == "IN" and b["type"].endswith("Trigger"))
+
+
+def route_prefix(host_json: Path = ROOT / "host.json") -> str:
+    """host.json's `extensions.http.routePrefix`: "api" when absent; an empty string removes the
+    prefix (Microsoft Learn, "Azure Functions HTTP triggers and bindings overview", host.json settings)."""
+    http = json.loads(host_json.read_text()).get("extensions", {}).get("http", {})
+    return str(http.get("routePrefix", "api")).strip("/")
 
 
 def queue_rules(host_json: Path = ROOT / "host.json") -> HostQueueRules:
@@ -132,11 +139,14 @@ class LocalHost:
         self.close()
 
     async def _closing(self, app: web.Application) -> None:
-        if self._on_close is not None:
-            with contextlib.suppress(Exception):
-                result = self._on_close()
-                if result is not None:
-                    await result
+        if self._on_close is None:
+            return
+        try:
+            result = self._on_close()
+            if result is not None:
+                await result
+        except Exception:  # closing goes on (the loop ends next); say what was left unclosed
+            log.warning("on_close failed", exc_info=True)
 
     # ---- invoking functions ----------------------------------------------------------------
 
@@ -152,10 +162,17 @@ class LocalHost:
     def run(self, value: Coroutine[Any, Any, T] | T) -> T:
         """Await `value` on the worker loop if it is a coroutine; return it otherwise. From any
         thread but the worker's own (its handlers await `ainvoke`)."""
-        if inspect.iscoroutine(value):
-            result: T = self._server.call(value, timeout=self.rules.function_timeout.total_seconds())
-            return result
-        return value  # type: ignore[return-value]
+        if not inspect.iscoroutine(value):
+            return value  # type: ignore[return-value]
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs in this thread
+            here = None
+        if here is self._server.loop:
+            value.close()
+            raise RuntimeError("LocalHost.run() on the worker loop would wait for itself: await ainvoke instead")
+        result: T = self._server.call(value, timeout=self.rules.function_timeout.total_seconds())
+        return result
 
     def invoke(self, name: str, value: Any) -> Any:
         return self.run(self.ainvoke(name, value))
@@ -194,8 +211,7 @@ class LocalHost:
         to `<queue>-poison`. While the function runs the message stays invisible (the host renews
         it; here it is hidden for the function timeout). Returns how many deliveries were made.
         """
-        t = trigger(self.functions[name])
-        qname = self.queue_names.get(t["queueName"], t["queueName"])
+        qname = self._queue_of(name)
         q = self.queue(qname)
         delivered = 0
         hold = int(self.rules.function_timeout.total_seconds())
@@ -236,9 +252,13 @@ class LocalHost:
 
     def _waiting(self, name: str) -> int:
         """Messages on function `name`'s queue, invisible ones included."""
-        t = trigger(self.functions[name])
-        props = self.queue(self.queue_names.get(t["queueName"], t["queueName"])).get_queue_properties()
+        props = self.queue(self._queue_of(name)).get_queue_properties()
         return int(props.approximate_message_count or 0)
+
+    def _queue_of(self, name: str) -> str:
+        """The queue function `name` listens on: its binding's, unless `queue_names` renames it."""
+        bound = str(trigger(self.functions[name])["queueName"])
+        return self.queue_names.get(bound, bound)
 
     def _pump_forever(self, name: str) -> None:
         while not self._stop.is_set():
@@ -256,11 +276,12 @@ class LocalHost:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_logged, _no_route_is_an_empty_404])
         app.router.add_route("*", eventgrid.PATH, self._eventgrid)  # the host's Event Grid extension
         app.router.add_route("POST", "/admin/functions/{name}", self._admin)
+        base = f"/{prefix}/" if (prefix := route_prefix()) else "/"
         for fn in self.functions.values():
             t = trigger(fn)
             if t["type"] != "httpTrigger":
                 continue
-            path = "/api/" + route_path(t.get("route") or fn.get_function_name())
+            path = base + route_path(t.get("route") or fn.get_function_name())
             auth = str(t.get("authLevel", "FUNCTION")).upper()
             for method in (m.upper() for m in t.get("methods") or ALL_METHODS):
                 app.router.add_route(method, path, self._http_handler(fn, auth))
@@ -279,7 +300,7 @@ class LocalHost:
                 f"{self.url}{request.raw_path}",
                 headers=dict(request.headers),
                 params=params,
-                route_params=dict(request.match_info),
+                route_params=route_values(request),
                 body=await request.read(),
             )
             try:
@@ -328,6 +349,14 @@ def route_path(template: str) -> str:
     """A Functions route template as an aiohttp path: `runs/{pass_id}` stays, a constraint
     (`{id:int}`) is dropped (this shim never checked one), so each parameter is one path segment."""
     return re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", template)
+
+
+def route_values(request: web.Request) -> dict[str, str]:
+    """Route parameters as the host gives them: percent-decoded, except an encoded `/` stays `%2F`
+    (Kestrel decodes every escape in the path but %2F, dotnet/aspnetcore#30655, and routing decodes
+    nothing more, aspnet/Mvc#6388). aiohttp matched one segment and decoded it whole, so a `/` in a
+    value can only have been a `%2F`."""
+    return {name: value.replace("/", "%2F") for name, value in request.match_info.items()}
 
 
 def query_params(request: web.Request) -> dict[str, str]:

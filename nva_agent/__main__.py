@@ -1,7 +1,8 @@
 """`python -m nva_agent`: start the agent (uvicorn), or write its OpenAPI document.
 
 Owns the command line and the server's wiring (TLS/mTLS, connection limits, SIGHUP); settings
-come from the environment (nva_agent.settings), which refuses an unsafe start.
+come from the environment (nva_agent.settings), which refuses an unsafe start. It must not hold
+rules of the agent itself (those are app.py's and intent.py's).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from reconciler.asn import peer_asn_problem
+from reconciler.asn import checked_peer_asn
 
 ASN_MIN, ASN_MAX = 1, 4_294_967_295
 
@@ -38,15 +38,6 @@ def _ipv4_prefix(value: str) -> str:
     return str(ipaddress.IPv4Network(value, strict=True))  # host bits set -> error, not silent fix
 
 
-def _local_asn(value: int) -> int:
-    # The NVA's own AS must be one Route Server peers with: 16-bit, not reserved by Azure or IANA
-    # (Route Server FAQ). The one list is reconciler/asn.py (stdlib only, safe on the NVA).
-    problem = peer_asn_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
 IPv4Str = Annotated[
     StrictStr,
     Field(min_length=7, max_length=15, pattern=r"^[0-9.]+$", json_schema_extra={"format": "ipv4"}),
@@ -58,7 +49,9 @@ IPv4PrefixStr = Annotated[
     AfterValidator(_ipv4_prefix),
 ]
 Asn = Annotated[StrictInt, Field(ge=ASN_MIN, le=ASN_MAX)]
-LocalAsn = Annotated[Asn, AfterValidator(_local_asn)]
+# The NVA's own AS must be one Route Server peers with: 16-bit, not reserved by Azure or IANA
+# (Route Server FAQ). The one rule is reconciler/asn.py (stdlib only, safe on the NVA).
+LocalAsn = Annotated[Asn, AfterValidator(checked_peer_asn)]
 
 
 class _Strict(BaseModel):

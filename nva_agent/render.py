@@ -21,12 +21,12 @@ filters everything until bgpd's route-map delay timer (5 s) fires (frr-lab.md pi
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from nva_agent.models import BgpIntent
+from nva_agent.state import ip_order, prefix_order
 from reconciler.asn import ARS_ASN
 
 OWNED = "nva-agent-"
@@ -251,15 +251,6 @@ def _safe(value: str) -> str:
     return value
 
 
-def _prefix_key(p: str) -> tuple[int, int]:
-    n = ipaddress.IPv4Network(p)
-    return int(n.network_address), n.prefixlen
-
-
-def _ip_key(ip: str) -> int:
-    return int(ipaddress.IPv4Address(ip))
-
-
 def _managed_top(st: Stanza) -> bool:
     return st.header.startswith((f"ip prefix-list {OWNED}", f"bgp as-path access-list {OWNED}", f"route-map {OWNED}"))
 
@@ -270,7 +261,7 @@ def _entry(header: str, description: str, *body: str) -> Stanza:
 
 def policy_stanzas(intent: BgpIntent) -> list[Stanza]:
     """The prefix-list, AS-path list and route-maps the intent needs, all named nva-agent-*."""
-    prefixes = sorted(intent.prefixes, key=_prefix_key)
+    prefixes = sorted(intent.prefixes, key=prefix_order)
     # DESIGN.md §11 rule 1-2: never hand Azure Route Server its own routes back
     asns = sorted({ARS_ASN, *(n.asn for n in intent.neighbors)} - {intent.local_asn})
     out = [Stanza(f"ip prefix-list {PREFIX_LIST} seq {5 * (i + 1)} permit {_safe(p)}") for i, p in enumerate(prefixes)]
@@ -317,7 +308,7 @@ def outbound_conflicts(existing: Stanza | None, intent: BgpIntent) -> list[str]:
 
 
 def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
-    neighbors = sorted(intent.neighbors, key=lambda n: _ip_key(n.ip))
+    neighbors = sorted(intent.neighbors, key=lambda n: ip_order(n.ip))
     ips = {n.ip for n in neighbors}
     top = list(existing.bgp_lines) if existing else []
     sections = list(existing.sections) if existing else []
@@ -364,7 +355,7 @@ def _render_bgp(existing: Stanza | None, intent: BgpIntent) -> Stanza:
     originated = {ln.split()[1] for ln in old_af if ln.split()[:1] == ["network"] and not owned_af(ln)}
     af_lines = [
         f"network {_safe(p)} route-map {ORIGINATE_MAP}"
-        for p in sorted(intent.prefixes, key=_prefix_key)
+        for p in sorted(intent.prefixes, key=prefix_order)
         if p not in originated
     ]
     af_lines += [ln for ln in old_af if not owned_af(ln)]

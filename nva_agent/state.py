@@ -1,5 +1,8 @@
 """Pure read-back: FRR's JSON (bgp summary, advertised-routes) -> the agent's state value,
-and the check that a state carries an intent. Must not know how the JSON was obtained.
+and the check that a state carries an intent.
+
+Owns that translation and the order the agent lists neighbors and routes in. Must not know how
+the JSON was obtained.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ def build_state(
     local_asn = af.get("as")
     peers = summary_peers(summary)
     neighbors = []
-    for ip in sorted(peers, key=_ip_key):
+    for ip in sorted(peers, key=ip_order):
         p = peers[ip]
         remote_asn = int(p.get("remoteAs", 0))
         routes = advertised.get(ip, {}).get("advertisedRoutes", {})
         adv = []
-        for prefix in sorted(routes, key=_prefix_key):
+        for prefix in sorted(routes, key=prefix_order):
             r = routes[prefix]
             path = str(r.get("path", ""))
             # FRR shows the path before the own AS is prepended (locally originated: "");
@@ -68,8 +71,8 @@ def problems(state: AgentState, intent: BgpIntent) -> list[str]:
             out.append(f"neighbor {want.ip} is {n.state}, not Established")
             continue
         got = {r.prefix: r for r in n.advertised}
-        missing = sorted(set(intent.prefixes) - set(got), key=_prefix_key)
-        extra = sorted(set(got) - set(intent.prefixes), key=_prefix_key)
+        missing = sorted(set(intent.prefixes) - set(got), key=prefix_order)
+        extra = sorted(set(got) - set(intent.prefixes), key=prefix_order)
         if missing:
             out.append(f"neighbor {want.ip} is not sent {', '.join(missing)}")
         if extra:
@@ -85,14 +88,16 @@ def problems(state: AgentState, intent: BgpIntent) -> list[str]:
     return out
 
 
-def _ip_key(ip: str) -> tuple[int, str]:
+# The order the agent lists neighbors (by address) and routes (by network, then length) in: the
+# renderer writes config in it and the emulated agent (emulator.agent) answers in it too.
+def ip_order(ip: str) -> tuple[int, str]:
     try:
         return int(ipaddress.ip_address(ip)), ip
     except ValueError:
         return -1, ip  # FRR also lists interface-named peers (`neighbor eth0 interface`)
 
 
-def _prefix_key(p: str) -> tuple[int, int, str]:
+def prefix_order(p: str) -> tuple[int, int, str]:
     try:
         n = ipaddress.ip_network(p)
         return int(n.network_address), n.prefixlen, p

@@ -28,6 +28,7 @@ import httpx
 from reconciler.errors import ConfigurationError, PermanentError, TransientError
 from reconciler.observed import AgentNeighborView, AgentView, Route
 from reconciler.plan import Intent
+from reconciler.retry_after import retry_after
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,7 +145,7 @@ class AgentClient:
                 last = TransientError(
                     f"agent {self.base_url}: {method} {path}: HTTP {resp.status_code}: {_detail(resp)}"
                 )
-                delay = max(delay, _retry_after(resp))
+                delay = max(delay, retry_after(resp.headers, _MAX_RETRY_AFTER) or 0.0)
             if attempt < attempts:
                 log.info(
                     "agent %s: %s %s failed (%s); retry %d in %.1f s",
@@ -171,13 +172,6 @@ def _unverified_context() -> ssl.SSLContext:
 # 429 (a proxy or the agent shedding load) and 408 say "later", like a 5xx: retried, then transient.
 _RETRYABLE_4XX = frozenset({408, 429})
 _MAX_RETRY_AFTER = 5.0  # seconds; a longer wait is the next pass's job
-
-
-def _retry_after(resp: httpx.Response) -> float:
-    try:
-        return min(max(float(resp.headers.get("Retry-After", "0")), 0.0), _MAX_RETRY_AFTER)
-    except ValueError:
-        return 0.0
 
 
 # -- parsing ---------------------------------------------------------------------------------

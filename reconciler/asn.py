@@ -38,3 +38,12 @@ def peer_asn_problem(asn: int) -> str | None:
     if asn < 0 or asn > MAX_PEER_ASN:
         return f"ASN {asn} cannot peer with Route Server: it supports only 16-bit ASNs (1-65534)"
     return None
+
+
+def checked_peer_asn(asn: int) -> int:
+    """`asn` when Route Server peers with it; else ValueError with the reason (a pydantic validator:
+    the desired state's peers and the agent's own local AS both use it)."""
+    problem = peer_asn_problem(asn)
+    if problem is not None:
+        raise ValueError(problem)
+    return asn

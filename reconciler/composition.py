@@ -2,7 +2,7 @@
 
 Owns which concrete client backs each port of `service.Services`. Credentials are chosen by
 settings (static token for the local emulator, DefaultAzureCredential otherwise), not by
-checking where we run.
+checking where we run. It must not decide anything about a pass (that is `service`'s).
 """
 
 from __future__ import annotations

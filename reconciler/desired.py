@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from reconciler.asn import ARS_ASN as ARS_ASN  # re-exported: the planner and the diff read it here
-from reconciler.asn import MAX_PEER_ASN, peer_asn_problem
+from reconciler.asn import MAX_PEER_ASN, checked_peer_asn
 from reconciler.errors import DesiredStateError
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
@@ -58,13 +58,6 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when pre
 _YAML_BOOL = "tag:yaml.org,2002:bool"
 _YAML_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _YAML12_BOOLS = {"true", "false"}
-
-
-def _check_peer_asn(asn: int) -> int:
-    problem = peer_asn_problem(asn)
-    if problem is not None:
-        raise ValueError(problem)
-    return asn
 
 
 def _kind(value: object) -> str:
@@ -103,7 +96,7 @@ IPv4 = Annotated[IPv4Address, _text("an IPv4 address", "10.0.1.6")]
 Prefix = Annotated[IPv4Network, BeforeValidator(_has_length), _text("an IPv4 prefix", "0.0.0.0/0")]
 PeerAsn = Annotated[
     StrictInt,
-    AfterValidator(_check_peer_asn),
+    AfterValidator(checked_peer_asn),
     Field(json_schema_extra={"minimum": 1, "maximum": MAX_PEER_ASN - 1}),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]

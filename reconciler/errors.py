@@ -7,7 +7,8 @@
     │   └── LockedError        another pass holds the target's lease
     └── PermanentError       alert and stop retrying (401/403, 404 of a required resource, bad contract)
 
-Adapters translate SDK/HTTP errors into these with `raise ... from exc`. A failed *step* is a
+Owns that tree (and `first_line`, how an error reads in one line); it must not know which SDK
+raised. Adapters translate SDK/HTTP errors into these with `raise ... from exc`. A failed *step* is a
 recorded outcome, not an exception that kills the pass.
 """
 

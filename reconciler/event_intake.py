@@ -48,6 +48,7 @@ from reconciler.events import (
 )
 from reconciler.fanout import FanoutMessage, FanoutQueue
 from reconciler.settings import Settings
+from reconciler.storage_rules import Table, encode_key
 from reconciler.trigger import Trigger
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class EventIntake:
         if self._loop is not loop or self._table is None or self._queue is None:
             conn = self.settings.storage_connection.get_secret_value()
             table = TableClient.from_connection_string(
-                conn, f"{self.settings.table_prefix}events", retry_total=3, connection_timeout=10, read_timeout=30
+                conn, Table.EVENTS.of(self.settings.table_prefix), retry_total=3, connection_timeout=10, read_timeout=30
             )
             try:
                 await table.create_table()
@@ -243,7 +244,7 @@ class EventIntake:
 
     async def _first_sight(self, table: TableClient, event_id: str, now: datetime) -> bool:
         try:
-            await table.create_entity({"PartitionKey": "seen", "RowKey": _key(event_id), "at": now})
+            await table.create_entity({"PartitionKey": "seen", "RowKey": encode_key(event_id), "at": now})
         except ResourceExistsError:
             return False
         except AzureError as exc:
@@ -252,7 +253,7 @@ class EventIntake:
 
     async def _forget(self, table: TableClient, event_id: str) -> None:
         try:
-            await table.delete_entity("seen", _key(event_id))
+            await table.delete_entity("seen", encode_key(event_id))
         except AzureError:
             log.warning("could not forget %s; a redelivery will be taken for a replay", event_id[:40])
 
@@ -311,11 +312,6 @@ class EventIntake:
             if await _write(table, row, etag):
                 return _changes(entity)
         return []
-
-
-def _key(event_id: str) -> str:
-    # RowKey may not hold / \ # ? or control characters; event IDs are GUIDs, but not by contract.
-    return "".join(c if c.isalnum() or c in "-_." else f"~{ord(c):x}" for c in event_id)[:512]
 
 
 async def _read(table: TableClient, target: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -23,9 +23,8 @@ from azure.core.exceptions import (
 from azure.storage.blob.aio import BlobClient, BlobLeaseClient, LinearRetry
 
 from reconciler.errors import LockedError, TransientError, first_line
-from reconciler.ledger import encode_key
 from reconciler.storage import StorageAccess, blob_service
-from reconciler.storage_rules import storage_error
+from reconciler.storage_rules import encode_key, storage_error
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ written twice (per target, per day) because a partition scan is the only cheap o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,7 +41,7 @@ from reconciler.ledger_state import (
 )
 from reconciler.outcome import ActionOutcome
 from reconciler.storage import StorageAccess, table_service
-from reconciler.storage_rules import Table, checked_table_prefix, storage_error
+from reconciler.storage_rules import KEY_MAX, Table, checked_table_prefix, encode_key, storage_error
 from reconciler.trigger import Trigger
 
 __all__ = [
@@ -51,67 +50,19 @@ __all__ = [
     "Ledger",
     "LedgerChange",
     "PassRecord",
-    "decode_key",
-    "encode_key",
 ]
 
 # Table Storage limits (learn.microsoft.com "Understanding the Table service data model").
 _BATCH_MAX = 100  # operations per transaction, all in one partition
-_KEY_MAX = 1024  # characters in PartitionKey / RowKey
 _PAGE_MAX = 1000  # entities per query page
 # A string property may hold 64 KiB (UTF-16), an entity 1 MiB: clip free text well inside both.
 _TEXT_MAX = 8000
 
-_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:=|,;@+")
-_ESCAPE = "!"
 # Keys of the all-targets history partitions start with `~`, which encode_key never emits first.
 _GLOBAL = "~"
 _MAX_US = 10**17 - 1  # microseconds since 1970 stay below this until the year 5138
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LIST_MAX = 30000  # characters of a JSON list property; 64 KiB of UTF-16 is 32768
-
-
-def encode_key(value: str) -> str:
-    """A Table Storage key for any string, reversible with decode_key.
-
-    Keys may not hold `/ \\ # ?` or control characters (and `/` makes Azurite answer 500), so
-    everything outside a small safe set, the escape `!` included, becomes `!XX` per UTF-8 byte.
-    `0.0.0.0/0` becomes `0.0.0.0!2F0`. Values that would overflow the 1 KiB key limit are
-    truncated and suffixed with a hash; those keys do not decode (the rows carry the plain value).
-    """
-    out: list[str] = []
-    for ch in value:
-        if ch in _SAFE:
-            out.append(ch)
-        else:
-            out.extend(f"{_ESCAPE}{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-    key = "".join(out)
-    if len(key) > _KEY_MAX:
-        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
-        key = f"{key[: _KEY_MAX - 80]}~{digest}"
-    return key
-
-
-def decode_key(key: str) -> str:
-    """The string encode_key(value) was made from."""
-    if "~" in key:
-        raise ValueError(f"key {key[:40]!r}... was hashed to fit the key limit and cannot be decoded")
-    raw = bytearray()
-    i = 0
-    while i < len(key):
-        ch = key[i]
-        if ch == _ESCAPE:
-            hexpair = key[i + 1 : i + 3]
-            if len(hexpair) != 2 or any(c not in "0123456789ABCDEF" for c in hexpair):
-                raise ValueError(f"bad escape at {i} in key {key!r}")
-            raw.append(int(hexpair, 16))
-            i += 3
-        elif ch in _SAFE:
-            raw.extend(ch.encode("ascii"))
-            i += 1
-        else:
-            raise ValueError(f"character {ch!r} cannot appear in an encoded key")
-    return raw.decode("utf-8", "surrogatepass")
 
 
 def _inverted(at: datetime) -> str:
@@ -391,7 +342,7 @@ class Ledger:
             raise ValueError("started_at must be timezone-aware")
         entity = {
             "PartitionKey": _inverted_day(at),
-            "RowKey": f"{_inverted(at)}-{encode_key(record.pass_id)}"[:_KEY_MAX],
+            "RowKey": f"{_inverted(at)}-{encode_key(record.pass_id)}"[:KEY_MAX],
             "pass_id": record.pass_id,
             "trigger": record.trigger.value,
             "started_at": at,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from azure.data.tables.aio import TableClient
 from reconciler.alerts import AlertState
 from reconciler.errors import PermanentError, ReconcilerError, TransientError
 from reconciler.storage import StorageAccess, table_service
-from reconciler.storage_rules import Table, checked_table_prefix, storage_error
+from reconciler.storage_rules import Table, checked_table_prefix, encode_key, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,6 @@ def idempotency_key(pass_id: str, target: str) -> str:
     return hashlib.sha256(f"{pass_id}\n{target}".encode()).hexdigest()
 
 
-def _key(value: str) -> str:
-    """A Table key for any string: '/', '\\', '#', '?' and control characters are not allowed in
-    PartitionKey/RowKey (and Azurite answers 500 to '/'), so escape them, and '~' itself, as ~XX."""
-    return re.sub(r"[/\\#?~\x00-\x1f\x7f-\x9f]", lambda m: f"~{ord(m.group()):02X}", value)
-
-
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:40]
 
@@ -150,7 +143,8 @@ class AlertStore:
         states: dict[str, AlertState] = {}
         try:
             for target in targets:
-                async for entity in self._states.query_entities("PartitionKey eq @pk", parameters={"pk": _key(target)}):
+                pk = {"pk": encode_key(target)}
+                async for entity in self._states.query_entities("PartitionKey eq @pk", parameters=pk):
                     try:
                         state = AlertState.from_dict(json.loads(entity["state"]))
                     except (KeyError, ValueError, TypeError) as exc:
@@ -167,7 +161,7 @@ class AlertStore:
         await self._ensure_tables()
         try:
             for target in targets:
-                pk = _key(target)
+                pk = encode_key(target)
                 mine = {_hash(s.identity): s for s in states.values() if s.target == target}
                 stored = {
                     e["RowKey"]
@@ -202,7 +196,7 @@ class AlertStore:
         """Queue `payload` after every earlier message of `target`. False if `key` was already queued.
         `announces` (identity → alert kind) travels with it, for un-announcing a dead letter."""
         await self._ensure_tables()
-        pk = _key(target)
+        pk = encode_key(target)
         index = {"PartitionKey": pk, "RowKey": f"key-{_hash(key)}"}
         try:
             for _ in range(_ENQUEUE_RETRIES):
@@ -260,19 +254,19 @@ class AlertStore:
                 for target in targets:
                     entities += [
                         e async for e in self._outbox.query_entities(
-                            "PartitionKey eq @pk and " + query, parameters={**params, "pk": _key(target)}
+                            "PartitionKey eq @pk and " + query, parameters={**params, "pk": encode_key(target)}
                         )
                     ]
         except AzureError as exc:
             raise storage_error("alert store", "reading the outbox", exc) from exc
         entries = [self._entry(e) for e in entities]
-        return sorted(entries, key=lambda e: (_key(e.target), e.seq))
+        return sorted(entries, key=lambda e: (encode_key(e.target), e.seq))
 
     async def entries(self, target: str) -> list[OutboxEntry]:
         """Every message ever queued for `target` (sent or not), in order; for inspection and tests."""
         await self._ensure_tables()
         query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
-        params = {"pk": _key(target), "low": _MSG_LOW, "high": _MSG_HIGH}
+        params = {"pk": encode_key(target), "low": _MSG_LOW, "high": _MSG_HIGH}
         try:
             return [self._entry(e) async for e in self._outbox.query_entities(query, parameters=params)]
         except AzureError as exc:
@@ -291,7 +285,7 @@ class AlertStore:
         """Messages of `target` dead-lettered since `since` (what /api/health reports)."""
         await self._ensure_tables()
         query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high and dead eq true and Timestamp ge @since"
-        params = {"pk": _key(target), "low": _MSG_LOW, "high": _MSG_HIGH, "since": since}
+        params = {"pk": encode_key(target), "low": _MSG_LOW, "high": _MSG_HIGH, "since": since}
         try:
             return [self._entry(e) async for e in self._outbox.query_entities(query, parameters=params)]
         except AzureError as exc:
@@ -339,7 +333,7 @@ class AlertStore:
                            dead=tuple(dead))
 
     async def _mark(self, entry: OutboxEntry, **changes: Any) -> None:
-        entity = {"PartitionKey": _key(entry.target), "RowKey": f"{_MSG_LOW}{entry.seq:016d}", **changes}
+        entity = {"PartitionKey": encode_key(entry.target), "RowKey": f"{_MSG_LOW}{entry.seq:016d}", **changes}
         try:
             await self._outbox.update_entity(entity, mode=UpdateMode.MERGE)
         except AzureError as exc:

@@ -3,7 +3,7 @@ text and the three headers. Written once for the three that sign or verify: the 
 (`nva_agent/change_reports.py`), the emulated agent (`emulator/agent_reports.py`) and the
 reconciler's intake (`change_report.verify`).
 
-Stdlib only and imports nothing of ours (like `asn`), because the agent ships to the NVA alone with
+Owns that rule. Stdlib only and imports nothing of ours (like `asn`), because the agent ships to the NVA alone with
 only this file and `asn.py` of the reconciler. Must not know the report's fields, HTTP or clocks.
 """
 

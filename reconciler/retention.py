@@ -3,7 +3,8 @@
 Owns what expires (sent Teams messages, resolved drift rows, drift history events, pass records),
 the cutoff and the pacing. Knows only the column that dates each kind of row in the ledger's and
 the outbox's tables (`ledger.py`, `outbox.py` own everything else about them). Time comes in as an
-argument; the daily timer in `function_app.py` calls `Retention.purge`.
+argument; the daily timer in `function_app.py` calls `Retention.purge`. It must not decide what
+is current: the rows below are never touched.
 
 Open drift, unsent or dead-lettered messages, alert states and the outbox counter never expire:
 they are current state, not history.

@@ -2,7 +2,8 @@
 
 Owns the order of a pass (DESIGN §2): lease -> observe -> diff -> plan -> apply -> verify ->
 ledger -> alerts -> report. Decisions live in the pure modules; this module only sequences the
-adapters it is handed (`Services`) and turns their failures into recorded outcomes.
+adapters it is handed (`Services`) and turns their failures into recorded outcomes; it must not
+make a decision itself or know which concrete adapter it is handed.
 """
 
 from __future__ import annotations

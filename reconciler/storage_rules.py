@@ -2,12 +2,15 @@
 which table names Azure accepts.
 
 Owns the one mapping from azure-core storage errors to our error tree (ledger, retention, leases,
-runs, the alert store and the fan-out queue all use it) and the table-prefix rule. Must not know
-what is stored, how clients are built (`reconciler.storage`) or settings (which import it).
+runs, the alert store and the fan-out queue all use it), the table names and the one encoding of
+any string into a Table key (the ledger, the leases, the alert store and the event intake use
+it). Must not know what is stored, how clients are built (`reconciler.storage`) or settings
+(which import it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from enum import StrEnum
@@ -60,13 +63,14 @@ def storage_error(component: str, what: str, exc: AzureError) -> ReconcilerError
 
 class Table(StrEnum):
     """Every table the app makes, as the suffix after ARS_TABLE_PREFIX (`table.of(prefix)`); the
-    ledger, the alert store and retention name their tables from here."""
+    ledger, the alert store, the event intake and retention name their tables from here."""
 
     DRIFT = "drift"
     HISTORY = "drifthistory"
     PASSES = "passes"
     ALERT_STATE = "alertstate"
     ALERT_OUTBOX = "alertoutbox"
+    EVENTS = "events"  # reconciler.event_intake: handled events and per-target markers
 
     def of(self, prefix: str) -> str:
         return f"{prefix}{self.value}"
@@ -88,3 +92,53 @@ def checked_table_prefix(prefix: str) -> str:
             f"table prefix {prefix!r}: use 1-{MAX_TABLE_PREFIX} letters and digits, starting with a letter"
         )
     return prefix
+
+
+# Table keys (Storage REST docs, "Understanding the Table service data model"): PartitionKey and
+# RowKey may not hold / \ # ? or control characters, and are at most 1 KiB.
+KEY_MAX = 1024
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:=|,;@+")
+_ESCAPE = "!"
+
+
+def encode_key(value: str) -> str:
+    """A Table Storage key for any string, reversible with decode_key.
+
+    Keys may not hold `/ \\ # ?` or control characters (and `/` makes Azurite answer 500), so
+    everything outside a small safe set, the escape `!` included, becomes `!XX` per UTF-8 byte.
+    `0.0.0.0/0` becomes `0.0.0.0!2F0`. Values that would overflow the 1 KiB key limit are
+    truncated and suffixed with a hash; those keys do not decode (the rows carry the plain value).
+    """
+    out: list[str] = []
+    for ch in value:
+        if ch in _SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"{_ESCAPE}{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    key = "".join(out)
+    if len(key) > KEY_MAX:
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        key = f"{key[: KEY_MAX - 80]}~{digest}"
+    return key
+
+
+def decode_key(key: str) -> str:
+    """The string encode_key(value) was made from."""
+    if "~" in key:
+        raise ValueError(f"key {key[:40]!r}... was hashed to fit the key limit and cannot be decoded")
+    raw = bytearray()
+    i = 0
+    while i < len(key):
+        ch = key[i]
+        if ch == _ESCAPE:
+            hexpair = key[i + 1 : i + 3]
+            if len(hexpair) != 2 or any(c not in "0123456789ABCDEF" for c in hexpair):
+                raise ValueError(f"bad escape at {i} in key {key!r}")
+            raw.append(int(hexpair, 16))
+            i += 3
+        elif ch in _SAFE:
+            raw.extend(ch.encode("ascii"))
+            i += 1
+        else:
+            raise ValueError(f"character {ch!r} cannot appear in an encoded key")
+    return raw.decode("utf-8", "surrogatepass")

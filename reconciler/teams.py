@@ -16,14 +16,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
 from reconciler.errors import PermanentError, TransientError
 from reconciler.outbox import MessageRejected
+from reconciler.retry_after import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +163,7 @@ class TeamsWebhook:
                 if status != 429 and status != 408 and status < 500:
                     raise PermanentError(f"Teams webhook {display(self._url)} refused: HTTP {status}: {detail}")
                 reason = f"HTTP {status}"
-                delay = self._retry_after(response)
+                delay = retry_after(response.headers, self.max_retry_after)
             if attempt == self.max_attempts:
                 break
             if delay is None:
@@ -175,25 +174,6 @@ class TeamsWebhook:
             log.info("Teams webhook %s: %s, retrying in %.2f s", display(self._url), reason, delay)
             await self._sleep(delay)
         raise TransientError(f"Teams webhook {display(self._url)} not reached after {attempt} attempt(s): {reason}")
-
-    def _retry_after(self, response: httpx.Response) -> float | None:
-        value = response.headers.get("Retry-After")
-        if value is None:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-            # Measure against the server's own Date when it sends one: clocks disagree.
-            try:
-                reference = parsedate_to_datetime(response.headers["Date"])
-            except (KeyError, TypeError, ValueError):
-                reference = datetime.now(UTC)
-            seconds = (when - reference).total_seconds()
-        return min(max(seconds, 0.0), self.max_retry_after)
 
 
 async def ping(url: str, client: httpx.AsyncClient, timeout: float = 10.0) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,3 +48,22 @@ def test_demo_tells_the_whole_story_and_saves_the_cards(tmp_path: Path) -> None:
     assert [w for w, _ in heads].count("FIXED AUTOMATICALLY") == 2, heads
     assert [w for w, _ in heads].count("RESOLVED") == 2, heads
     assert len(list((tmp_path / "cards").glob("*.png"))) == len(cards)
+
+
+@pytest.mark.frr
+def test_the_lab_demo_reacts_to_the_agents_reports_and_tells_a_true_story(tmp_path: Path) -> None:
+    # `make demo-lab`: each FRR break is planned only after the agent's signed report was accepted
+    # and BGP carried the change, so the dry-run plan shows the drift (it once showed none: the
+    # pass raced BGP), and the targeted pass the report queued fixes it and says who changed it.
+    if os.geteuid() != 0 or not Path("/usr/lib/frr/bgpd").exists():
+        pytest.skip("the FRR lab needs root and Debian frr")
+    res = subprocess.run(
+        [sys.executable, *DEMO, "--lab", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=400
+    )
+    out = res.stdout
+    assert res.returncode == 0 and out.rstrip().endswith("=== Done."), out[-4000:] + res.stderr[-3000:]
+    assert "unexpected" not in out, out
+    assert out.count("the agent's signed change report was accepted") == 3
+    assert out.count("BGP carried it") == 3
+    assert out.count("(trigger event) ended") >= 3
+    assert out.count("opened — changed by outside the agent") >= 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -114,3 +115,24 @@ async def test_a_policy_refusal_names_the_rule_in_the_permanent_error() -> None:
     async with client(transport) as c:
         with pytest.raises(PermanentError, match=r"policy \(rule prefixes\): prefix 192\.0\.2\.0/24"):
             await c.apply_intent(Intent(65001, (("10.0.2.4", 65515),), ("192.0.2.0/24",), "10.0.3.4"))
+
+
+async def test_a_retry_after_date_is_honoured_like_seconds() -> None:
+    # RFC 9110 §10.2.3: Retry-After is delay-seconds or an HTTP-date; the agent's proxy may send either.
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    now = datetime.now(UTC)
+    headers = {"Retry-After": format_datetime(now + timedelta(seconds=1), usegmt=True),
+               "Date": format_datetime(now, usegmt=True)}  # fmt: skip
+    calls: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(loop.time())
+        return httpx.Response(429, json={"detail": "busy"}, headers=headers) if len(calls) == 1 else \
+            httpx.Response(200, json=STATE)  # fmt: skip
+
+    async with client(httpx.MockTransport(handler)) as c:
+        await c.state()
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.9

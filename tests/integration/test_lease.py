@@ -12,7 +12,7 @@ from azure.storage.blob.aio import BlobLeaseClient, BlobServiceClient
 from localenv.azurite import Azurite
 from reconciler.errors import LockedError, TransientError
 from reconciler.lease import TargetLeases
-from reconciler.ledger import encode_key
+from reconciler.storage_rules import encode_key
 
 pytestmark = pytest.mark.azurite
 

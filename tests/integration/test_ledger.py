@@ -23,9 +23,8 @@ from reconciler.ledger import (
     Ledger,
     PassRecord,
     _Stored,
-    decode_key,
-    encode_key,
 )
+from reconciler.storage_rules import decode_key, encode_key
 from reconciler.trigger import Trigger
 
 pytestmark = pytest.mark.azurite

@@ -3,6 +3,8 @@ functions, which is where a circle hides best):
 
 - the product (`reconciler/`) never imports its local stand-ins or tooling: `localenv`, `emulator`,
   `bench`, `tests`;
+- the emulator imports of the reconciler only platform facts and shared rules, never its decisions
+  (an emulator sharing the logic it is there to test would hide the bugs it must catch);
 - no modules import each other in a circle.
 
 Imports under `if TYPE_CHECKING:` are left out: they never run.
@@ -18,6 +20,8 @@ PACKAGES = ("reconciler", "emulator", "localenv", "nva_agent", "bench")
 TOP_LEVEL = ("function_app.py",)
 PRODUCT = "reconciler"
 NOT_FROM_PRODUCT = ("localenv", "emulator", "bench", "tests")
+# ASN rules, the route limits (in desired), the change-report signing rule.
+EMULATOR_MAY_USE = {"reconciler", "reconciler.asn", "reconciler.desired", "reconciler.report_signature"}
 
 
 def _module_name(path: Path) -> str:
@@ -141,6 +145,19 @@ def test_the_product_does_not_import_its_stand_ins_or_tooling() -> None:
         if target.split(".")[0] in NOT_FROM_PRODUCT
     }
     assert not offending, f"reconciler/ must not import {NOT_FROM_PRODUCT}: {sorted(offending)}"
+
+
+def test_the_emulator_uses_only_the_reconciler_s_platform_facts_and_shared_rules() -> None:
+    mods = modules()
+    known = frozenset(mods)
+    used = {
+        (name, target)
+        for name, path in mods.items()
+        if name.split(".")[0] == "emulator"
+        for target in imports(name, path, known)
+        if target.split(".")[0] == PRODUCT and target not in EMULATOR_MAY_USE
+    }
+    assert not used, f"emulator/ must not import the reconciler's decisions: {sorted(used)}"
 
 
 def test_no_modules_import_each_other_in_a_circle() -> None:

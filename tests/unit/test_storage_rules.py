@@ -4,6 +4,7 @@ the same everywhere, and "blind" and an error's first line are each defined once
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,21 @@ def test_the_longest_table_name_fits_azures_63_characters() -> None:
     assert len(longest) == 63
 
 
+@pytest.mark.parametrize("value", ["hub-weu", "Hub_2.b", "a" * 80, "0f8fad5b-d9cb-469f-a165-70867728950e"])
+def test_keys_already_stored_keep_their_value(value: str) -> None:
+    # The alert store keyed targets (desired.Name) and the event intake keyed event ids (GUIDs)
+    # with encodings of their own before the one encode_key: for those values all three agree,
+    # so no stored row moves.
+    old_store = re.sub(r"[/\\#?~\x00-\x1f\x7f-\x9f]", lambda m: f"~{ord(m.group()):02X}", value)
+    old_intake = "".join(c if c.isalnum() or c in "-_." else f"~{ord(c):x}" for c in value)[:512]
+    assert storage.encode_key(value) == old_store == old_intake
+
+
+def test_a_long_event_id_is_not_cut_into_another_s_key() -> None:
+    first, second = "e" * 600 + "1", "e" * 600 + "2"  # the intake cut keys at 512: these two collided
+    assert storage.encode_key(first) != storage.encode_key(second)
+
+
 def test_first_line_keeps_one_short_line() -> None:
     assert first_line(http_error(503)) == "The server said 503."
     assert first_line(ValueError()) == "ValueError"
@@ -95,7 +111,10 @@ def test_blind_is_any_failed_read() -> None:
     assert drift.failed_reads([other, failed]) == [failed]
 
 
-@pytest.mark.parametrize("name", ["_first_line", "first_line", "is_blind", "raise_storage_error", "_storage_error"])
+@pytest.mark.parametrize(
+    "name", ["_first_line", "first_line", "is_blind", "raise_storage_error", "_storage_error", "encode_key", "_key",
+             "checked_peer_asn"]
+)  # fmt: skip
 def test_each_rule_is_defined_once(name: str) -> None:
     defined = [
         str(path.relative_to(ROOT))
