@@ -9,6 +9,7 @@ first come first served as before issue #18), the emulator's latency per request
 flight. Every request costs only its latency, so the gap between this floor and a measured wall
 time is CPU (and the machine's noise); the gap between the floor and the lower bound is the
 schedule's. `requests_by_op` lets the bench check the model against the emulator's own count.
+Must not import the emulator or do I/O: it is arithmetic over the reconciler's own slot order.
 """
 
 from __future__ import annotations
