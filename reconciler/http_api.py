@@ -18,6 +18,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError
+from reconciler.ledger_state import DriftRecord, PassRecord
 
 MAX_BODY = 16 * 1024  # a reconcile request is two fields; anything large is not one
 SEVERITIES = ("critical", "warning", "info")
@@ -273,12 +274,9 @@ def run_response(pass_id: str, run: Mapping[str, Any] | None) -> ApiResponse:
     return ApiResponse(int(run["http_status"]), dict(run["report"]))
 
 
-def records(items: Iterable[Any]) -> list[dict[str, Any]]:
-    """Ledger values (dataclasses) as JSON-ready dicts."""
-    out = []
-    for item in items:
-        out.append(asdict(item) if is_dataclass(item) and not isinstance(item, type) else dict(item))
-    return out
+def records(items: Iterable[DriftRecord | PassRecord]) -> list[dict[str, Any]]:
+    """Ledger values as JSON-ready dicts: the shape of /api/drift, /api/runs and `status --json`."""
+    return [asdict(item) for item in items]
 
 
 def health(
