@@ -21,6 +21,7 @@ FUNCTIONS = {
     "reconciler/service.py": {"reconcile", "reconcile_target", "trace_targets"},
     "reconciler/composition.py": {"build_arm", "_activity_log"},
     "reconciler/cli.py": {"_pass"},
+    "reconciler/status_page.py": {"gather"},
 }
 
 
