@@ -353,8 +353,11 @@ class AgentProcess:
     url: str
     token: str
     log_path: Path
+    relay: HostRelay | None = None  # its change reports' way out of the namespace
 
     def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -375,7 +378,6 @@ class FrrLab:
     workdir: Path | None = None
     addr: Addresses = Addresses()
     agents: list[AgentProcess] = field(default_factory=list)
-    relays: list[HostRelay] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.workdir is None:
@@ -433,9 +435,6 @@ class FrrLab:
         for agent in self.agents:
             agent.stop()
         self.agents.clear()
-        for relay in self.relays:
-            relay.close()
-        self.relays.clear()
         pids = []
         for node in NODES:
             for pidfile in (self.node_dir(node) / "run").glob("*.pid"):
@@ -674,13 +673,6 @@ class FrrLab:
         self._daemon("nva", "bgpd")
 
     # -- the agent --------------------------------------------------------------------------
-    def relay_to_host(self, host_port: int, node: str = "nva") -> HostRelay:
-        """A port on `node`'s loopback leading to 127.0.0.1:`host_port` of the host (HostRelay):
-        how the agent reaches a reconciler served on the host (its change reports)."""
-        relay = HostRelay(self.ns(node), host_port)
-        self.relays.append(relay)
-        return relay
-
     def start_agent(
         self,
         token: str,
@@ -717,11 +709,12 @@ class FrrLab:
             "NVA_AGENT_FRR_VTY_SOCKET": str(d / "run"),
             "NVA_AGENT_FRR_RUNDIR": str(d / "run"),
         }
+        relay = None
         if report_to is not None:
             parts = urllib.parse.urlsplit(report_to)
             if parts.hostname != "127.0.0.1" or parts.port is None:
                 raise LabError(f"report_to must be http://127.0.0.1:PORT/... on the host, not {report_to}")
-            relay = self.relay_to_host(parts.port)
+            relay = HostRelay(self.ns("nva"), parts.port)
             query = f"?{parts.query}" if parts.query else ""
             env["NVA_AGENT_REPORT_URL"] = relay.url(parts.path + query)
             env["NVA_AGENT_REPORT_IP"] = self.addr.nva_ip
@@ -755,7 +748,7 @@ class FrrLab:
                 stderr=subprocess.STDOUT,
             )
         sock.close()  # the agent holds its own copy
-        agent = AgentProcess(proc=proc, url=f"{scheme}://127.0.0.1:{port}", token=token, log_path=log_path)
+        agent = AgentProcess(proc=proc, url=f"{scheme}://127.0.0.1:{port}", token=token, log_path=log_path, relay=relay)
         self.agents.append(agent)
 
         def ready() -> bool:

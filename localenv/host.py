@@ -6,8 +6,9 @@ and pumping the fan-out queue (and its poison queue) from Azurite with the host'
 `reconciler.fanout.HostQueueRules`): base64 bodies, a failed message back on the queue after
 visibilityTimeout, until maxDequeueCount, then `<queue>-poison`. Every async function runs on one
 event loop in one thread, as a Functions worker does; the HTTP front shares that loop.
-Routes like the host: by path *and* method, `/api/<route template>`, FUNCTION-level routes need the
-key (`x-functions-key` or `?code=`) when one is given; anything no route takes is an empty 404.
+Routes like the host: by path *and* method, `/<host.json routePrefix>/<route template>`,
+FUNCTION-level routes need the key (`x-functions-key` or `?code=`) when one is given; anything no
+route takes is an empty 404. Unlike the host, literal path segments match case-sensitively here.
 Must not be taken for the host: function keys are checked only if you give it one, there is no
 scale-out, and it must not know what any function does (it reads only their bindings).
 
@@ -65,6 +66,13 @@ def bindings(fn: Any) -> list[dict[str, Any]]:
 
 def trigger(fn: Any) -> dict[str, Any]:
     return next(b for b in bindings(fn) if b["direction"] == "IN" and b["type"].endswith("Trigger"))
+
+
+def route_prefix(host_json: Path = ROOT / "host.json") -> str:
+    """host.json's `extensions.http.routePrefix`: "api" when absent; an empty string removes the
+    prefix (Microsoft Learn, "Azure Functions HTTP triggers and bindings overview", host.json settings)."""
+    http = json.loads(host_json.read_text()).get("extensions", {}).get("http", {})
+    return str(http.get("routePrefix", "api")).strip("/")
 
 
 def queue_rules(host_json: Path = ROOT / "host.json") -> HostQueueRules:
@@ -268,11 +276,12 @@ class LocalHost:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_logged, _no_route_is_an_empty_404])
         app.router.add_route("*", eventgrid.PATH, self._eventgrid)  # the host's Event Grid extension
         app.router.add_route("POST", "/admin/functions/{name}", self._admin)
+        base = f"/{prefix}/" if (prefix := route_prefix()) else "/"
         for fn in self.functions.values():
             t = trigger(fn)
             if t["type"] != "httpTrigger":
                 continue
-            path = "/api/" + route_path(t.get("route") or fn.get_function_name())
+            path = base + route_path(t.get("route") or fn.get_function_name())
             auth = str(t.get("authLevel", "FUNCTION")).upper()
             for method in (m.upper() for m in t.get("methods") or ALL_METHODS):
                 app.router.add_route(method, path, self._http_handler(fn, auth))
@@ -291,7 +300,7 @@ class LocalHost:
                 f"{self.url}{request.raw_path}",
                 headers=dict(request.headers),
                 params=params,
-                route_params=dict(request.match_info),
+                route_params=route_values(request),
                 body=await request.read(),
             )
             try:
@@ -340,6 +349,14 @@ def route_path(template: str) -> str:
     """A Functions route template as an aiohttp path: `runs/{pass_id}` stays, a constraint
     (`{id:int}`) is dropped (this shim never checked one), so each parameter is one path segment."""
     return re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", template)
+
+
+def route_values(request: web.Request) -> dict[str, str]:
+    """Route parameters as the host gives them: percent-decoded, except an encoded `/` stays `%2F`
+    (Kestrel decodes every escape in the path but %2F, dotnet/aspnetcore#30655, and routing decodes
+    nothing more, aspnet/Mvc#6388). aiohttp matched one segment and decoded it whole, so a `/` in a
+    value can only have been a `%2F`."""
+    return {name: value.replace("/", "%2F") for name, value in request.match_info.items()}
 
 
 def query_params(request: web.Request) -> dict[str, str]:

@@ -57,16 +57,21 @@ class ChangeReporter:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
         self.sent = 0
         self.dropped = 0
-        self._last: tuple[str, str] | None = None
+        self._last: tuple[str, str, str] | None = None
         self._writes_seen = own().writes
 
-    async def fingerprint(self) -> tuple[str, str]:
-        """(running-config hash, sessions summary): what a report compares."""
+    async def fingerprint(self) -> tuple[str, str, str]:
+        """(running-config hash, session states, prefixes sent per neighbour): what a report compares.
+
+        What FRR advertises can change with no config change (the route behind a `network`
+        statement leaves the RIB: import-check withdraws it); the summary's `pfxSnt` counts show
+        that at no extra vtysh call."""
         config = await self.frr.running_config()
         summary = await self.frr.show_json("show bgp summary json")
-        peers = (summary.get("ipv4Unicast") or {}).get("peers") or {}
-        sessions = ",".join(f"{ip}={(p or {}).get('state', '?')}" for ip, p in sorted(peers.items()))
-        return render.config_hash(config), sessions
+        peers = sorted(((summary.get("ipv4Unicast") or {}).get("peers") or {}).items())
+        sessions = ",".join(f"{ip}={(p or {}).get('state', '?')}" for ip, p in peers)
+        sent = ",".join(f"{ip}={(p or {}).get('pfxSnt', '?')}" for ip, p in peers)
+        return render.config_hash(config), sessions, sent
 
     async def poll_once(self) -> dict[str, Any] | None:
         """Read FRR once; a report when it changed since the last read (None otherwise)."""
@@ -86,9 +91,13 @@ class ChangeReporter:
         # it, by someone else, even within this second: reported from the agent's config on.
         by_agent = wrote and now[0] == own.config_hash
         if wrote and not by_agent and own.config_hash is not None:
-            old = (own.config_hash, old[1])
-        kind = "config" if old[0] != now[0] else "sessions"
-        summary = "running config changed" if kind == "config" else f"BGP sessions: {old[1]} -> {now[1]}"
+            old = (own.config_hash, *old[1:])
+        if old[0] != now[0]:
+            kind, summary = "config", "running config changed"
+        elif old[1] != now[1]:
+            kind, summary = "sessions", f"BGP sessions: {old[1]} -> {now[1]}"
+        else:
+            kind, summary = "advertised", f"prefixes sent: {old[2]} -> {now[2]}"
         if wrote and not by_agent:
             summary += " after the agent's own apply"
         report = {

@@ -156,11 +156,11 @@ class IntentService:
             await self.frr.reload(candidate)
             t1 = self.clock()
             await self.frr.soft_out()
-            await self._written()
         except FrrError as exc:
             await self._restore(previous)
             return result(False, True, await self.state(), f"apply failed ({exc}); previous config restored")
         t2 = self.clock()
+        await self._written()  # an FrrError here is a 503, as in the read-back: FRR stopped answering
         now, issues = await self._read_back(intent)
         log.info(
             "intent: %d change(s); reload %.0f ms, soft clear %.0f ms, read-back %.0f ms%s",

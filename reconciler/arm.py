@@ -126,11 +126,10 @@ class Lane(enum.Enum):
 # The lane of the current operation's HTTP attempts (set per operation by Arm._call).
 _LANE: ContextVar[Lane] = ContextVar("arm_lane", default=Lane.PLAIN)
 # Under contention the critical lane takes at most this many slots in a row while plain requests
-# wait; then one plain request goes. Plain requests so keep at least 1/(CRITICAL_RUN + 1) of the
-# slots and cannot starve, while the critical path still leaves first: a detection pass has about
-# 9 critical requests per 6 plain ones, and measured at 100 hubs / 64 slots (bench/fleet.py) a run
-# of 4 already sends the first route query before the bulk of the plain GETs.
-CRITICAL_RUN = 4
+# wait; then one plain request goes. Plain requests so keep at least 1/17 of the slots and cannot
+# starve. The zero-CPU schedule of a 100-hub pass at 64 slots (bench/floor.py) ends at 1.95 s first
+# come first served, 1.60 s with a run of 4, 1.50 s with 16, and no sooner with strict priority.
+CRITICAL_RUN = 16
 
 
 class SlotOrder:

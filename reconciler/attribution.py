@@ -41,7 +41,9 @@ class Attribution:
         op = "/".join(self.operation.split("/")[-2:]) if self.operation else "change"
         when = f" at {self.at:%Y-%m-%d %H:%M:%SZ}" if self.at is not None else ""
         corr = f", correlation {self.correlation_id}" if self.correlation_id else ""
-        return f"{who}: {op}{when} ({self.source.value}{corr})"
+        # "(agent)" after "outside the agent" reads as a contradiction at 3 a.m.: say who reported it.
+        source = "reported by the NVA agent" if self.source is ChangeSource.AGENT else self.source.value
+        return f"{who}: {op}{when} ({source}{corr})"
 
     def to_dict(self) -> dict[str, Any]:
         return {

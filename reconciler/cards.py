@@ -22,7 +22,7 @@ from reconciler.alerts import Kind, Notification
 from reconciler.desired import Target
 from reconciler.drift import DriftCode, subject_part
 from reconciler.incident import Incident, group
-from reconciler.runbook import RUNBOOK
+from reconciler.runbook import RUNBOOK, names_for
 
 # Teams rejects webhook messages over 28 KB; stay under it in serialized bytes, with margin for
 # the KB-vs-KiB ambiguity in Microsoft's docs.
@@ -397,15 +397,7 @@ def _did(incident: Incident) -> str:
 
 
 def _runbook(code: DriftCode, target: Target | None, subject: str) -> list[dict[str, Any]]:
-    names = {"rs": target.route_server, "rg": target.resource_group} if target else {}
-    for key, placeholder in (("peer", "peer"), ("gateway", "gateway"), ("firewall", "firewall")):
-        if value := subject_part(subject, key):
-            names[placeholder] = value
-    if target is not None and target.firewall.name and "firewall" not in names:
-        names["firewall"] = target.firewall.name
-    if (subnet := subject_part(subject, "subnet")) and ":" in subnet:
-        names["vnet"], names["subnet"] = subnet.split(":", 1)
-    book = RUNBOOK[code].filled(names)
+    book = RUNBOOK[code].filled(names_for(target, subject))
     return [
         _section("What to do", "runbook"),
         _text(book.meaning, id="meaning", spacing="None"),

@@ -11,18 +11,18 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import desired, storage
 from reconciler.errors import ConfigurationError, ReconcilerError
+from reconciler.http_api import json_default, records
 from reconciler.report_text import inert, render_report, render_trace, table
 from reconciler.settings import Settings, load_settings
 from reconciler.trigger import Trigger
 
 if TYPE_CHECKING:  # the pass and its adapters load only for the commands that run one
-    from reconciler.ledger_state import DriftRecord, PassRecord
+    from reconciler.ledger_state import DriftRecord
     from reconciler.service import PassReport
     from reconciler.trace import Trace
 
@@ -188,11 +188,11 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
                 passes = await led.passes(limit=args.limit, target=args.target)
         finally:
             await access.close()
-        return {"open_drift": [_drift_row(d) for d in drifts], "passes": [_record(p) for p in passes]}
+        return {"open_drift": [_drift_row(d) for d in drifts], "passes": records(passes)}
 
     data = asyncio.run(read())
     if args.json:
-        json.dump(data, out, indent=2, default=str)
+        json.dump(data, out, indent=2, default=json_default)
         out.write("\n")
     else:
         table(
@@ -217,13 +217,9 @@ def _schema(args: argparse.Namespace, out: TextIO) -> int:
 
 def _drift_row(rec: DriftRecord) -> dict[str, Any]:
     # "changed by" as the one line a human reads; the structured form stays in the HTTP API.
-    row = _record(rec)
+    (row,) = records([rec])
     row["changed_by"] = rec.changed_by.describe() if rec.changed_by is not None else ""
     return row
-
-
-def _record(value: DriftRecord | PassRecord) -> dict[str, Any]:
-    return asdict(value)
 
 
 # ---- rendering --------------------------------------------------------------------------------
@@ -231,7 +227,7 @@ def _record(value: DriftRecord | PassRecord) -> dict[str, Any]:
 
 def _render(report: dict[str, Any], as_json: bool, out: TextIO) -> None:
     if as_json:
-        json.dump(report, out, indent=2, default=str)
+        json.dump(report, out, indent=2, default=json_default)
         out.write("\n")
         return
     render_report(report, out)

@@ -82,6 +82,7 @@ class CandidateRoute:
 
 # The default system routes of every subnet (udr-overview, "System routes" > "Default").
 RESERVED_NONE = tuple(IPv4Network(p) for p in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
+_RESERVED_KEYED = tuple((int(n.network_address), n.prefixlen) for n in RESERVED_NONE)
 SYSTEM_ROUTES: tuple[CandidateRoute, ...] = (
     CandidateRoute(DEFAULT_ROUTE, RouteSource.SYSTEM, HopType.INTERNET, None, "system default route"),
     *(CandidateRoute(p, RouteSource.SYSTEM, HopType.NONE, None, "system route, reserved range") for p in RESERVED_NONE),
@@ -98,7 +99,8 @@ class Decision:
     @property
     def internet(self) -> bool:
         """Public destinations: outside the reserved ranges Azure routes to None by default."""
-        return not any(self.prefix.subnet_of(r) for r in RESERVED_NONE)
+        addr, length = int(self.prefix.network_address), self.prefix.prefixlen
+        return not any(_covers(net, net_length, addr, length) for net, net_length in _RESERVED_KEYED)
 
     def describe(self) -> str:
         return " | ".join(r.describe() for r in self.routes) if self.routes else "no route (dropped)"
@@ -128,17 +130,31 @@ def resolve(routes: Sequence[CandidateRoute], prefix: IPv4Network = DEFAULT_ROUT
     every destination and small (at most ~32 blocks per route inside `prefix`).
     """
     out: list[Decision] = []
-    _resolve(routes, prefix, out)
+    keyed = [(int(r.prefix.network_address), r.prefix.prefixlen, r) for r in routes]
+    _resolve(keyed, int(prefix.network_address), prefix.prefixlen, out)
     return tuple(out)
 
 
-def _resolve(routes: Sequence[CandidateRoute], block: IPv4Network, out: list[Decision]) -> None:
-    inside = [r for r in routes if r.prefix != block and r.prefix.subnet_of(block)]
-    if inside and block.prefixlen < 32:
-        for half in block.subnets(prefixlen_diff=1):
-            _resolve([r for r in routes if r.prefix.overlaps(half)], half, out)
+# A route keyed for _resolve: (network address as an int, prefix length, the route).
+_Keyed = tuple[int, int, CandidateRoute]
+
+
+def _covers(net: int, length: int, addr: int, addr_length: int) -> bool:
+    """net/length holds addr/addr_length. Plain integers: this runs ~100 times per subnet and pass, and
+    ipaddress's subnet_of/overlaps were a third of a 100-hub pass's CPU (issue #18)."""
+    return length <= addr_length and (net ^ addr) >> (32 - length) == 0
+
+
+def _resolve(routes: Sequence[_Keyed], addr: int, length: int, out: list[Decision]) -> None:
+    """Split the block addr/length where a more specific route starts inside it, recursively."""
+    if length < 32 and any(rl > length and _covers(addr, length, ra, rl) for ra, rl, _ in routes):
+        for half in (addr, addr | 1 << (31 - length)):
+            overlapping = [k for k in routes if _covers(k[0], k[1], half, length + 1) or
+                           _covers(half, length + 1, k[0], k[1])]  # fmt: skip
+            _resolve(overlapping, half, length + 1, out)
         return
-    covering = [r for r in routes if block.subnet_of(r.prefix)]
+    block = IPv4Network((addr, length))
+    covering = [r for ra, rl, r in routes if _covers(ra, rl, addr, length)]
     if not covering:
         out.append(Decision(block, ()))
         return
@@ -222,9 +238,11 @@ def violations(requirement: Requirement, decisions: Iterable[Decision]) -> tuple
     follow their own system routes by design.
     """
     judge_private = not Decision(requirement.prefix, ()).internet
+    want, want_length = int(requirement.prefix.network_address), requirement.prefix.prefixlen
     bad: dict[tuple[CandidateRoute, ...], Decision] = {}
     for d in decisions:
-        if not d.prefix.subnet_of(requirement.prefix) or not (d.internet or judge_private):
+        inside = _covers(want, want_length, int(d.prefix.network_address), d.prefix.prefixlen)
+        if not inside or not (d.internet or judge_private):
             continue
         if not d.routes or not all(r.delivers_to(requirement.hop, requirement.ip) for r in d.routes):
             bad.setdefault(d.routes, Decision(d.routes[0].prefix if d.routes else d.prefix, d.routes))

@@ -18,6 +18,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from reconciler.errors import ConfigurationError, PermanentError, ReconcilerError, TransientError
+from reconciler.ledger_state import DriftRecord, PassRecord
 
 MAX_BODY = 16 * 1024  # a reconcile request is two fields; anything large is not one
 SEVERITIES = ("critical", "warning", "info")
@@ -36,7 +37,7 @@ class ApiResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def json_bytes(self) -> bytes:
-        return json.dumps(self.body, default=_json_default, sort_keys=False).encode("utf-8")
+        return json.dumps(self.body, default=json_default, sort_keys=False).encode("utf-8")
 
 
 class ApiError(Exception):
@@ -273,12 +274,9 @@ def run_response(pass_id: str, run: Mapping[str, Any] | None) -> ApiResponse:
     return ApiResponse(int(run["http_status"]), dict(run["report"]))
 
 
-def records(items: Iterable[Any]) -> list[dict[str, Any]]:
-    """Ledger values (dataclasses) as JSON-ready dicts."""
-    out = []
-    for item in items:
-        out.append(asdict(item) if is_dataclass(item) and not isinstance(item, type) else dict(item))
-    return out
+def records(items: Iterable[DriftRecord | PassRecord]) -> list[dict[str, Any]]:
+    """Ledger values as JSON-ready dicts: the shape of /api/drift, /api/runs and `status --json`."""
+    return [asdict(item) for item in items]
 
 
 def health(
@@ -367,7 +365,9 @@ def health_unknown() -> ApiResponse:
     return error(503, "unavailable", "health cannot be determined now; /api/health/details (function key) says why")
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """The one JSON form of our values (times in ISO 8601, enums by value), for the HTTP API and the
+    CLI's --json alike."""
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, timedelta):

@@ -6,7 +6,7 @@ complete: a new DriftCode without an entry fails the suite.
 
 `az` commands are from the Azure CLI reference (learn.microsoft.com/cli/azure/network/routeserver,
 .../routeserver/peering, .../vnet-gateway, .../firewall, .../route-table); `{rg}`, `{rs}` and the
-other placeholders are filled from the target by `Runbook.filled`.
+other placeholders are filled from the target and the drift's subject (`names_for`, `Runbook.filled`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.drift import DriftCode
+from reconciler.desired import Target
+from reconciler.drift import DriftCode, subject_part
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,20 @@ class Runbook:
             return text
 
         return Runbook(self.meaning, fill(self.check), self.blade, fill(self.fix))
+
+
+def names_for(target: Target | None, subject: str) -> dict[str, str]:
+    """The placeholders one drift fills: the target's resource group, Route Server and firewall, and
+    the peer, gateway, firewall and subnet its subject names (the cards and the status page alike)."""
+    names = {"rs": target.route_server, "rg": target.resource_group} if target else {}
+    for key in ("peer", "gateway", "firewall"):
+        if value := subject_part(subject, key):
+            names[key] = value
+    if target is not None and target.firewall.name and "firewall" not in names:
+        names["firewall"] = target.firewall.name
+    if (subnet := subject_part(subject, "subnet")) and ":" in subnet:
+        names["vnet"], names["subnet"] = subnet.split(":", 1)
+    return names
 
 
 _LEARNED = "az network routeserver peering list-learned-routes -g {rg} --routeserver {rs} -n {peer}"

@@ -9,7 +9,7 @@ the ledger and traces the targets (read-only). Must not know azure.functions.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,12 +17,12 @@ from typing import Any, Protocol
 import jinja2
 
 from reconciler.causes import root_cause
-from reconciler.desired import DesiredState
+from reconciler.desired import DesiredState, Target
 from reconciler.drift import DriftCode
 from reconciler.ledger_state import DriftRecord, PassRecord
 from reconciler.picture import Interval, hop_anchor, timeline_svg, trace_svg
-from reconciler.runbook import RUNBOOK
-from reconciler.service import trace_targets
+from reconciler.runbook import RUNBOOK, names_for
+from reconciler.service import Services, trace_targets
 from reconciler.trace import Hop, Trace, worst
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +53,7 @@ class PageData:
     drifts: Sequence[DriftRecord]
     passes: Sequence[PassRecord]
     events: Sequence[Mapping[str, object]]  # ledger history, newest first
+    targets: Mapping[str, Target] = field(default_factory=dict)  # the desired targets, by name (runbooks)
 
 
 def render(data: PageData, static_base: str = "static/") -> str:
@@ -86,7 +87,7 @@ def _target_view(name: str, data: PageData, causes: Mapping[str, Hop]) -> dict[s
                 "observed": d.observed,
                 "cause": cause.label if cause else "",
                 "cause_anchor": hop_anchor(name, cause.id) if cause else "",
-                "runbook": _runbook(d.code, names_of(name)),
+                "runbook": _runbook(d.code, names_for(data.targets.get(name), d.subject)),
             }
         )
     return {
@@ -134,10 +135,6 @@ def cause_hops(data: PageData) -> dict[str, Hop]:
 
 
 _KNOWN_CODES = frozenset(c.value for c in DriftCode)  # a stored record may come from an older catalogue
-
-
-def names_of(target: str) -> dict[str, str]:
-    return {"target": target}
 
 
 def _runbook(code: str, names: Mapping[str, str]) -> dict[str, str] | None:
@@ -218,13 +215,14 @@ class LedgerReader(Protocol):
 
 
 async def gather(
-    services: Any, ledger: LedgerReader | None, state: DesiredState, *, now: datetime, target: str | None = None
+    services: Services, ledger: LedgerReader | None, state: DesiredState, *, now: datetime, target: str | None = None
 ) -> PageData:
     """Trace the targets from a fresh observation and read the ledger (without one: empty tables)."""
     traces = await trace_targets(services, state, only=target)
+    targets = {t.name: t for t in state.targets}
     if ledger is None:
-        return PageData(now, traces, [], [], [])
+        return PageData(now, traces, [], [], [], targets)
     drifts = await ledger.open_drifts(target=target)
     passes = await ledger.passes(limit=10, target=target)
     events = await ledger.history(target=target, limit=1000)
-    return PageData(now, traces, drifts, passes, events)
+    return PageData(now, traces, drifts, passes, events, targets)

@@ -10,6 +10,7 @@ own and starts nothing; an edit within a second of the agent's apply is still "o
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,25 @@ def test_an_edit_right_after_the_agents_own_apply_is_reported_as_outside(
     # Before the agent hashed its config right after applying, the watcher's next read took both
     # changes for the agent's own: the edit was never reported.
     wait_until(lambda: _count(fa, Verdict.ACCEPTED) >= 1, 10, "the outside edit to be reported and accepted")
+
+
+def test_a_withdrawn_advertisement_with_no_config_change_is_reported(
+    frr_lab: FrrLabHandle, app: tuple[Any, Any, AgentProcess, Path]
+) -> None:
+    host, fa, _agent, _ = app
+    lab = frr_lab.lab
+    ns = lab.ns("nva")
+    # The kernel loses the route behind `network 0.0.0.0/0` (import-check): bgpd withdraws it from
+    # both route servers while the running config stays exactly as the agent left it.
+    subprocess.run(["ip", "-n", ns, "route", "del", "blackhole", "0.0.0.0/0"], check=True, timeout=10)
+    try:
+        wait_until(lambda: all(lab.best(rs).get("0.0.0.0/0") is None for rs in (0, 1)), 10, "the withdrawal")
+        wait_until(lambda: _count(fa, Verdict.ACCEPTED) >= 1, 10, "the advertisement change to be reported")
+        rt = host.run(fa.WORKER.runtime())
+        host.drain(deadline_s=60)
+        history = host.run(rt.ledger.history(target="hub-weu", limit=50))
+        opened = [h for h in history if h["kind"] == "opened" and h["code"] == "ROUTE_MISSING"]
+        assert opened and "frr advertised changed" in str(opened[0].get("changed_by")), history
+    finally:
+        subprocess.run(["ip", "-n", ns, "route", "replace", "blackhole", "0.0.0.0/0"], check=True, timeout=10)
+    wait_until(lambda: all(lab.holds_default(rs) for rs in (0, 1)), 15, "the route to come back")

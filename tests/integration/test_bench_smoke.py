@@ -29,6 +29,13 @@ def test_smoke_run_observes_every_hub_and_writes_its_results(tmp_path: Path) -> 
     assert run["lower_bound_s"] == max(run["throttle_bound_s"], run["critical_path_s"]) > 0
     assert run["wall_s"] > 0 and run["ratio"] == pytest.approx(run["wall_s"] / run["lower_bound_s"])
     assert 0 < run["peak_rss_mb"] < 1000
+    # CPU of the pass process, and per ARM request.
+    assert run["cpu_s"] > 0 and run["cpu_ms_per_request"] == pytest.approx(1000 * run["cpu_s"] / run["arm_requests"])
+    # The zero-CPU schedule: the same requests as the emulator counted, never below the bound, and
+    # the two request lanes never later than first come first served.
+    assert run["floor_model_matches"], (run["floor_by_op"], run["arm_by_op"])
+    assert run["lower_bound_s"] <= run["floor_s"] <= run["floor_fifo_s"]
+    assert len(results["machine"]["load_at_start"]) == 3
 
     base = results["baseline"]
     assert base["targets_checked"] == 2 and base["scaled"]
@@ -36,5 +43,5 @@ def test_smoke_run_observes_every_hub_and_writes_its_results(tmp_path: Path) -> 
     assert base["arm_requests_per_target"] > run["arm_requests_per_target"]
     assert results["speedup_vs_baseline_at_10"] > 0
 
-    assert (tmp_path / "fleet.png").stat().st_size > 1000
+    assert (tmp_path / "fleet.svg").stat().st_size > 1000
     assert "| 10 |" in (tmp_path / "README-table.md").read_text()

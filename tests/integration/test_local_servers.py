@@ -15,13 +15,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
 import pytest
 
-from localenv.host import LocalHost
+from localenv.host import LocalHost, route_prefix
 from localenv.webhook import WebhookReceiver, hang
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -78,13 +79,18 @@ def test_a_route_takes_its_methods_and_anything_else_is_an_empty_404(host: Local
     assert status == 200 and head["content-type"] == "application/json; charset=utf-8"
     assert json.loads(body) == {"route": {"id": "7"}, "params": {"a": "2", "b": ""}, "method": "GET"}
     assert CALLS == ["thing"]
+    # Route values arrive decoded as the host decodes the path: all but an encoded `/`.
+    for raw, value in (("a%20b", "a b"), ("a%2Fb", "a%2Fb"), ("%C3%A9", "é"), ("a%252Fb", "a%2Fb")):
+        status, body, _ = call(host, "GET", f"/api/things/{raw}")
+        assert (status, json.loads(body)["route"]) == (200, {"id": value}), raw
+    CALLS.clear()
     # HEAD on a GET route is a 404 on the host too (Azure/azure-functions-host#11625), like any
     # method the route does not take (#10098): no 405, no body, and the function never runs.
     for method in ("HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
         assert call(host, method, "/api/things/7")[:2] == (404, b""), method
-    for path in ("/api/things/7/", "/api/things", "/api/nothing", "/things/7", "/api/Things/7"):
+    for path in ("/api/things/7/", "/api/things", "/api/nothing", "/things/7"):
         assert call(host, "GET", path)[:2] == (404, b""), path
-    assert CALLS == ["thing"]
+    assert CALLS == []
     for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):  # a route without methods takes these
         assert call(host, method, "/api/anon", key=None)[:2] == (200, method.encode())
 
@@ -150,3 +156,20 @@ def test_run_on_the_worker_loop_refuses_at_once_instead_of_waiting_for_itself(ho
     started = time.monotonic()
     assert "would wait for itself" in host.run(nested())
     assert time.monotonic() - started < 5  # not the function timeout
+
+
+@pytest.mark.parametrize(("http", "prefix"), [(None, "api"), ({}, "api"), ({"routePrefix": ""}, ""),
+                                              ({"routePrefix": "/v1/"}, "v1")])
+def test_the_route_prefix_comes_from_host_json(tmp_path: Path, http: dict[str, str] | None, prefix: str) -> None:
+    doc: dict[str, Any] = {"version": "2.0", "extensions": {} if http is None else {"http": http}}
+    (tmp_path / "host.json").write_text(json.dumps(doc))
+    assert route_prefix(tmp_path / "host.json") == prefix
+    assert route_prefix() == "api"  # ours
+
+
+def test_the_receiver_records_a_body_far_over_what_teams_takes(webhook: WebhookReceiver) -> None:
+    big = b"x" * (3 * 1024 * 1024)
+    with urllib.request.urlopen(urllib.request.Request(webhook.url, data=big), timeout=30) as resp:
+        assert resp.status == 202
+    [got] = webhook.requests()
+    assert len(got.body) == len(big)

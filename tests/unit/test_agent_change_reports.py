@@ -24,12 +24,14 @@ class FakeFrr:
     def __init__(self) -> None:
         self.config = "router bgp 65001\n network 0.0.0.0/0\n"
         self.states = {"10.0.2.4": "Established", "10.0.2.5": "Established"}
+        self.sent: dict[str, int] = {}
 
     async def running_config(self) -> str:
         return self.config
 
     async def show_json(self, command: str) -> dict[str, Any]:
-        return {"ipv4Unicast": {"peers": {ip: {"state": s} for ip, s in self.states.items()}}}
+        return {"ipv4Unicast": {"peers": {ip: {"state": s, "pfxSnt": self.sent.get(ip, 1)}
+                                          for ip, s in self.states.items()}}}  # fmt: skip
 
     async def check(self, config: str) -> None: ...
     async def reload(self, config: str) -> None: ...
@@ -135,3 +137,14 @@ async def test_an_outside_edit_right_after_the_agents_apply_is_reported_as_outsi
     assert report["old_hash"] == config_hash(agents) and report["new_hash"] == config_hash(frr.config)
     assert "after the agent's own apply" in report["summary"]
     assert await r.poll_once() is None
+
+
+async def test_a_withdrawn_advertisement_without_a_config_change_is_reported() -> None:
+    # The route behind `network 0.0.0.0/0` left the RIB: FRR stops advertising it, config unchanged.
+    frr = FakeFrr()
+    r = reporter(frr, lambda req: httpx.Response(202), [OwnConfig()])
+    await r.poll_once()
+    frr.sent = {"10.0.2.4": 0, "10.0.2.5": 0}
+    report = await r.poll_once()
+    assert report is not None and report["kind"] == "advertised" and report["by"] == "outside-agent"
+    assert "10.0.2.4=1,10.0.2.5=1 -> 10.0.2.4=0,10.0.2.5=0" in report["summary"]

@@ -57,7 +57,7 @@ def test_the_run_counts_only_while_plain_requests_wait() -> None:
 def test_the_default_run_keeps_a_share_for_plain_requests() -> None:
     order = SlotOrder(1)
     assert order.arrive(P)
-    for lane in [C] * 100 + [P] * 100:
+    for lane in [C] * 1000 + [P] * 100:
         order.arrive(lane)
     first = grants(order, 10 * (CRITICAL_RUN + 1))
     assert first.count(P) == 10  # one in CRITICAL_RUN + 1 under contention
@@ -138,3 +138,20 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_a_cancelled_grantee_passe
     await asyncio.wait_for(asyncio.gather(h, granted, nxt, return_exceptions=True), 5)  # a lost slot hangs
     assert "granted" not in done and done[-1] == "next"
     assert slots.order.free == 1
+
+
+def test_the_zero_cpu_floor_of_a_100_hub_pass_gains_from_the_two_lanes() -> None:
+    """bench/floor.py drives the real SlotOrder: the lanes shorten a slot-bound pass's schedule."""
+    from bench import fleetgen, floor
+
+    def latency(op: str, method: str) -> float:
+        return 0.05
+
+    kwargs = {"subscriptions": fleetgen.SUBSCRIPTIONS, "slots": 64, "target_concurrency": 128,
+              "reads_per_second": 25.0, "read_burst": 240}  # fmt: skip
+    shape = floor.HubShape(peers=fleetgen.PEERS)
+    lanes = floor.simulate(100, shape, latency, 1.0, prioritised=True, **kwargs)
+    fifo = floor.simulate(100, shape, latency, 1.0, prioritised=False, **kwargs)
+    assert sum(lanes.by_op.values()) == sum(fifo.by_op.values()) == 100 * sum(shape.requests_by_op().values())
+    assert lanes.by_op == {op: 100 * k for op, k in shape.requests_by_op().items()}
+    assert 1.15 <= lanes.seconds < fifo.seconds  # never below the 1.15 s critical path

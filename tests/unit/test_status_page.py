@@ -51,7 +51,7 @@ def broken() -> PageData:
          "severity": "critical"},
         {"kind": "resolved", "at": NOW - timedelta(days=2), "identity": "hub|PEER_DOWN|peer=nva1"},
     ]  # fmt: skip
-    return PageData(NOW, trace(target(), obs), [b2b], passes, events)
+    return PageData(NOW, trace(target(), obs), [b2b], passes, events, {"hub": target()})
 
 
 def test_page_links_each_drift_to_its_root_cause_hop_and_runbook() -> None:
@@ -94,6 +94,14 @@ def test_the_page_names_the_cause_the_cards_group_under(case: str) -> None:
         # the first hop that carries the cards' cause; none when that drift is beside the path
         shown = next((h for h in hops if any(d.identity == root.identity for d in h.drifts)), None)
         assert causes.get(f.identity) is shown
+
+
+def test_the_page_fills_a_runbook_like_the_card_does() -> None:
+    # One answer to "which names fill a runbook" (runbook.names_for): the target's resource group and
+    # Route Server, not the placeholders.
+    html = render(broken())
+    assert "check: <code>az network routeserver show -g rg-hub -n ars-hub" in html
+    assert "{rg}" not in html and "{rs}" not in html
 
 
 def test_values_from_azure_are_escaped() -> None:
