@@ -258,5 +258,3 @@ def _problems(world: World, nva: Nva, intent: BgpIntent) -> list[str]:
         elif not established(world, nva, n.ip):
             out.append(f"neighbor {n.ip} is Active, not Established")
     return out
-
-
