@@ -4,7 +4,9 @@ The agent runs in the NVA namespace and reaches the Functions app (served on the
 the local host) through the lab's HostRelay. A vtysh edit in the namespace is reported within about
 a second, accepted by `POST /api/agent/changes`, and the targeted pass it queues finds the drift,
 fixes it through the same agent and records who changed it; the agent's own fix is reported as its
-own and starts nothing; an edit within a second of the agent's apply is still "outside".
+own and starts nothing; an edit within a second of the agent's apply is still "outside"; what FRR
+advertises (a withdrawal with no config change) and its BGP sessions (a route server's link down)
+are reported too.
 """
 
 from __future__ import annotations
