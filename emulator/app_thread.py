@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from ssl import SSLContext
 from types import TracebackType
 from typing import Any, TypeVar
@@ -23,18 +23,20 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 T = TypeVar("T")
+# aiohttp's low-level server: every request to one handler, no router (for servers that route themselves).
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class AppThread:
-    """One aiohttp application, one event loop, one thread. `start()` returns once it listens.
+    """One aiohttp application (or one low-level handler), one event loop, one thread.
 
-    Handlers run on that loop: a handler that blocks (a lock held by a test thread, CPU work)
-    holds up every connection for that long, so keep blocking sections short.
+    `start()` returns once it listens. Handlers run on that loop: a handler that blocks (a lock
+    held by a test thread, CPU work) holds up every connection that long; keep such sections short.
     """
 
     def __init__(
         self,
-        app: web.Application,
+        app: web.Application | Handler,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -52,7 +54,7 @@ class AppThread:
         self._shutdown_timeout = shutdown_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self._bound: int | None = None
 
     # ---- life cycle --------------------------------------------------------------------------------
@@ -137,7 +139,12 @@ class AppThread:
 
     async def _open(self) -> None:
         # No access log: a fleet benchmark sends thousands of requests, and the log costs CPU per line.
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self._shutdown_timeout)
+        runner: web.BaseRunner
+        if isinstance(self.app, web.Application):
+            runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self._shutdown_timeout)
+        else:
+            server = web.Server(self.app, access_log=None)
+            runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl, backlog=self._backlog)

@@ -8,6 +8,7 @@ world or the HTTP server library.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -31,7 +32,7 @@ class Request:
     def path(self) -> str:
         return "/" + "/".join(self.segments)
 
-    @property
+    @functools.cached_property
     def lower(self) -> tuple[str, ...]:
         """The segments lower-cased: ARM matches paths case-insensitively."""
         return tuple(s.lower() for s in self.segments)

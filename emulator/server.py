@@ -44,7 +44,6 @@ AGENT_OPS = agent_routes.OPS
 KNOWN_OPS = ARM_OPS | AGENT_OPS
 LRO_STYLES = operations.LRO_STYLES
 SERVER = "ArmEmulator/1.0"
-MAX_BODY = 16 * 1024 * 1024  # aiohttp's default (1 MiB) would answer a large world write with 413
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,14 +127,13 @@ class ArmEmulator:
             return self
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self._certs.cert_file, self._certs.key_file)
-        app = web.Application(client_max_size=MAX_BODY)
-        # One catch-all route: ARM matches paths case-insensitively (aiohttp's router does not) and
-        # answers its own 404/405 bodies; `arm_routes` and `agent_routes` hold the real tables.
-        app.router.add_route("*", "/{path:.*}", self._wire)
+        # aiohttp's low-level server, no router: ARM matches paths case-insensitively (aiohttp's router
+        # does not) and answers its own 404/405 bodies, so `arm_routes` and `agent_routes` route.
         # A fleet benchmark opens hundreds of connections at once: a deeper accept queue.
-        self._server = AppThread(
-            app, host=self._host, port=self._port, ssl_context=ctx, name="arm-emulator", backlog=256
-        ).start()
+        server = AppThread(
+            self._wire, host=self._host, port=self._port, ssl_context=ctx, name="arm-emulator", backlog=256
+        )
+        self._server = server.start()
         return self
 
     def stop(self) -> None:
@@ -229,7 +227,7 @@ class ArmEmulator:
 
     # ---- request pipeline --------------------------------------------------------------------------
 
-    async def _wire(self, request: web.Request) -> web.Response:
+    async def _wire(self, request: web.BaseRequest) -> web.StreamResponse:
         split = urlsplit(request.raw_path)
         req = Request(
             method=request.method,

@@ -29,6 +29,8 @@ DEFAULT_PATH = (
     "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=SECRETlocalwebhooksig0123456789"
 )
 
+RECORD_UP_TO = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -119,7 +121,9 @@ class WebhookReceiver:
     def start(self) -> WebhookReceiver:
         if self._server is not None:
             return self
-        app = web.Application()
+        # Record whatever arrives, however large (aiohttp would refuse over 1 MiB unrecorded): a test
+        # judging what was sent against Teams' 28 KB limit must see the oversized body itself.
+        app = web.Application(client_max_size=RECORD_UP_TO)
         for method in ("POST", "GET", "PUT"):  # heartbeat pings may use GET
             app.router.add_route(method, "/{tail:.*}", self._handle)
         app.on_shutdown.append(self._wake_hanging)

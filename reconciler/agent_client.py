@@ -3,11 +3,12 @@
 Owns HTTP to one agent: bearer auth, TLS (a CA to trust, a client certificate for mutual TLS,
 and no plain http:// unless the caller says the agent is a lab one), timeouts, bounded retries
 of the idempotent calls, and the translation of the planner's `plan.Intent` into the request
-body, of the agent's state into `observed.AgentView`, and of failures into reconciler.errors:
+body, of the agent's state into `observed.AgentView` (it is the service's AgentPort), and of
+failures into reconciler.errors:
 
     connect error, timeout, 5xx (incl. 503 "FRR unavailable"), 408, 429 -> TransientError
     401, 403 (outside the NVA's policy), 409 (operator config in the way), 413, 422, other 4xx,
-    a body that breaks the contract -> PermanentError
+    a body that breaks the contract, an intent the agent rolled back -> PermanentError
     an http:// URL without allow_http                                  -> ConfigurationError
 
 It must not know FRR, the drift model or what the reconciler does with the answers. The token
@@ -122,6 +123,20 @@ class AgentClient:
         # PUT of a whole intent is idempotent by the contract: retrying it is safe
         resp = await self._request("PUT", "/v1/bgp/intent", json=_intent_body(intent, dry_run))
         return _parse(resp, _intent_result)
+
+    # -- the service's AgentPort: what a pass reads and how a fix reads in its outcome --------------
+    async def view(self) -> AgentView:
+        return await self.state()
+
+    async def apply(self, intent: Intent) -> str:
+        """Apply for real; the one-line summary a step's outcome carries. A rollback (the read-back
+        did not match, the previous config is back) is a PermanentError: the fix did not happen."""
+        result = await self.apply_intent(intent)
+        if result.rolled_back:
+            raise PermanentError(f"agent rolled back: {result.message}")
+        if not result.changed:
+            return "agent: no change needed"
+        return "agent: " + "; ".join(result.changes[:10])
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, retry: bool = True, ok: tuple[int, ...] = (200,)

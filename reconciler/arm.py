@@ -51,6 +51,7 @@ from azure.mgmt.network.aio import NetworkManagementClient
 from azure.mgmt.network.models import BgpConnection
 
 from reconciler import arm_shapes
+from reconciler.arm_ids import network_id
 from reconciler.desired import GatewayType, SubnetInvariant, Target
 from reconciler.errors import PermanentError, TransientError, first_line
 from reconciler.observed import (
@@ -836,9 +837,7 @@ def _subnet_routing(vnet: str, subnet: str, rt_id: str, rt: Any) -> SubnetRoutin
 
 def _network_path(subscription: str, resource_group: str, kind: str, name: str, *rest: str) -> str:
     """An ARM path below Microsoft.Network, each segment URL-quoted (names may hold spaces)."""
-    parts = [subscription, resource_group, kind, name, *rest]
-    s, rg, k, n, *tail = (quote(p, safe="") for p in parts)
-    return "/".join([f"/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/{k}/{n}", *tail])
+    return network_id(subscription, resource_group, kind, name, *rest, segment=lambda p: quote(p, safe=""))
 
 
 def _s(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import desired, storage
 from reconciler.errors import ConfigurationError, ReconcilerError
-from reconciler.http_api import records
+from reconciler.http_api import json_default, records
 from reconciler.report_text import inert, render_report, render_trace, table
 from reconciler.settings import Settings, load_settings
 from reconciler.trigger import Trigger
@@ -192,7 +192,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
 
     data = asyncio.run(read())
     if args.json:
-        json.dump(data, out, indent=2, default=str)
+        json.dump(data, out, indent=2, default=json_default)
         out.write("\n")
     else:
         table(
@@ -227,7 +227,7 @@ def _drift_row(rec: DriftRecord) -> dict[str, Any]:
 
 def _render(report: dict[str, Any], as_json: bool, out: TextIO) -> None:
     if as_json:
-        json.dump(report, out, indent=2, default=str)
+        json.dump(report, out, indent=2, default=json_default)
         out.write("\n")
         return
     render_report(report, out)

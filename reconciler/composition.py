@@ -17,12 +17,10 @@ from reconciler import desired, notify, storage
 from reconciler.agent_client import AgentClient
 from reconciler.arm import Arm, ArmOptions, StaticTokenCredential
 from reconciler.desired import DesiredState, Peer, Target
-from reconciler.errors import ConfigurationError, DesiredStateError, PermanentError
+from reconciler.errors import ConfigurationError, DesiredStateError
 from reconciler.fanout import FanoutQueue
 from reconciler.lease import TargetLeases
 from reconciler.ledger import Ledger
-from reconciler.observed import AgentView
-from reconciler.plan import Intent
 from reconciler.runs import RunStore
 from reconciler.service import Services, WhoChanged
 from reconciler.settings import Settings, load_settings
@@ -80,24 +78,6 @@ def build_arm(settings: Settings) -> Arm:
     return Arm(credential, arm_options(settings))
 
 
-class _Agent:
-    """Adapts the agent client to the service's AgentPort."""
-
-    def __init__(self, client: AgentClient) -> None:
-        self._client = client
-
-    async def view(self) -> AgentView:
-        return await self._client.state()
-
-    async def apply(self, intent: Intent) -> str:
-        result = await self._client.apply_intent(intent)
-        if result.rolled_back:
-            raise PermanentError(f"agent rolled back: {result.message}")
-        if not result.changed:
-            return "agent: no change needed"
-        return "agent: " + "; ".join(result.changes[:10])
-
-
 class AgentDirectory:
     """One agent client per peer, cached; the token comes from the app setting the peer names."""
 
@@ -106,7 +86,7 @@ class AgentDirectory:
         self._transport = transport
         self._clients: dict[tuple[str, str], AgentClient] = {}
 
-    def for_peer(self, target: Target, peer: Peer) -> _Agent | str:
+    def for_peer(self, target: Target, peer: Peer) -> AgentClient | str:
         if peer.agent_url is None or peer.token_setting is None:
             return f"no agent declared for {peer.name}"
         token = self._settings.secret(peer.token_setting)
@@ -131,7 +111,7 @@ class AgentDirectory:
             except ConfigurationError as exc:
                 return str(exc)
             self._clients[key] = client
-        return _Agent(client)
+        return client
 
     async def close(self) -> None:
         for c in self._clients.values():

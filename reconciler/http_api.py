@@ -37,7 +37,7 @@ class ApiResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def json_bytes(self) -> bytes:
-        return json.dumps(self.body, default=_json_default, sort_keys=False).encode("utf-8")
+        return json.dumps(self.body, default=json_default, sort_keys=False).encode("utf-8")
 
 
 class ApiError(Exception):
@@ -365,7 +365,9 @@ def health_unknown() -> ApiResponse:
     return error(503, "unavailable", "health cannot be determined now; /api/health/details (function key) says why")
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """The one JSON form of our values (times in ISO 8601, enums by value), for the HTTP API and the
+    CLI's --json alike."""
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, timedelta):

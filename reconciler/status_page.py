@@ -22,7 +22,7 @@ from reconciler.drift import DriftCode
 from reconciler.ledger_state import DriftRecord, PassRecord
 from reconciler.picture import Interval, hop_anchor, timeline_svg, trace_svg
 from reconciler.runbook import RUNBOOK, names_for
-from reconciler.service import trace_targets
+from reconciler.service import Services, trace_targets
 from reconciler.trace import Hop, Trace, worst
 
 HERE = Path(__file__).resolve().parent
@@ -215,7 +215,7 @@ class LedgerReader(Protocol):
 
 
 async def gather(
-    services: Any, ledger: LedgerReader | None, state: DesiredState, *, now: datetime, target: str | None = None
+    services: Services, ledger: LedgerReader | None, state: DesiredState, *, now: datetime, target: str | None = None
 ) -> PageData:
     """Trace the targets from a fresh observation and read the ledger (without one: empty tables)."""
     traces = await trace_targets(services, state, only=target)

@@ -136,3 +136,20 @@ async def test_a_retry_after_date_is_honoured_like_seconds() -> None:
     async with client(httpx.MockTransport(handler)) as c:
         await c.state()
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.9
+
+
+async def test_the_service_port_says_what_changed_and_a_rollback_is_permanent() -> None:
+    result = {"changed": True, "applied": True, "rolled_back": False, "dry_run": False,
+              "changes": ["+ network 0.0.0.0/0 route-map nva-agent-originate"], "state": STATE, "message": "ok"}
+    answers = [result, {**result, "applied": False, "rolled_back": True, "message": "read-back did not match"},
+               {**result, "changed": False, "changes": []}]  # fmt: skip
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers.pop(0))
+
+    intent = Intent(65001, (("10.0.2.4", 65515),), ("0.0.0.0/0",), "10.0.3.4")
+    async with client(httpx.MockTransport(handler)) as c:
+        assert await c.apply(intent) == "agent: + network 0.0.0.0/0 route-map nva-agent-originate"
+        with pytest.raises(PermanentError, match="agent rolled back: read-back did not match"):
+            await c.apply(intent)
+        assert await c.apply(intent) == "agent: no change needed"

@@ -305,6 +305,12 @@ def test_emulated_change_is_repaired_by_an_event_pass_with_who_in_ledger_api_sta
         out = io.StringIO()
         assert cli.main(["status", "--target", "hub-weu"], out=out) == 2
         assert "alice@contoso.example: virtualHubs/write" in out.getvalue()
+        # status --json answers the HTTP API's JSON for the same drift ("changed by" as one line)
+        out = io.StringIO()
+        assert cli.main(["status", "--target", "hub-weu", "--json"], out=out) == 2
+        for row in json.loads(out.getvalue())["open_drift"]:
+            same = next(d for d in api["drifts"] if d["identity"] == row["identity"])
+            assert {**row, "changed_by": same["changed_by"]} == same
         # the Teams card
         cards = json.dumps([r.json() for r in webhook.accepted()])
         assert "Changed by" in cards and "alice@contoso.example" in cards

@@ -165,3 +165,11 @@ def test_the_route_prefix_comes_from_host_json(tmp_path: Path, http: dict[str, s
     (tmp_path / "host.json").write_text(json.dumps(doc))
     assert route_prefix(tmp_path / "host.json") == prefix
     assert route_prefix() == "api"  # ours
+
+
+def test_the_receiver_records_a_body_far_over_what_teams_takes(webhook: WebhookReceiver) -> None:
+    big = b"x" * (3 * 1024 * 1024)
+    with urllib.request.urlopen(urllib.request.Request(webhook.url, data=big), timeout=30) as resp:
+        assert resp.status == 202
+    [got] = webhook.requests()
+    assert len(got.body) == len(big)
