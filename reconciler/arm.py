@@ -1,7 +1,9 @@
 """ARM adapter: reads (and the opt-in writes) through azure-mgmt-network's async client.
 
-Owns client construction, concurrency bounds, per-subscription pacing and the translation of ARM
-answers and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
+Owns client construction (one aiohttp session that never reads the environment, and the
+pipeline's policies), the request slots (two lanes: the critical path first), per-subscription
+pacing and the translation of ARM answers and errors into `observed` values: 404 -> None
+(absent), any other failure -> Unknown.
 Reads go through the SDK's pipeline (auth, retries, pacing) but come back as raw JSON, which
 `arm_shapes` checks and translates; a body of the wrong shape is Unknown, never an exception.
 Must not judge drift. Only this module and the other adapters import azure.*.
