@@ -180,6 +180,9 @@ def simulate(
 
             request(op, "POST", Lane.CRITICAL, poll_later)
 
+        # In the order Arm.observe issues them: the peer list is awaited inline, so it reaches the
+        # pacing queue first; the other reads are tasks, which start in the order they were made.
+        request("bgp.list", "GET", Lane.CRITICAL, lambda: [route_query("routes.learned") for _ in range(shape.peers)])
         for op in ("hub.get", "firewall.get", "firewall.health"):
             request(op, "GET", Lane.PLAIN)
         route_query("gateway.learned")
@@ -187,7 +190,6 @@ def simulate(
             route_query("gateway.advertised")
         request("vnet.get", "GET", Lane.PLAIN,
                 lambda: [request("routetable.get", "GET", Lane.PLAIN) for _ in range(shape.route_tables)])  # fmt: skip
-        request("bgp.list", "GET", Lane.CRITICAL, lambda: [route_query("routes.learned") for _ in range(shape.peers)])
 
     for _ in range(min(n, target_concurrency)):
         start_hub(waiting.popleft())

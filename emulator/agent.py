@@ -26,7 +26,7 @@ from nva_agent.models import (
     NeighborState,
     PolicyRefusal,
 )
-from nva_agent.state import ip_order, prefix_order
+from nva_agent.state import ip_order, prefix_order, problems
 
 from .derive import nva_sends
 from .world import AgentPolicy, Announcement, BgpConnection, Nva, NvaNeighbor, World
@@ -249,12 +249,6 @@ def _write(world: World, nva: Nva, intent: BgpIntent) -> None:
 
 
 def _problems(world: World, nva: Nva, intent: BgpIntent) -> list[str]:
-    """Why the NVA does not (yet) carry the intent, as the real agent's read-back words it."""
-    out = []
-    configured = {n.ip for n in configured_neighbors(world, nva)}
-    for n in intent.neighbors:
-        if n.ip not in configured:
-            out.append(f"neighbor {n.ip} is not configured")
-        elif not established(world, nva, n.ip):
-            out.append(f"neighbor {n.ip} is Active, not Established")
-    return out
+    """Why the NVA does not (yet) carry the intent: the real agent's own read-back check
+    (nva_agent.state.problems) on the state the emulated NVA would answer with."""
+    return problems(_state(world, nva, 0), intent)

@@ -126,7 +126,7 @@ def _run_lab_demo(out_dir: Path, out: TextIO) -> int:
     from localenv.demo_events import LabReaction, app_host
     from localenv.frrlab import FrrLab, LabUnavailable, nva_config, strong_token
 
-    lab = FrrLab(name="arsrdemo")
+    lab = FrrLab(name=f"arsrdemo{os.getpid()}")  # its own namespaces: a test run may overlap
     try:
         lab.up()
     except LabUnavailable as exc:

@@ -59,6 +59,19 @@ def wait_until(fn: Callable[[], T | None], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def _not_yet(fn: Callable[[], bool]) -> Callable[[], bool]:
+    """`fn`, with vtysh failing counted as "not yet": a daemon just started under load may not
+    answer its vty socket at once; a daemon that never does is the deadline's message."""
+
+    def probe() -> bool:
+        try:
+            return fn()
+        except LabError:
+            return False
+
+    return probe
+
+
 # ----------------------------------------------------------------------------- configs ------
 @dataclass(frozen=True)
 class Addresses:
@@ -632,9 +645,10 @@ class FrrLab:
         }
 
     def wait_converged(self, timeout: float = 15.0) -> None:
-        wait_until(self.nva_established, timeout, "the NVA's sessions to both route servers")
+        wait_until(_not_yet(self.nva_established), timeout, "the NVA's sessions to both route servers")
         for rs in (0, 1):
-            wait_until(functools.partial(self.holds_default, rs), timeout, f"route server {rs} to hold 0.0.0.0/0")
+            wait_until(_not_yet(functools.partial(self.holds_default, rs)), timeout,
+                       f"route server {rs} to hold 0.0.0.0/0")  # fmt: skip
 
     # -- changing the NVA behind the agent's back (the drift under test) --------------------
     def load_nva_config(self, text: str) -> None:

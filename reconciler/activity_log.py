@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from reconciler.arm_ids import network_id
 from reconciler.attribution import Attribution, ChangeSource
 from reconciler.desired import Target
 from reconciler.drift import Drift, DriftCode
@@ -34,8 +35,7 @@ WINDOW = timedelta(hours=2)  # how far back a change is looked for (the timer ru
 
 def resources_for(target: Target, drifts: Sequence[Drift]) -> list[str]:
     """The ARM resources whose change may explain the Azure-side drift of this pass."""
-    net = f"/subscriptions/{target.subscription_id}/resourceGroups/{target.resource_group}/providers/Microsoft.Network"
-    hub = f"{net}/virtualHubs/{target.route_server}"
+    hub = network_id(target.subscription_id, target.resource_group, "virtualHubs", target.route_server)
     out: list[str] = []
     codes = {d.code for d in drifts}
     if codes & {DriftCode.BRANCH_TO_BRANCH_DISABLED, DriftCode.ROUTE_SERVER_UNHEALTHY}:
@@ -47,13 +47,11 @@ def resources_for(target: Target, drifts: Sequence[Drift]) -> list[str]:
                 out.append(f"{hub}/bgpConnections/{peer.name}")
     if DriftCode.FIREWALL_UNHEALTHY in codes and target.firewall.name:
         rg = target.firewall.resource_group or target.resource_group
-        out.append(f"/subscriptions/{target.subscription_id}/resourceGroups/{rg}/providers/Microsoft.Network/"
-                   f"azureFirewalls/{target.firewall.name}")  # fmt: skip
+        out.append(network_id(target.subscription_id, rg, "azureFirewalls", target.firewall.name))
     if DriftCode.UDR_INVARIANT_BROKEN in codes:
         for s in target.subnets:
             rg = s.resource_group or target.resource_group
-            vnet = f"/subscriptions/{target.subscription_id}/resourceGroups/{rg}/providers/Microsoft.Network"
-            out.append(f"{vnet}/virtualNetworks/{s.vnet}/subnets/{s.subnet}")
+            out.append(network_id(target.subscription_id, rg, "virtualNetworks", s.vnet, "subnets", s.subnet))
     return list(dict.fromkeys(out))
 
 

@@ -1,7 +1,9 @@
 """ARM adapter: reads (and the opt-in writes) through azure-mgmt-network's async client.
 
-Owns client construction, concurrency bounds, per-subscription pacing and the translation of ARM
-answers and errors into `observed` values: 404 -> None (absent), any other failure -> Unknown.
+Owns client construction (one aiohttp session that never reads the environment, and the
+pipeline's policies), the request slots (two lanes: the critical path first), per-subscription
+pacing and the translation of ARM answers and errors into `observed` values: 404 -> None
+(absent), any other failure -> Unknown.
 Reads go through the SDK's pipeline (auth, retries, pacing) but come back as raw JSON, which
 `arm_shapes` checks and translates; a body of the wrong shape is Unknown, never an exception.
 Must not judge drift. Only this module and the other adapters import azure.*.
@@ -51,6 +53,7 @@ from azure.mgmt.network.aio import NetworkManagementClient
 from azure.mgmt.network.models import BgpConnection
 
 from reconciler import arm_shapes
+from reconciler.arm_ids import network_id
 from reconciler.desired import GatewayType, SubnetInvariant, Target
 from reconciler.errors import PermanentError, TransientError, first_line
 from reconciler.observed import (
@@ -836,9 +839,7 @@ def _subnet_routing(vnet: str, subnet: str, rt_id: str, rt: Any) -> SubnetRoutin
 
 def _network_path(subscription: str, resource_group: str, kind: str, name: str, *rest: str) -> str:
     """An ARM path below Microsoft.Network, each segment URL-quoted (names may hold spaces)."""
-    parts = [subscription, resource_group, kind, name, *rest]
-    s, rg, k, n, *tail = (quote(p, safe="") for p in parts)
-    return "/".join([f"/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/{k}/{n}", *tail])
+    return network_id(subscription, resource_group, kind, name, *rest, segment=lambda p: quote(p, safe=""))
 
 
 def _s(value: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from reconciler.alerts import Kind, Notification
+from reconciler.arm_ids import network_id
 from reconciler.desired import Target
 from reconciler.drift import DriftCode, subject_part
 from reconciler.incident import Incident, group
@@ -417,11 +418,9 @@ def _place(target: Target | None) -> list[tuple[str, str]]:
 def resource_ids(target: Target, members: Sequence[tuple[DriftCode, str]]) -> list[tuple[str, str]]:
     """(label, ARM resource ID) of each resource the drifts (code, subject) name, in their order
     (the cause's first); the Route Server is always among them."""
-    base = f"/subscriptions/{_seg(target.subscription_id)}/resourceGroups/"
-    net = "/providers/Microsoft.Network/"
 
     def rid(rg: str | None, kind: str, name: str) -> str:
-        return f"{base}{_seg(rg or target.resource_group)}{net}{kind}/{_seg(name)}"
+        return network_id(target.subscription_id, rg or target.resource_group, kind, name, segment=_seg)
 
     found: dict[str, str] = {}
     for code, s in members:

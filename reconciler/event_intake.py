@@ -28,7 +28,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from reconciler import change_report
+from reconciler import change_report, storage
 from reconciler.attribution import Attribution
 from reconciler.desired import DesiredState
 from reconciler.errors import TransientError
@@ -48,6 +48,7 @@ from reconciler.events import (
 )
 from reconciler.fanout import FanoutMessage, FanoutQueue
 from reconciler.settings import Settings
+from reconciler.storage import StorageAccess
 from reconciler.storage_rules import Table, encode_key
 from reconciler.trigger import Trigger
 
@@ -95,9 +96,12 @@ class EventIntake:
     async def _build(self, loop: asyncio.AbstractEventLoop) -> tuple[TableClient, FanoutQueue]:
         if self._loop is not loop or self._table is None or self._queue is None:
             conn = self.settings.storage_connection.get_secret_value()
-            table = TableClient.from_connection_string(
-                conn, Table.EVENTS.of(self.settings.table_prefix), retry_total=3, connection_timeout=10, read_timeout=30
-            )
+            # The transport every storage client gets (no proxy lookups per request; ARS_HTTPS_PROXY).
+            proxy = self.settings.outbound_proxy
+            access = StorageAccess(conn, proxy=proxy.get_secret_value() if proxy is not None else None)
+            timeouts = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 30}
+            options = storage.transport_options(access, timeouts)
+            table = TableClient.from_connection_string(conn, Table.EVENTS.of(self.settings.table_prefix), **options)
             try:
                 await table.create_table()
             except ResourceExistsError:
@@ -105,7 +109,7 @@ class EventIntake:
             except AzureError as exc:
                 await table.close()
                 raise TransientError(f"events table: cannot create: {exc}".splitlines()[0][:300]) from exc
-            queue = FanoutQueue(conn, self.settings.fanout_queue)
+            queue = FanoutQueue(access, self.settings.fanout_queue)
             await queue.ensure()
             self._loop, self._table, self._queue = loop, table, queue
         return self._table, self._queue

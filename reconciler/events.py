@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from reconciler.arm_ids import network_id
 from reconciler.attribution import Attribution, ChangeSource
 from reconciler.desired import DesiredState, Target
 
@@ -243,7 +244,7 @@ class Hit:
 
 
 def _rid(sub: str, rg: str, *path: str) -> str:
-    return "/".join((f"/subscriptions/{sub}/resourcegroups/{rg}/providers/microsoft.network", *path)).lower()
+    return network_id(sub, rg, *path).lower()  # ARM IDs compare case-insensitively
 
 
 class ResourceIndex:

@@ -102,7 +102,7 @@ def _access(conn: str | StorageAccess) -> StorageAccess:
     return conn if isinstance(conn, StorageAccess) else StorageAccess(conn)
 
 
-def _transport(a: StorageAccess, kwargs: dict[str, Any]) -> dict[str, Any]:
+def transport_options(a: StorageAccess, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Every storage client's transport settings, the same for Tables, Blobs and Queues.
 
     `use_env_settings=False`: azure-core's aiohttp transport otherwise opens its session with
@@ -118,7 +118,7 @@ def _transport(a: StorageAccess, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def table_service(conn: str | StorageAccess, **kwargs: Any) -> TableServiceClient:
     a = _access(conn)
-    kwargs = _transport(a, kwargs)
+    kwargs = transport_options(a, kwargs)
     if a.connection_string is not None:
         return TableServiceClient.from_connection_string(a.connection_string, **kwargs)
     return TableServiceClient(str(a.table_uri), credential=a.credential(), **kwargs)
@@ -126,7 +126,7 @@ def table_service(conn: str | StorageAccess, **kwargs: Any) -> TableServiceClien
 
 def blob_service(conn: str | StorageAccess, **kwargs: Any) -> BlobServiceClient:
     a = _access(conn)
-    kwargs = _transport(a, kwargs)
+    kwargs = transport_options(a, kwargs)
     if a.connection_string is not None:
         return BlobServiceClient.from_connection_string(a.connection_string, **kwargs)
     return BlobServiceClient(str(a.blob_uri), credential=a.credential(), **kwargs)
@@ -134,7 +134,7 @@ def blob_service(conn: str | StorageAccess, **kwargs: Any) -> BlobServiceClient:
 
 def queue_client(conn: str | StorageAccess, queue: str, **kwargs: Any) -> QueueClient:
     a = _access(conn)
-    kwargs = _transport(a, kwargs)
+    kwargs = transport_options(a, kwargs)
     if a.connection_string is not None:
         return QueueClient.from_connection_string(a.connection_string, queue, **kwargs)
     return QueueClient(str(a.queue_uri), queue, credential=a.credential(), **kwargs)

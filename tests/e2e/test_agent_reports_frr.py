@@ -4,7 +4,9 @@ The agent runs in the NVA namespace and reaches the Functions app (served on the
 the local host) through the lab's HostRelay. A vtysh edit in the namespace is reported within about
 a second, accepted by `POST /api/agent/changes`, and the targeted pass it queues finds the drift,
 fixes it through the same agent and records who changed it; the agent's own fix is reported as its
-own and starts nothing; an edit within a second of the agent's apply is still "outside".
+own and starts nothing; an edit within a second of the agent's apply is still "outside"; what FRR
+advertises (a withdrawal with no config change) and its BGP sessions (a route server's link down)
+are reported too.
 """
 
 from __future__ import annotations
@@ -152,3 +154,24 @@ def test_a_withdrawn_advertisement_with_no_config_change_is_reported(
     finally:
         subprocess.run(["ip", "-n", ns, "route", "replace", "blackhole", "0.0.0.0/0"], check=True, timeout=10)
     wait_until(lambda: all(lab.holds_default(rs) for rs in (0, 1)), 15, "the route to come back")
+
+
+def test_a_lost_bgp_session_is_reported(
+    frr_lab: FrrLabHandle, app: tuple[Any, Any, AgentProcess, Path], azurite: Azurite, storage_prefix: str
+) -> None:
+    from azure.data.tables import TableClient
+
+    _host, fa, _agent, _ = app
+    lab = frr_lab.lab
+    rs2 = lab.ns("rs2")
+    # Route server 2's link goes down: nothing changes in the NVA's config, its session to
+    # 10.0.2.5 ends when the hold timer (3 s in the lab) runs out.
+    subprocess.run(["ip", "-n", rs2, "link", "set", "eth0", "down"], check=True, timeout=10)
+    try:
+        wait_until(lambda: _count(fa, Verdict.ACCEPTED) >= 1, 15, "the lost session to be reported")
+        with TableClient.from_connection_string(azurite.connection_string, f"{storage_prefix}events") as table:
+            changes = json.loads(table.get_entity("pending", "hub-weu")["changes"])
+        assert any("frr sessions changed" in c["operation"] and "10.0.2.5=" in c["operation"] for c in changes), changes
+    finally:
+        subprocess.run(["ip", "-n", rs2, "link", "set", "eth0", "up"], check=True, timeout=10)
+    lab.wait_converged(20)

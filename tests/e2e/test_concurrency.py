@@ -92,7 +92,8 @@ async def test_sixty_racing_timer_http_queue_and_worker_passes_fix_each_target_e
     calls += [("http", fns["reconcile_http"](http(HTTP_BODIES[i % len(HTTP_BODIES)]))) for i in range(20)]
     calls += [("queue", fns["reconcile_queue"](queued((A, B)[i % 2], i))) for i in range(20)]
     calls += [("timer", fns["reconcile_timer"](TimerRequest(past_due=False))) for _ in range(10)]
-    calls += [("worker", run_pass(rt, state, trigger=Trigger.QUEUE)) for rt in other_workers]
+    # Other processes' passes (an operator's `apply` elsewhere): their own trigger, told apart in the ledger.
+    calls += [("worker", run_pass(rt, state, trigger=Trigger.CLI)) for rt in other_workers]
     assert len(calls) >= 50
     try:
         results = await asyncio.gather(*(c for _, c in calls), return_exceptions=True)
@@ -119,10 +120,10 @@ async def test_sixty_racing_timer_http_queue_and_worker_passes_fix_each_target_e
     passes = await rt.ledger.passes(limit=500)
     by_trigger = Counter(p.trigger for p in passes)
     http_writes = sum(1 for i in range(20) if b"dry_run" not in HTTP_BODIES[i % len(HTTP_BODIES)])
-    assert by_trigger == Counter({"http": http_writes, "queue": 20, "timer": 10, "worker": 10}), by_trigger
+    assert by_trigger == Counter({"http": http_writes, "queue": 20, "timer": 10, "cli": 10}), by_trigger
     assert sum(p.counts.get("fixed", 0) for p in passes) == 2  # exactly one fixing pass per target
     # The records say what the reports said: every locked target of an HTTP or worker pass is in the ledger.
-    assert sum(p.counts.get("locked", 0) for p in passes if p.trigger in ("http", "worker")) == statuses["locked"]
+    assert sum(p.counts.get("locked", 0) for p in passes if p.trigger in (Trigger.HTTP, Trigger.CLI)) == statuses["locked"]
     # The report, the ledger and the cards agree for every pass that raced.
     await all_agree(rt, [r for (kind, _), r in zip(calls, results, strict=True) if kind == "worker"])
     await report_dicts_agree(

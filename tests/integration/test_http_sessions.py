@@ -20,6 +20,7 @@ from localenv.azurite import Azurite
 from reconciler import desired, storage
 from reconciler.composition import build_arm
 from reconciler.diff import diff
+from reconciler.event_intake import EventIntake
 from reconciler.fanout import FanoutQueue
 from reconciler.lease import TargetLeases
 from reconciler.ledger import Ledger
@@ -97,6 +98,12 @@ async def test_storage_clients_do_not_use_a_proxy_from_the_environment(
         await queue.ensure()
     finally:
         await queue.close()
+    intake = EventIntake(load_settings({"ARS_STORAGE_CONNECTION": conn, "ARS_TABLE_PREFIX": storage_prefix,
+                                        "ARS_FANOUT_QUEUE": f"{storage_prefix}-ev"}))  # fmt: skip
+    try:
+        assert await intake.claim("t1") == []  # builds its events table and queue clients, reads a row
+    finally:
+        await intake.aclose()
     assert proxy_in_environment.seen == []
 
 
