@@ -165,6 +165,14 @@ NIC = Lookup[tuple[Nic, Subnet]]("networkInterfaces", _nic)
 # ---- request rules -----------------------------------------------------------------------------------
 
 
+def _json_body(c: Call) -> object:
+    """The body as JSON, or ARM's 400 when it is not JSON."""
+    try:
+        return c.req.json_body()
+    except ValueError:
+        return arm_error(400, "InvalidRequestFormat", "The request body is not valid JSON.")
+
+
 @dataclasses.dataclass(frozen=True)
 class HubChange:
     branch_to_branch: bool
@@ -174,10 +182,9 @@ class HubChange:
 
 def _hub_change(c: Call) -> HubChange | Response:
     """A PUT replaces the hub with the body (ARM semantics, not a merge): what it leaves out takes its default."""
-    try:
-        body = c.req.json_body()
-    except ValueError:
-        return arm_error(400, "InvalidRequestFormat", "The request body is not valid JSON.")
+    body = _json_body(c)
+    if isinstance(body, Response):
+        return body
     if not isinstance(body, dict) or not isinstance(body.get("location"), str):
         return arm_error(400, "LocationRequired", "The location property is required for this definition.")
     props = body.get("properties", {})
@@ -204,10 +211,9 @@ class Peer:
 
 
 def _peer(c: Call) -> Peer | Response:
-    try:
-        body = c.req.json_body()
-    except ValueError:
-        return arm_error(400, "InvalidRequestFormat", "The request body is not valid JSON.")
+    body = _json_body(c)
+    if isinstance(body, Response):
+        return body
     props = body.get("properties") if isinstance(body, dict) else None
     peer_ip = props.get("peerIp") if isinstance(props, dict) else None
     peer_asn = props.get("peerAsn") if isinstance(props, dict) else None

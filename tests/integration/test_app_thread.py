@@ -40,6 +40,16 @@ def test_serves_http_until_stopped() -> None:
         _ = server.port
 
 
+def test_serves_one_low_level_handler_for_every_path_and_method() -> None:
+    async def echo(request: web.BaseRequest) -> web.Response:
+        return web.Response(text=f"{request.method} {request.raw_path}")
+
+    with AppThread(echo) as server:
+        req = urllib.request.Request(f"{server.url}/ANY/Path%2Fx?q=1", method="DELETE")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.read() == b"DELETE /ANY/Path%2Fx?q=1"
+
+
 def test_serves_https_with_the_given_context(tmp_path: Path) -> None:
     certs = ensure_certs(tmp_path)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
