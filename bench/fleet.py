@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -392,7 +393,7 @@ class BaseRevision:
         return run
 
     def close(self) -> None:
-        subprocess.run(["rm", "-rf", str(self.tree)], check=False)
+        shutil.rmtree(self.tree, ignore_errors=True)
 
 
 def _git_bytes(*args: str) -> bytes:

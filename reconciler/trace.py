@@ -1,7 +1,8 @@
 """The path of internet traffic through the design, hop by hop, from one observation (pure).
 
 Owns the order of the hops (control plane first: the first hop that is not whole is the root
-cause), each hop's verdict and evidence, and which drift each hop explains. Must not do I/O or
+cause, unless the cause table in `causes` names a later one), each hop's verdict and evidence,
+and which drift each hop explains. Must not do I/O or
 decide drift itself: verdicts come from `diff`'s drifts and the observation.
 
     on-premises (per gateway peer):  Route Server -> peering -> NVA -> Route Server learned
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Network, ip_network
 
+from reconciler.causes import root_cause
 from reconciler.desired import ARS_ASN, Peer, ProbeExpect, Target
 from reconciler.diff import INSTANCES, diff, instance_name
 from reconciler.drift import Drift, DriftCode
@@ -116,8 +118,18 @@ class Path:
 
     @property
     def root_cause(self) -> Hop | None:
-        """The first broken hop: everything after it follows from it."""
-        return next((h for h in self.hops if h.verdict is Verdict.BROKEN), None)
+        """The first broken hop, unless the cause table (reconciler.causes, the one the cards
+        inhibit and group by) says a drift on a later broken hop explains it: then that hop. E.g.
+        a failed firewall explains the stale next hop the NVA still sends."""
+        broken = [h for h in self.hops if h.verdict is Verdict.BROKEN]
+        if not broken:
+            return None
+        drifts = [d for h in broken for d in h.drifts]
+        for d in broken[0].drifts:
+            cause = root_cause(d, drifts).identity
+            if cause != d.identity:
+                return next(h for h in broken if any(x.identity == cause for x in h.drifts))
+        return broken[0]
 
     def to_dict(self) -> dict[str, object]:
         cause = self.root_cause

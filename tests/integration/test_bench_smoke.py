@@ -45,3 +45,14 @@ def test_smoke_run_observes_every_hub_and_writes_its_results(tmp_path: Path) -> 
 
     assert (tmp_path / "fleet.svg").stat().st_size > 1000
     assert "| 10 |" in (tmp_path / "README-table.md").read_text()
+
+
+def test_the_base_revision_is_exported_whole_and_removed_after() -> None:
+    base = fleet.BaseRevision("HEAD")
+    try:
+        assert len(base.commit) == 40
+        assert (base.tree / "bench" / "fleet.py").exists() and (base.tree / "reconciler" / "arm.py").exists()
+        assert (base.tree / "tools" / "node_modules").resolve() == (fleet.ROOT / "tools" / "node_modules").resolve()
+    finally:
+        base.close()
+    assert not base.tree.exists()

@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.diff import diff
 from reconciler.drift import DriftCode as C
-from reconciler.observed import Observation, Route, RouteEntry, SubnetRouting, Unknown
+from reconciler.observed import Firewall, Observation, Route, RouteEntry, SubnetRouting, Unknown
 from reconciler.trace import HopKind, Verdict, trace
 from tests.unit.factories import FW, INST, observation, target
 from tests.unit.test_diff import CASES
@@ -117,6 +117,17 @@ def test_unreadable_learned_routes_make_the_hop_unknown_not_broken() -> None:
     assert hop.verdict is Verdict.UNKNOWN
     assert [d.code for d in hop.drifts] == [C.OBSERVATION_FAILED]
     assert tr.paths[0].verdict is Verdict.UNKNOWN and tr.paths[0].root_cause is None
+
+
+def test_a_later_hop_is_the_root_cause_when_the_cause_table_says_it_explains_the_first() -> None:
+    # The firewall failed and came back with a new IP: the NVA's stale next hop is the first broken
+    # hop, but the cards group it under the failed firewall (reconciler.causes); the trace agrees.
+    case = next(c for c in CASES if c[0] == "firewall redeployed with new IP")
+    obs = replace(case[2](observation()), firewall=Firewall("fw-hub", "Failed", "10.0.3.5"))
+    (tr,) = trace(target(), obs)
+    onprem = next(p for p in tr.paths if p.source == ONPREM)
+    assert next(h for h in onprem.hops if h.verdict is Verdict.BROKEN).id == "nva:nva1"
+    assert onprem.root_cause is not None and onprem.root_cause.id == "firewall"
 
 
 def test_vpn_hub_traces_each_half_and_its_firewall_subnet_loops_without_the_half_udrs() -> None:
