@@ -110,7 +110,7 @@ def _nothing(call: Call) -> None:
     return None
 
 
-def read(
+def plain(
     method: str, pattern: tuple[str, ...], op: str, lookup: Lookup[R], answer: Callable[[Call, R], Outcome]
 ) -> Route[R, None]:
     """A route with no request rules of its own."""
@@ -367,27 +367,27 @@ _HUB, _CONN, _GW = ("virtualhubs", "*"), ("virtualhubs", "*", "bgpconnections", 
 _FW_METRICS = ("azurefirewalls", "*", "providers", "microsoft.insights", "metrics")
 
 ROUTES: tuple[Route[Any, Any], ...] = (
-    read("GET", _HUB, "hub.get", HUB, _json_of(resources.hub_json)),
+    plain("GET", _HUB, "hub.get", HUB, _json_of(resources.hub_json)),
     Route("PUT", _HUB, "hub.put", HUB, _hub_change, _hub_put),
-    read("GET", (*_HUB, "ipconfigurations"), "hub.ipconfigs", HUB,
+    plain("GET", (*_HUB, "ipconfigurations"), "hub.ipconfigs", HUB,
          lambda c, rs: json_response(200, {"value": [resources.hub_ip_configuration_json(rs)]})),
     Route("GET", (*_HUB, "bgpconnections"), "bgp.list", HUB, _skiptoken, _bgp_list),
-    read("GET", _CONN, "bgp.get", CONNECTION, lambda c, f: json_response(200, resources.connection_json(*f))),
+    plain("GET", _CONN, "bgp.get", CONNECTION, lambda c, f: json_response(200, resources.connection_json(*f))),
     Route("PUT", _CONN, "bgp.put", HUB, _peer, _bgp_put),
-    read("DELETE", _CONN, "bgp.delete", CONNECTION_TO_DELETE, _bgp_delete),
-    read("POST", (*_CONN, "learnedroutes"), "routes.learned", CONNECTION, _routes_learned),
-    read("POST", (*_CONN, "advertisedroutes"), "routes.advertised", CONNECTION, _routes_advertised),
-    read("GET", _GW, "gateway.get", GATEWAY, _json_of(resources.gateway_json)),
-    read("POST", (*_GW, "getlearnedroutes"), "gateway.learned", GATEWAY, _gateway_learned),
+    plain("DELETE", _CONN, "bgp.delete", CONNECTION_TO_DELETE, _bgp_delete),
+    plain("POST", (*_CONN, "learnedroutes"), "routes.learned", CONNECTION, _routes_learned),
+    plain("POST", (*_CONN, "advertisedroutes"), "routes.advertised", CONNECTION, _routes_advertised),
+    plain("GET", _GW, "gateway.get", GATEWAY, _json_of(resources.gateway_json)),
+    plain("POST", (*_GW, "getlearnedroutes"), "gateway.learned", GATEWAY, _gateway_learned),
     Route("POST", (*_GW, "getadvertisedroutes"), "gateway.advertised", GATEWAY, _required_peer, _gateway_advertised),
-    read("POST", (*_GW, "getbgppeerstatus"), "gateway.peers", GATEWAY, _gateway_peers),
-    read("GET", ("azurefirewalls", "*"), "firewall.get", FIREWALL, _json_of(resources.firewall_json)),
-    read("GET", _FW_METRICS, "firewall.health", FIREWALL, _firewall_metrics),
-    read("GET", ("routetables", "*"), "routetable.get", ROUTE_TABLE,
+    plain("POST", (*_GW, "getbgppeerstatus"), "gateway.peers", GATEWAY, _gateway_peers),
+    plain("GET", ("azurefirewalls", "*"), "firewall.get", FIREWALL, _json_of(resources.firewall_json)),
+    plain("GET", _FW_METRICS, "firewall.health", FIREWALL, _firewall_metrics),
+    plain("GET", ("routetables", "*"), "routetable.get", ROUTE_TABLE,
          lambda c, rt: json_response(200, resources.route_table_json(c.site.world, rt))),
-    read("GET", ("virtualnetworks", "*", "subnets", "*"), "subnet.get", SUBNET, _json_of(resources.subnet_json)),
-    read("GET", ("virtualnetworks", "*"), "vnet.get", VNET, _vnet_get),
-    read("POST", ("networkinterfaces", "*", "effectiveroutetable"), "nic.routes", NIC, _nic_routes),
+    plain("GET", ("virtualnetworks", "*", "subnets", "*"), "subnet.get", SUBNET, _json_of(resources.subnet_json)),
+    plain("GET", ("virtualnetworks", "*"), "vnet.get", VNET, _vnet_get),
+    plain("POST", ("networkinterfaces", "*", "effectiveroutetable"), "nic.routes", NIC, _nic_routes),
 )  # fmt: skip
 
 

@@ -2,9 +2,10 @@
 
 Owns `ArmEmulator` (settings, start/stop, fault injection, the request log, lab-mode learned
 sources) and the request pipeline: decode once, split agent and subscription paths, authenticate,
-pass the gate (latency, throttling, faults), run the route, log. HTTPS is aiohttp.web on one event
-loop in a background thread (`app_thread`). ARM routes live in `arm_routes`, long-running
-operations in `operations`, the emulated agents in `agent_routes`. It must not know the reconciler.
+pass the gate (latency, throttling, faults), run the route, log. HTTPS is aiohttp's low-level
+web server on one event loop in a background thread (`app_thread`). ARM routes live in
+`arm_routes`, long-running operations in `operations`, the emulated agents in `agent_routes`.
+It must not know the reconciler.
 """
 
 from __future__ import annotations
