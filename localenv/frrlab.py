@@ -1,7 +1,8 @@
 """A real-FRR lab: the NVA (AS 65001) and two stand-in route servers (AS 65515) in namespaces.
 
-Owns the lab's namespaces, daemons, config files and teardown, and the NVA agent process started
-inside the NVA namespace (the `frr_lab` pytest fixture and `demo --lab` use it). It must not know
+Owns the lab's namespaces, daemons, config files and teardown, the NVA agent process started
+inside the NVA namespace (the `frr_lab` pytest fixture and `demo --lab` use it) and the relay its
+change reports leave the namespace by (`HostRelay`). It must not know
 how the agent renders config: it only writes the *operator's* configs and reads FRR's JSON.
 
 Command line (also used by scripts/frr-lab.sh and bench/agent_convergence.py):
