@@ -226,28 +226,10 @@ class Rig:
                 "ARS_EVENT_OWN_IDS": "a1b2c3d4-0000-4000-8000-00000000ec01",  # emulator.events.RECONCILER
             }
         )
-        from localenv.host import LocalHost, functions, load_app, trigger
-        from reconciler.composition import Worker
-        from reconciler.event_intake import EventIntake
-        from reconciler.fanout import poison_queue
+        from localenv.demo_events import app_host
 
-        self.fa = load_app()
-        # The app may have been imported before (a test session): point it at this rig's settings.
-        self._app_state = (self.fa.WORKER, self.fa.SETTINGS, self.fa.EVENTS)
-        self.fa.WORKER = Worker.from_environment(self.fa.APP_ROOT)
-        self.fa.SETTINGS = self.fa.WORKER.settings
-        self.fa.EVENTS = EventIntake(self.fa.SETTINGS)
-        bound = trigger(functions(self.fa.app)["reconcile_queue"])["queueName"]
-        q = self.fa.SETTINGS.fanout_queue
-
-        async def close() -> None:
-            await self.fa.EVENTS.aclose()
-            await self.fa.WORKER.aclose()
-
-        self.host = LocalHost(
-            self.fa.app, storage_connection=self.az.connection_string, on_close=close,
-            queue_names={bound: q, poison_queue(bound): poison_queue(q)},
-        ).start(pump_queues=True)  # fmt: skip
+        self._app = contextlib.ExitStack()
+        self.host, self.fa = self._app.enter_context(app_host(self.az.connection_string, pump_queues=True))
         self.rt = self.host.run(self.fa.WORKER.runtime())
         self._last_measured = 0.0
         self.rng = random.Random(16)
@@ -262,8 +244,7 @@ class Rig:
         self._stop.set()
         self._timer.join(timeout=30)
         self.events(False)
-        self.host.close()
-        self.fa.WORKER, self.fa.SETTINGS, self.fa.EVENTS = self._app_state
+        self._app.close()  # stops the host and puts the app module's state back
         os.environ.clear()
         os.environ.update(self._environ)
         self.hook.__exit__()

@@ -26,16 +26,22 @@ DELIVERY_DELAY_S = 1.0
 
 
 @contextlib.contextmanager
-def app_host(storage_connection: str, key: str | None = None) -> Iterator[tuple[Any, Any]]:
+def app_host(
+    storage_connection: str, key: str | None = None, *, pump_queues: bool = False
+) -> Iterator[tuple[Any, Any]]:
     """(LocalHost, function_app): the Functions app's own function objects on the local host, with a
     worker and an event intake built from the app settings now in the environment. The fan-out
-    queue is pumped when the caller drains it (`host.drain()`), as the host would."""
+    queue is pumped when the caller drains it (`host.drain()`), or all the time with `pump_queues`,
+    as the host would. The app module may have been imported before (a test session): its worker,
+    settings and event intake are pointed at these settings and put back on exit, so nothing that
+    runs later sees another run's queue names."""
     from localenv.host import LocalHost, functions, load_app, trigger
     from reconciler.composition import Worker
     from reconciler.event_intake import EventIntake
     from reconciler.fanout import poison_queue
 
     fa = load_app()
+    saved = (fa.WORKER, fa.SETTINGS, fa.EVENTS)
     fa.WORKER = Worker.from_environment(fa.APP_ROOT)
     fa.SETTINGS = fa.WORKER.settings
     fa.EVENTS = EventIntake(fa.SETTINGS)
@@ -46,9 +52,13 @@ def app_host(storage_connection: str, key: str | None = None) -> Iterator[tuple[
         await fa.EVENTS.aclose()
         await fa.WORKER.aclose()
 
-    with LocalHost(fa.app, storage_connection=storage_connection, key=key, on_close=close,
-                   queue_names={bound: q, poison_queue(bound): poison_queue(q)}) as host:  # fmt: skip
-        yield host, fa
+    host = LocalHost(fa.app, storage_connection=storage_connection, key=key, on_close=close,
+                     queue_names={bound: q, poison_queue(bound): poison_queue(q)})  # fmt: skip
+    try:
+        with host.start(pump_queues=pump_queues):
+            yield host, fa
+    finally:
+        fa.WORKER, fa.SETTINGS, fa.EVENTS = saved
 
 
 def events_demo(emu: ArmEmulator, az: Azurite, out: TextIO) -> int:

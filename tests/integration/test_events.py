@@ -25,13 +25,14 @@ import function_app
 from emulator import ArmEmulator
 from emulator.events import ALICE, RECONCILER, EventPublisher
 from localenv import scenarios
-from localenv.host import LocalHost, functions, trigger
+from localenv.demo_events import app_host
+from localenv.host import LocalHost
 from localenv.webhook import WebhookReceiver
 from reconciler import cli
 from reconciler.composition import Worker
 from reconciler.event_intake import EventIntake
 from reconciler.events import Verdict
-from reconciler.fanout import parse_message, poison_queue
+from reconciler.fanout import parse_message
 from tests.fixtures.eventgrid import published, sample
 
 NET = "/subscriptions/sub-1/resourceGroups/rg-hub/providers/Microsoft.Network"
@@ -226,26 +227,19 @@ def host(worker: Worker, env: dict[str, str], webhook: WebhookReceiver, monkeypa
 ]:
     monkeypatch.setenv("ARS_TEAMS_WEBHOOK_URL", webhook.url)
     monkeypatch.setenv("ARS_ALERT_HOLD_DOWN", "0")
-    w = Worker.from_environment(function_app.APP_ROOT)
-    intake = EventIntake(w.settings)
-    monkeypatch.setattr(function_app, "WORKER", w)
-    monkeypatch.setattr(function_app, "SETTINGS", w.settings)
-    monkeypatch.setattr(function_app, "EVENTS", intake)
-
-    async def close() -> None:
-        await intake.aclose()
-        await w.aclose()
-
-    bound = trigger(functions(function_app.app)["reconcile_queue"])["queueName"]
-    q = w.settings.fanout_queue
-    with LocalHost(
-        function_app.app,
-        storage_connection=env["ARS_STORAGE_CONNECTION"],
-        key="k1",
-        on_close=close,
-        queue_names={bound: q, poison_queue(bound): poison_queue(q)},
-    ) as h:
+    with app_host(env["ARS_STORAGE_CONNECTION"], key="k1") as (h, _):
         yield h
+
+
+def test_the_app_host_puts_the_app_modules_state_back(env: dict[str, str], storage_prefix: str) -> None:
+    """A run on the local host points function_app at its own settings (its own queue names) and
+    must put them back: a later test reading function_app.SETTINGS once saw a previous run's queue
+    while the binding still named the deployed one (CI, after the real-FRR report tests)."""
+    before = (function_app.WORKER, function_app.SETTINGS, function_app.EVENTS)
+    with app_host(env["ARS_STORAGE_CONNECTION"], key="k1") as (_, fa):
+        assert fa is function_app
+        assert function_app.SETTINGS.fanout_queue == env["ARS_FANOUT_QUEUE"] != before[1].fanout_queue
+    assert before == (function_app.WORKER, function_app.SETTINGS, function_app.EVENTS)
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], method: str = "POST") -> tuple[int, bytes, Any]:
