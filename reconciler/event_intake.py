@@ -26,7 +26,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
+from azure.data.tables.aio import TableClient, TableServiceClient
 
 from reconciler import change_report, storage
 from reconciler.attribution import Attribution
@@ -81,6 +81,8 @@ class EventIntake:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._table: TableClient | None = None
         self._queue: FanoutQueue | None = None
+        self._service: TableServiceClient | None = None
+        self._access: StorageAccess | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -93,33 +95,42 @@ class EventIntake:
         async with self._lock:  # concurrent first events must build one set of clients, not many
             return await self._build(loop)
 
+    def storage_clients(self) -> tuple[StorageAccess, TableServiceClient, TableClient]:
+        """The storage access, the table service and the events table's client; no I/O yet.
+
+        The same access as every other adapter (storage.from_settings): a connection string, or the
+        managed identity with the service URIs (main.bicep turns shared-key access off), and the
+        transport that never reads the environment per request (ARS_HTTPS_PROXY, issue #18)."""
+        access = storage.from_settings(self.settings)
+        service = storage.table_service(access, retry_total=3, connection_timeout=10, read_timeout=30)
+        return access, service, service.get_table_client(Table.EVENTS.of(self.settings.table_prefix))
+
     async def _build(self, loop: asyncio.AbstractEventLoop) -> tuple[TableClient, FanoutQueue]:
         if self._loop is not loop or self._table is None or self._queue is None:
-            conn = self.settings.storage_connection.get_secret_value()
-            # The transport every storage client gets (no proxy lookups per request; ARS_HTTPS_PROXY).
-            proxy = self.settings.outbound_proxy
-            access = StorageAccess(conn, proxy=proxy.get_secret_value() if proxy is not None else None)
-            timeouts = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 30}
-            options = storage.transport_options(access, timeouts)
-            table = TableClient.from_connection_string(conn, Table.EVENTS.of(self.settings.table_prefix), **options)
+            access, service, table = self.storage_clients()
             try:
                 await table.create_table()
             except ResourceExistsError:
                 pass
             except AzureError as exc:
-                await table.close()
+                await service.close()
+                await access.close()
                 raise TransientError(f"events table: cannot create: {exc}".splitlines()[0][:300]) from exc
             queue = FanoutQueue(access, self.settings.fanout_queue)
             await queue.ensure()
             self._loop, self._table, self._queue = loop, table, queue
+            self._service, self._access = service, access
         return self._table, self._queue
 
     async def aclose(self) -> None:
-        table, queue, self._table, self._queue, self._loop = self._table, self._queue, None, None, None
-        if table is not None:
-            await table.close()
+        service, access, queue = self._service, self._access, self._queue
+        self._service, self._access, self._table, self._queue, self._loop = None, None, None, None, None
+        if service is not None:
+            await service.close()  # its table clients share its transport
         if queue is not None:
             await queue.close()
+        if access is not None:
+            await access.close()  # the managed identity's credential, if one was made
 
     def _for(self, state: DesiredState) -> tuple[Screen, ResourceIndex]:
         if self._rules is None or self._rules[0] != id(state):

@@ -16,6 +16,7 @@ from localenv.host import functions, trigger
 from reconciler import storage
 from reconciler.composition import Worker
 from reconciler.errors import ConfigurationError
+from reconciler.event_intake import EventIntake
 from reconciler.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,6 +124,20 @@ async def test_identity_settings_build_keyless_clients_with_the_managed_identity
             assert client.credential is access.credential()  # one credential, closed with the access
             await client.close()
     finally:
+        await access.close()
+
+
+async def test_the_event_intake_uses_the_identity_based_storage_too() -> None:
+    """It built its table from the connection string alone, so with shared-key access off (main.bicep)
+    every Event Grid event and agent report would have failed in Azure."""
+    intake = EventIntake(load_settings(IDENTITY_ENV))
+    access, service, table = intake.storage_clients()
+    try:
+        assert access.identity
+        assert table.url.startswith("https://arsdata.table.core.windows.net")
+        assert isinstance(table.credential, ManagedIdentityCredential) and table.credential is access.credential()
+    finally:
+        await service.close()
         await access.close()
 
 
