@@ -106,7 +106,7 @@ class Tuning:
     target_concurrency: int = 128
     """Hubs in flight. 16 (the settings default) leaves 500 hubs latency-bound at ~2x the bound; 64
     leaves 100 hubs waiting for a second round. Time queued for pacing never times a read out."""
-    arm_concurrency: int = 64
+    arm_concurrency: int = 96
     reads_per_second: float = 25.0
     read_burst: int = 240
 

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         description="client ID of the user-assigned managed identity (DefaultAzureCredential reads it)",
     )
     arm_poll_interval: float = Field(default=1.0, ge=0, le=60, validation_alias="ARS_ARM_POLL_INTERVAL")
-    arm_concurrency: int = Field(default=64, ge=1, le=512, validation_alias="ARS_ARM_CONCURRENCY")
+    arm_concurrency: int = Field(default=96, ge=1, le=512, validation_alias="ARS_ARM_CONCURRENCY")
     arm_reads_per_second: float = Field(default=25.0, gt=0, le=1000, validation_alias="ARS_ARM_READS_PER_SECOND")
     arm_read_burst: int = Field(default=240, ge=1, le=10000, validation_alias="ARS_ARM_READ_BURST")
     arm_retry_backoff: float = Field(default=0.8, ge=0, le=10, validation_alias="ARS_ARM_RETRY_BACKOFF")
