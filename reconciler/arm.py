@@ -229,7 +229,7 @@ class ArmOptions:
     bound is ours. 96 (issue #18): a 100-hub pass sends 500 critical-path requests (peer lists,
     route-query POSTs) before its last POST leaves; at 64 slots that took ~8 rounds of 50 ms
     (zero-CPU floor 1.50 s, 1.30x the bound), at 96 about 5 (1.40 s). Measured on 2 cores: 96 and
-    128 slots both ended the pass ~0.07 s sooner than 64; 128 opens 32 more connections for no gain."""
+    128 slots both ended the pass ~0.05 s sooner than 64; 128 opens 32 more connections for no gain."""
     reads_per_second: float = 25.0
     """Client-side pacing per subscription: ARM refills its read bucket at 25/s. Every HTTP attempt
     (first try, SDK retry, LRO poll, next page) spends one token, as it does at ARM."""
