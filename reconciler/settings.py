@@ -183,6 +183,11 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
         description="seconds an event pass waits (queue visibility delay) so a burst of writes lands first",
     )  # fmt: skip
+    report_settle: float = Field(
+        default=0.0, ge=0, le=60, validation_alias="ARS_REPORT_SETTLE",
+        description="seconds the pass an NVA agent's change report asks for waits (queue visibility delay): "
+        "a report is FRR's state after the change, not one write of a burst",
+    )  # fmt: skip
     event_min_interval: float = Field(
         default=5.0, ge=0, le=3600, validation_alias="ARS_EVENT_MIN_INTERVAL",
         description="seconds between two event passes of one target (the rate bound under an event storm)",
