@@ -180,7 +180,7 @@ class Settings(BaseSettings):
         description="seconds: an older event is stale and rejected (the timer covers what it was about)",
     )  # fmt: skip
     event_settle: float = Field(
-        default=2.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
+        default=1.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
         description="seconds an event pass waits (queue visibility delay) so a burst of writes lands first",
     )  # fmt: skip
     report_settle: float = Field(
