@@ -410,7 +410,9 @@ def run(
 def readme_table(results: dict[str, Any], cfg: dict[str, Any]) -> str:
     lines = [
         f"Timer every {cfg['interval']} s in both modes; Event Grid delivery delay {cfg['delivery_delay']} s; "
-        f"agent polls FRR every {cfg['agent_poll']} s; settle {cfg['settle']} s; {cfg['reps']} repetitions.",
+        f"agent polls FRR every {cfg['agent_poll']} s; settle {cfg['settle']} s after an ARM event, "
+        f"{cfg['report_settle']} s after an agent's report; queue polled at least every "
+        f"{cfg['max_polling_interval']} s when idle; {cfg['reps']} repetitions.",
         "",
         "| break | side | measured | events p50 / p95 (s) | timer only p50 / p95 (s) | ratio (p50) |",
         "|---|---|---|---|---|---|",
@@ -489,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ttr-"))
         rig = stack.enter_context(Rig(Path(tmp), args.delivery_delay, args.agent_poll, interval, lab=lab))
         cfg = {"interval": interval, "delivery_delay": args.delivery_delay, "agent_poll": args.agent_poll,
-               "settle": rig.fa.SETTINGS.event_settle, "min_interval": rig.fa.SETTINGS.event_min_interval,
+               "settle": rig.fa.SETTINGS.event_settle, "report_settle": rig.fa.SETTINGS.report_settle,
+               "min_interval": rig.fa.SETTINGS.event_min_interval,
+               "max_polling_interval": rig.fa.QUEUE_RULES.max_polling_interval.total_seconds(),
                "reps": reps, "smoke": args.smoke, "lab": args.lab}  # fmt: skip
         breaks = lab_breaks(lab) if lab is not None else BREAKS
         results = run(names, reps, modes, rig, timeout=interval * 2 + 30, breaks=breaks)
