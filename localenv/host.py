@@ -4,7 +4,8 @@ Owns serving the app's HTTP routes on 127.0.0.1 through the *same function objec
 would index (aiohttp.web in a background thread, `emulator.app_thread`), firing the timer,
 and pumping the fan-out queue (and its poison queue) from Azurite with the host's rules (host.json,
 `reconciler.fanout.HostQueueRules`): base64 bodies, a failed message back on the queue after
-visibilityTimeout, until maxDequeueCount, then `<queue>-poison`. Every async function runs on one
+visibilityTimeout, until maxDequeueCount, then `<queue>-poison`; an idle queue is polled with the
+listener's back-off up to maxPollingInterval (`PollDelay`). Every async function runs on one
 event loop in one thread, as a Functions worker does; the HTTP front shares that loop.
 Routes like the host: by path *and* method, `/<host.json routePrefix>/<route template>`,
 FUNCTION-level routes need the key (`x-functions-key` or `?code=`) when one is given; anything no
@@ -26,6 +27,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import re
 import signal
 import sys
@@ -73,6 +75,41 @@ def route_prefix(host_json: Path = ROOT / "host.json") -> str:
     prefix (Microsoft Learn, "Azure Functions HTTP triggers and bindings overview", host.json settings)."""
     http = json.loads(host_json.read_text()).get("extensions", {}).get("http", {})
     return str(http.get("routePrefix", "api")).strip("/")
+
+
+class PollDelay:
+    """The queue listener's wait before its next poll, as the host computes it: 100 ms after a poll
+    that found messages; after an empty one 100 ms plus 100 ms x 2^(n-1) x a random 0.8-1.2, growing
+    with each empty poll until it reaches host.json's maxPollingInterval, then staying there.
+
+    Source: azure-sdk-for-net, Microsoft.Azure.WebJobs.Extensions.Storage.Common/src/Timers/
+    RandomizedExponentialBackoffStrategy.cs (minimum and delta QueuePollingIntervals.Minimum =
+    100 ms, RandomizationFactor 0.2) and Listeners/QueueListener.cs (the maximum is
+    QueuesOptions.MaxPollingInterval). So an idle queue is read about once per maxPollingInterval,
+    and a message that becomes visible waits up to that long: the local host must not be faster
+    than Azure here, or the event path's measured latency would be ours, not Azure's.
+    """
+
+    MINIMUM = 0.1
+    RANDOMIZATION = 0.2
+
+    def __init__(self, maximum_s: float, rng: random.Random | None = None) -> None:
+        self.maximum = max(self.MINIMUM, maximum_s)
+        self.current = self.MINIMUM
+        self.exponent = 1
+        self._rng = rng or random.Random()
+
+    def next(self, *, found: bool) -> float:
+        if found:
+            self.current, self.exponent = self.MINIMUM, 1
+        elif self.current != self.maximum:
+            factor = self._rng.uniform(1 - self.RANDOMIZATION, 1 + self.RANDOMIZATION)
+            backoff = self.MINIMUM + factor * 2 ** (self.exponent - 1) * self.MINIMUM
+            if backoff < self.maximum:
+                self.current, self.exponent = backoff, self.exponent + 1
+            else:
+                self.current = self.maximum
+        return self.current
 
 
 def queue_rules(host_json: Path = ROOT / "host.json") -> HostQueueRules:
@@ -261,14 +298,14 @@ class LocalHost:
         return self.queue_names.get(bound, bound)
 
     def _pump_forever(self, name: str) -> None:
+        delay = PollDelay(self.rules.max_polling_interval.total_seconds())
         while not self._stop.is_set():
             try:
                 got = self.pump(name)
             except Exception as exc:  # storage down: keep the host up, like the real listener
                 log.warning("queue pump %s: %s", name, exc)
                 got = 0
-            if not got:
-                self._stop.wait(1.0)
+            self._stop.wait(delay.next(found=got > 0))
 
     # ---- HTTP ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,6 +73,12 @@ class EventIntake:
         self.message_ttl_s = message_ttl_s  # fanout.HostQueueRules.message_ttl: outlive the host's retries
         self.counts: Counter[Verdict] = Counter()
         self.pacing = Pacing(settings.event_settle, settings.event_min_interval, max(60.0, settings.event_max_age))
+        # An ARM write is often one of a burst (a deployment, a portal blade saving several
+        # resources), so its pass waits for the rest. An agent's report is different: the agent
+        # read FRR after the change, on its 1-second watch, so there is no burst to wait for. A
+        # second edit reported later joins the pending pass, or queues the next one no sooner than
+        # the minimum interval: the rate bound is the same for both.
+        self.report_pacing = replace(self.pacing, settle_s=settings.report_settle)
         own = [i for i in settings.event_own_ids.split(",") if i.strip()]
         if settings.managed_identity_client_id:
             own.append(settings.managed_identity_client_id)
@@ -187,7 +193,7 @@ class EventIntake:
         enqueued: list[str] = []
         try:
             for hit in hits:
-                if await self._schedule(table, queue, hit.target, change, now):
+                if await self._schedule(table, queue, hit.target, change, now, self.pacing):
                     enqueued.append(hit.target)
         except (AzureError, TransientError) as exc:
             await self._forget(table, ev.id)
@@ -246,7 +252,7 @@ class EventIntake:
         enqueued = []
         try:
             for target in targets:
-                if await self._schedule(table, queue, target, change, now):
+                if await self._schedule(table, queue, target, change, now, self.report_pacing):
                     enqueued.append(target)
         except (AzureError, TransientError) as exc:
             # The function answers 5xx and the agent sends the report again: the nonce must not
@@ -273,13 +279,13 @@ class EventIntake:
             log.warning("could not forget %s; a redelivery will be taken for a replay", event_id[:40])
 
     async def _schedule(
-        self, table: TableClient, queue: FanoutQueue, target: str, change: Attribution, now: datetime
+        self, table: TableClient, queue: FanoutQueue, target: str, change: Attribution, now: datetime, pacing: Pacing
     ) -> bool:
         """Mark `target` pending and queue its pass, or join the pending one. True if a pass was queued."""
         for _ in range(_CONFLICT_TRIES):
             entity, etag = await _read(table, target)
             marker = _marker(entity)
-            decision = decide(marker, now, self.pacing)
+            decision = decide(marker, now, pacing)
             changes = ([*_changes(entity), change])[-_CHANGES_KEPT:]
             row: dict[str, Any] = {
                 "PartitionKey": "pending",

@@ -342,7 +342,7 @@ class Coalesce:
 
 @dataclass(frozen=True)
 class Pacing:
-    settle_s: float = 2.0  # let a burst of writes land before the pass looks
+    settle_s: float = 1.0  # let a burst of writes land before the pass looks (settings.event_settle)
     min_interval_s: float = 5.0  # at most one event pass per target per interval
     lost_after_s: float = 300.0  # a pending marker this old lost its message (expired, deleted)
 

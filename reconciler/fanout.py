@@ -3,8 +3,9 @@
 Owns the message format (versioned JSON, strictly parsed), the queue adapter that sends it
 base64-encoded, which is what the Functions queue trigger decodes by default, and the host's queue
 rules as host.json states them (`HostQueueRules`: how often and how far apart the host retries,
-hence how long a message must live). Must not know how a target is reconciled; the host, not this
-module, retries messages and moves them to the poison queue.
+hence how long a message must live, and how long an idle queue may go unpolled). Must not know
+how a target is reconciled; the host, not this module, retries messages and moves them to the
+poison queue.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class HostQueueRules:
     max_dequeue_count: int = 5
     visibility_timeout: timedelta = timedelta(0)
     function_timeout: timedelta = timedelta(minutes=30)
+    # How long an idle queue may go unpolled: the listener backs off from 100 ms towards this
+    # (QueuePollingIntervals.DefaultMaximum = 1 minute, azure-sdk-for-net
+    # Microsoft.Azure.WebJobs.Extensions.Storage.Common/src/Listeners/QueuePollingIntervals.cs).
+    max_polling_interval: timedelta = timedelta(minutes=1)
 
     @classmethod
     def load(cls, host_json: Path, environ: Mapping[str, str]) -> HostQueueRules:
@@ -107,6 +112,9 @@ class HostQueueRules:
                 "extensions__queues__visibilityTimeout", queues.get("visibilityTimeout"), cls.visibility_timeout
             ),
             function_timeout=span("functionTimeout", data.get("functionTimeout"), cls.function_timeout),
+            max_polling_interval=span(
+                "extensions__queues__maxPollingInterval", queues.get("maxPollingInterval"), cls.max_polling_interval
+            ),
         )
 
     def retry_budget(self) -> timedelta:

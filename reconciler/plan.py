@@ -11,11 +11,12 @@ the drifts they own; what none of them took is computed from the values at the e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
+from reconciler.causes import explained_by
 from reconciler.desired import ARS_ASN, FirewallPolicy, Peer, Target
 from reconciler.drift import Drift, DriftCode, Fixer, failed_reads
 
@@ -98,6 +99,8 @@ class Plan:
 _NVA_INPUTS = ("hub.get", "bgp.list", "firewall.get")
 # Reads whose failure makes an Azure write unsafe: the write is built from them.
 _AZURE_INPUTS = ("hub.get", "bgp.list")
+# A peer's bgpConnection is not usable: the codes an Azure write (PUT_CONNECTION) fixes.
+_CONNECTION = frozenset({DriftCode.PEER_MISSING, DriftCode.PEER_MISMATCH, DriftCode.PEER_FAILED})
 
 Planned = tuple[list[Step], list[Skip]]
 
@@ -110,6 +113,9 @@ class _Facts:
     known: Known
     drifts: tuple[Drift, ...]  # this target's, one per identity
     failed: tuple[Drift, ...]  # the OBSERVATION_FAILED ones among them
+    # Connection drifts (PEER_MISSING/MISMATCH/FAILED) no step of this plan writes: the NVA drifts
+    # they explain cannot be fixed from the NVA (set once the Azure writes are planned).
+    unwritten: tuple[Drift, ...] = ()
 
     @property
     def failed_reads(self) -> set[str]:
@@ -131,14 +137,12 @@ def plan(target: Target, drifts: Sequence[Drift], known: Known, now: datetime) -
     if hold:
         return Plan(target.name, (), tuple(Skip(d.identity, hold) for d in mine), (hold,))
     facts = _Facts(target, known, mine, tuple(failed_reads(mine)))
-    steps: list[Step] = []
-    skips: list[Skip] = []
     # Azure-side writes first: an NVA fix cannot land on a connection that does not exist.
-    planners: tuple[Callable[[_Facts], Planned], ...] = (_azure_writes, _nva_fixes)
-    for sub in planners:
-        more_steps, more_skips = sub(facts)
-        steps += more_steps
-        skips += more_skips
+    steps, skips = _azure_writes(facts)
+    written = {i for s in steps for i in s.fixes}
+    facts = replace(facts, unwritten=tuple(d for d in mine if d.code in _CONNECTION and d.identity not in written))
+    nva_steps, nva_skips = _nva_fixes(facts)
+    steps, skips = steps + nva_steps, skips + nva_skips
     steps, over = _within_budget(steps, target.policy.action_budget)
     fixed = {i for s in steps for i in s.fixes}
     skips = [s for s in skips if s.identity not in fixed] + [s for s in over if s.identity not in fixed]
@@ -202,8 +206,15 @@ def _nva_fixes(f: _Facts) -> Planned:
 def _intent(f: _Facts, peer: Peer) -> Planned:
     target, known = f.target, f.known
     mine = _peer_drifts(f, peer)
+    # A session down and routes missing because the bgpConnection is gone (or wrong, or failed) and
+    # this plan does not write it: the agent's config is not what is wrong, and an intent it
+    # applies would only wait out the verification before the human hears about the connection.
+    waiting = [(d, cause) for d in mine if (cause := explained_by(d, f.unwritten)) is not None]
+    skips = [Skip(d.identity, f"waits for {c.code.value} of {peer.name}: no usable bgpConnection carries the "
+                  "session, so a fix on the NVA cannot help") for d, c in waiting]  # fmt: skip
+    mine = [d for d in mine if d.identity not in {w.identity for w, _ in waiting}]
     if not mine:
-        return [], []
+        return [], skips
     reason = None
     if not target.policy.nva_fixes:
         reason = "policy: NVA fixes are off for this target (policy.nva_fixes)"
@@ -214,7 +225,7 @@ def _intent(f: _Facts, peer: Peer) -> Planned:
     else:
         reason = _nva_blocked(f, peer, need_next_hop=True)
     if reason:
-        return [], [Skip(d.identity, reason) for d in mine]
+        return [], skips + [Skip(d.identity, reason) for d in mine]
     assert known.ars_ips is not None
     step = Step(
         target.name,
@@ -229,7 +240,7 @@ def _intent(f: _Facts, peer: Peer) -> Planned:
             known.firewall_ip,
         ),
     )
-    return [step], []
+    return [step], skips
 
 
 def _withdraw(f: _Facts, peer: Peer) -> Planned:

@@ -180,8 +180,13 @@ class Settings(BaseSettings):
         description="seconds: an older event is stale and rejected (the timer covers what it was about)",
     )  # fmt: skip
     event_settle: float = Field(
-        default=2.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
+        default=1.0, ge=0, le=60, validation_alias="ARS_EVENT_SETTLE",
         description="seconds an event pass waits (queue visibility delay) so a burst of writes lands first",
+    )  # fmt: skip
+    report_settle: float = Field(
+        default=0.0, ge=0, le=60, validation_alias="ARS_REPORT_SETTLE",
+        description="seconds the pass an NVA agent's change report asks for waits (queue visibility delay): "
+        "a report is FRR's state after the change, not one write of a burst",
     )  # fmt: skip
     event_min_interval: float = Field(
         default=5.0, ge=0, le=3600, validation_alias="ARS_EVENT_MIN_INTERVAL",

@@ -413,28 +413,49 @@ async def test_a_pass_that_could_not_be_queued_is_queued_by_the_redelivery(
     assert queued(env, storage_prefix) == [("hub-weu", "event")]
 
 
-async def test_a_report_that_could_not_be_queued_is_accepted_when_the_agent_sends_it_again(
-    live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str, emulator: ArmEmulator
-) -> None:
+def _report(emulator: ArmEmulator, nonce: str) -> func.HttpRequest:
+    """A change report as the emulated NVA's agent signs it: an edit made outside the agent."""
     from reconciler.change_report import report_key, sign
 
     body = json.dumps({"v": 1, "nva_ip": scenarios.NVA_IP, "kind": "config", "at": datetime.now(UTC).isoformat(),
                        "by": "outside-agent", "summary": "x", "old_hash": "", "new_hash": ""}).encode()  # fmt: skip
-    ts, nonce = int(time.time()), "cd" * 16
+    ts = int(time.time())
     headers = {"x-ars-timestamp": str(ts), "x-ars-nonce": nonce,
                "x-ars-signature": sign(report_key(emulator.world.nva(scenarios.NVA_IP).agent_token), ts, nonce, body)}  # fmt: skip
+    return func.HttpRequest("POST", "http://localhost/api/agent/changes", headers=headers, params={},
+                            route_params={}, body=body)  # fmt: skip
 
-    def request() -> func.HttpRequest:
-        return func.HttpRequest("POST", "http://localhost/api/agent/changes", headers=headers, params={},
-                                route_params={}, body=body)  # fmt: skip
+
+async def test_an_agent_report_is_not_held_back_by_the_event_settle_delay(
+    live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str, emulator: ArmEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    settings = live.settings.model_copy(update={"event_settle": 30.0, "report_settle": 0.0})
+    monkeypatch.setattr(function_app, "EVENTS", EventIntake(settings))
+    answer = await fns["agent_report_http"](_report(emulator, "ef" * 16))
+    assert answer.status_code == 202, answer.get_body()
+    # Visible at once: the agent read FRR after the change, there is no burst to wait for.
+    assert queued(env, storage_prefix) == [("hub-neu", "event"), ("hub-weu", "event")]
+    _take(env, storage_prefix)
+    for target in ("hub-neu", "hub-weu"):
+        await function_app.EVENTS.claim(target)
+    await fns["reconcile_event"](decoded(sample("write-success.eventgrid", HUB)))
+    assert function_app.EVENTS.counts[Verdict.ACCEPTED] == 2
+    assert queued(env, storage_prefix) == []  # an ARM write's pass waits out the settle delay
+
+
+async def test_a_report_that_could_not_be_queued_is_accepted_when_the_agent_sends_it_again(
+    live: Worker, fns: dict[str, Any], env: dict[str, str], storage_prefix: str, emulator: ArmEmulator
+) -> None:
+    signed = _report(emulator, "cd" * 16)
 
     await fns["reconcile_event"](decoded(sample("write-success.eventgrid", HUB)))  # builds the clients
     _take(env, storage_prefix)
     await function_app.EVENTS.claim("hub-weu")
     QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).delete_queue()
-    failed = await fns["agent_report_http"](request())
+    failed = await fns["agent_report_http"](signed)
     assert failed.status_code >= 500  # the agent retries 5xx
     QueueClient.from_connection_string(env["ARS_STORAGE_CONNECTION"], storage_prefix).create_queue()
-    again = await fns["agent_report_http"](request())  # the same signed request: not a replay
+    again = await fns["agent_report_http"](signed)  # the same signed request: not a replay
     assert again.status_code == 202, again.get_body()
     assert ("hub-weu", "event") in queued(env, storage_prefix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 import function_app
-from localenv.host import bindings, functions, trigger
+from localenv.host import PollDelay, bindings, functions, trigger
 from reconciler.fanout import HostQueueRules
 from reconciler.settings import Settings, load_settings
 
@@ -130,6 +131,27 @@ def test_queue_rules_are_read_from_host_json_and_its_app_setting_overrides() -> 
         HostQueueRules.load(ROOT / "host.json", {"AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "30"})
     with pytest.raises(ValueError, match=r"^setting AzureFunctionsJobHost__extensions__queues__maxDequeueCount "):
         HostQueueRules.load(ROOT / "host.json", {"AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "five"})
+
+
+def test_an_idle_queue_is_polled_at_least_every_second_so_an_event_pass_starts_within_seconds() -> None:
+    # The event path's latency includes the queue listener's polling; at the 1-minute default an
+    # idle worker could leave an event pass's message unread for a minute.
+    assert HostQueueRules.load(ROOT / "host.json", {}).max_polling_interval == timedelta(seconds=1)
+    assert HostQueueRules().max_polling_interval == timedelta(minutes=1)  # the host's default
+    over = {"AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:05"}
+    assert HostQueueRules.load(ROOT / "host.json", over).max_polling_interval == timedelta(seconds=5)
+
+
+def test_the_local_hosts_poll_delay_backs_off_like_the_queue_listener() -> None:
+    delay = PollDelay(1.0, random.Random(7))
+    idle = [delay.next(found=False) for _ in range(8)]
+    # 100 ms + 100 ms x 2^(n-1) x 0.8..1.2: about 0.2, 0.3, 0.5, 0.9 s, then the 1 s maximum.
+    for got, nominal in zip(idle, (0.2, 0.3, 0.5, 0.9), strict=False):
+        assert nominal - 0.2 * (nominal - 0.1) <= got <= nominal + 0.2 * (nominal - 0.1)
+    assert idle[4:] == [1.0] * 4
+    assert delay.next(found=True) == 0.1  # a poll that found messages polls again soon
+    assert 0.18 <= delay.next(found=False) <= 0.22  # and the back-off starts over
+    assert PollDelay(60.0).next(found=False) < 1  # it grows from the minimum, not from the maximum
 
 
 def test_a_fanout_message_lives_through_every_retry_the_host_makes() -> None:

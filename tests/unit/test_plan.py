@@ -111,6 +111,32 @@ def test_azure_writes_when_opted_in_come_first() -> None:
     assert p.steps[1].connection == ("nva1", "10.0.1.6", 65001)
 
 
+def _connection_gone() -> Observation:
+    """The bgpConnection of nva1 deleted: its sessions fall, Route Server learns nothing from it."""
+    obs = observation()
+    agent = obs.agents["nva1"]
+    assert not isinstance(agent, Unknown)
+    down = replace(agent, neighbors=tuple(replace(n, state="Active", advertised=()) for n in agent.neighbors))
+    return replace(obs, connections=(), learned={}, agents={"nva1": down})
+
+
+def test_no_agent_fix_for_sessions_a_missing_connection_explains() -> None:
+    # The agent's config is not what is wrong: an intent would be a no-op that waits out the
+    # verification (15 s in the bench) before the human hears about the connection.
+    p = run(_connection_gone())
+    assert p.steps == ()
+    why = reasons(p)
+    assert "azure_writes" in why["PEER_MISSING"]
+    assert why["PEER_DOWN"].startswith("waits for PEER_MISSING of nva1: no usable bgpConnection")
+    assert len(p.skipped) == 3  # PEER_MISSING and PEER_DOWN on both instances, each once
+
+
+def test_a_connection_the_plan_writes_is_followed_by_the_agent_intent() -> None:
+    p = run(_connection_gone(), policy={"azure_writes": True})
+    assert [s.kind for s in p.steps] == [StepKind.PUT_CONNECTION, StepKind.AGENT_INTENT]
+    assert p.skipped == ()
+
+
 def test_unexpected_peer_is_never_deleted() -> None:
     from reconciler.observed import Connection
 
